@@ -1,0 +1,61 @@
+"""Goal-reaching environments: ``make_env(name, **options)`` and ``list_envs()``.
+
+Each env is also registered with gymnasium as ``wmpc/<Name>-v0``. Any gymnasium id works where
+wmpc takes ``env=``: ``"my_pkg.envs:MyTask-v0"`` imports ``my_pkg.envs`` first (gymnasium's
+convention), so users bring their own robots and simulators as long as the observation follows the
+contract in :mod:`envs.base`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+
+import gymnasium as gym
+
+from .base import GoalEnv
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+__all__ = ["GoalEnv", "make_env", "list_envs", "ENVS"]
+
+# name -> (entry point "module:Class", gymnasium id, tags)
+ENVS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+
+
+def _register(name: str, entry_point: str, gym_id: str, tags: tuple[str, ...] = ()) -> None:
+    ENVS[name] = (entry_point, gym_id, tags)
+    if gym_id not in gym.registry:
+        gym.register(id=gym_id, entry_point=entry_point)
+
+
+def list_envs(tag: str | None = None) -> list[str]:
+    """Names of wmpc envs (optionally only those carrying ``tag``, e.g. ``"quick"``)."""
+    return sorted(n for n, (_, _, tags) in ENVS.items() if tag is None or tag in tags)
+
+
+def make_env(name: str, **options) -> gym.Env:
+    """Create a wmpc env by name, or any gymnasium id (``"module:Id-v0"`` imports ``module``).
+
+    Raises:
+        ValueError: an unknown name (with the closest known one).
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if name in ENVS:
+        entry, _, _ = ENVS[name]
+        mod, cls = entry.split(":")
+        import importlib
+        return getattr(importlib.import_module(mod), cls)(**options)
+    try:
+        return gym.make(name, **options)
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        close = difflib.get_close_matches(name, list(ENVS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown env {name!r}.{hint} wmpc envs: {', '.join(list_envs())}; "
+                         f"or pass a gymnasium id such as 'my_pkg.envs:MyTask-v0' ({e})") from e
+
+
+_register("pointmass", "envs.pointmass:PointMassEnv", "wmpc/PointMass-v0", ("quick", "dino_wm", "mujoco"))
+_register("reacher", "envs.reacher:ReacherEnv", "wmpc/Reacher-v0", ("dino_wm", "mujoco"))
+_register("wall", "envs.wall:WallEnv", "wmpc/Wall-v0", ("quick", "dino_wm"))
+_register("pusht", "envs.pusht:PushTEnv", "wmpc/PushT-v0", ("dino_wm",))
+_register("pointmaze", "envs.pointmaze:PointMazeEnv", "wmpc/PointMaze-v0", ("dino_wm", "mujoco"))

@@ -1,0 +1,133 @@
+"""The goal-reaching task contract every wmpc env follows.
+
+Observation: ``{"pixels": uint8 (H, W, 3), "proprio": float32 (P,)}``; actions: a continuous
+``Box``. ``reset(seed=...)`` returns ``info`` with ``goal_image`` (uint8, same size as ``pixels``),
+``goal_state`` and ``state`` (the true simulator state, float64 vectors); each ``step`` returns
+``info["is_success"]`` judged from the true state, plus ``state``, ``goal_state`` and ``distance``.
+
+Envs of other packages follow the same contract by returning the same observation dict and info
+keys; the dataset tools need only ``pixels``, ``proprio`` and (if present) ``state``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import gymnasium as gym
+from gymnasium import spaces
+
+__all__ = ["GoalEnv"]
+
+
+class GoalEnv(gym.Env):
+    """Base class for wmpc goal-reaching tasks (see the module docstring for the contract).
+
+    Subclasses implement the hooks below; the base class does seeding, frameskip, goal
+    rendering without disturbing the episode, and the info dicts.
+
+    Hooks:
+        _sample_episode(rng) -> (start_state, goal_state)
+        _set_state(state); _get_state() -> state
+        _apply_action(action)  (one simulator step)
+        _render() -> uint8 (H, W, 3) of the current state at ``image_size``
+        _proprio() -> float32 (P,)
+        goal_distance(state, goal_state) -> float; success_threshold: float
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    success_threshold: float = 0.0
+
+    def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array"):
+        if int(image_size) <= 0:
+            raise ValueError(f"image_size must be a positive int, got {image_size}")
+        if int(frameskip) < 1:
+            raise ValueError(f"frameskip must be >= 1, got {frameskip}")
+        self.image_size = int(image_size)
+        self.frameskip = int(frameskip)
+        self.render_mode = render_mode
+        self._goal_state: np.ndarray | None = None
+        self._goal_image: np.ndarray | None = None
+
+    # --- hooks ------------------------------------------------------------------------
+    def _sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_state(self, state: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _get_state(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _apply_action(self, action: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _render(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _proprio(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
+        raise NotImplementedError
+
+    # --- public helpers ---------------------------------------------------------------
+    def get_state(self) -> np.ndarray:
+        return np.array(self._get_state(), dtype=np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        self._set_state(np.asarray(state, dtype=np.float64))
+
+    def render_state(self, state: np.ndarray) -> np.ndarray:
+        """Render an arbitrary state without disturbing the running episode."""
+        saved = self.get_state()
+        try:
+            self._set_state(np.asarray(state, dtype=np.float64))
+            return self._render().copy()
+        finally:
+            self._set_state(saved)
+
+    def is_success(self, state: np.ndarray | None = None) -> bool:
+        state = self.get_state() if state is None else state
+        return bool(self.goal_distance(state, self._goal_state) <= self.success_threshold)
+
+    def _obs(self) -> dict:
+        return {"pixels": self._render(), "proprio": np.asarray(self._proprio(), dtype=np.float32)}
+
+    def _info(self) -> dict:
+        state = self.get_state()
+        dist = float(self.goal_distance(state, self._goal_state))
+        return {"state": state, "goal_state": self._goal_state.copy(), "goal_image": self._goal_image,
+                "distance": dist, "is_success": bool(dist <= self.success_threshold)}
+
+    # --- gymnasium API ----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        start, goal = self._sample_episode(self.np_random)
+        if "start_state" in options:
+            start = np.asarray(options["start_state"], dtype=np.float64)
+        if "goal_state" in options:
+            goal = np.asarray(options["goal_state"], dtype=np.float64)
+        self._goal_state = np.asarray(goal, dtype=np.float64)
+        self._goal_image = self.render_state(self._goal_state)
+        self._set_state(np.asarray(start, dtype=np.float64))
+        return self._obs(), self._info()
+
+    def step(self, action):
+        if self._goal_state is None:
+            raise RuntimeError("call reset() before step()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError("action contains NaN or inf")
+        action = np.clip(action, self.action_space.low, self.action_space.high)
+        for _ in range(self.frameskip):
+            self._apply_action(action)
+        info = self._info()
+        reward = -info["distance"]
+        return self._obs(), reward, False, False, info
+
+    def render(self):
+        return self._render()
+
+    def _pixel_space(self) -> spaces.Box:
+        return spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
