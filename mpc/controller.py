@@ -1,0 +1,256 @@
+"""The receding-horizon controller and the one-call ``plan(obs, goal_image)`` API.
+
+``MPCController.act`` encodes the current observation and the goal (once per replan, never inside
+the planner's loop), keeps the last ``num_hist`` context frames and the actions executed between
+them, asks the planner for the action sequence whose predicted tokens land closest to the goal's,
+executes ``replan_every`` model steps of it, then replans warm-started from the shifted plan.
+
+Model steps and env steps: a world model trained with ``frameskip = k`` takes one action of size
+``k * A`` per model step (the k env actions in between, concatenated, as DINO-WM does). The
+controller hides this: ``act`` returns one env action (A,) at a time and :func:`plan` returns
+``(H * k, A)`` env actions.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from .objectives import make_objective
+from .planners import make_planner
+
+__all__ = ["MPCController", "plan"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_image_batch(images, what: str) -> np.ndarray | torch.Tensor:
+    """Check a uint8 (H, W, 3) / (B, H, W, 3) image (or batch) and return it batched."""
+    if isinstance(images, torch.Tensor):
+        arr = images
+    else:
+        arr = np.asarray(images)
+    if arr.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"{what} must be a uint8 image (H, W, 3) or batch (B, H, W, 3) as envs and "
+                         f"cameras give; got dtype {arr.dtype}. Convert float images with (x * 255).astype(np.uint8)")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"{what} must have shape (H, W, 3) or (B, H, W, 3); got {tuple(arr.shape)}")
+    return arr
+
+
+def _split_obs(obs) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """obs (dict with pixels/proprio, or an image) -> (pixels (B,H,W,3), proprio (B,P) | None, batched)."""
+    if isinstance(obs, dict):
+        if "pixels" not in obs:
+            raise ValueError("an observation dict must hold 'pixels' (uint8 (H, W, 3)) and 'proprio'")
+        pixels = obs["pixels"]
+        proprio = obs.get("proprio")
+    else:
+        pixels, proprio = obs, None
+    batched = np.ndim(pixels) == 4
+    pixels = _check_image_batch(pixels, "the observation image")
+    if proprio is not None:
+        proprio = np.asarray(proprio, dtype=np.float32)
+        proprio = proprio[None] if proprio.ndim == 1 else proprio
+        if proprio.ndim != 2 or proprio.shape[0] != pixels.shape[0]:
+            raise ValueError(f"proprio must be (P,) or (B, P) matching {pixels.shape[0]} image(s); got {proprio.shape}")
+        if not np.all(np.isfinite(proprio)):
+            raise ValueError("proprio contains NaN or inf")
+    return pixels, proprio, batched
+
+
+def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
+    """The planner's Box over model actions (k env actions concatenated)."""
+    k = int(model.frameskip)
+    if action_space is None:
+        low = getattr(model, "action_low", None)
+        high = getattr(model, "action_high", None)
+        if low is None or high is None:
+            low, high = -np.ones(model.action_dim // k), np.ones(model.action_dim // k)
+        low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
+    else:
+        low, high = np.asarray(action_space.low, np.float32).reshape(-1), np.asarray(action_space.high, np.float32).reshape(-1)
+    if low.size * k != model.action_dim:
+        raise ValueError(f"the action space has {low.size} dims but the model was trained on "
+                         f"{model.action_dim // k}-dim actions (frameskip {k}); pass the env's action_space")
+    return spaces.Box(np.tile(low, k), np.tile(high, k), dtype=np.float32)
+
+
+class MPCController:
+    """Receding-horizon MPC in the latent space of a world model.
+
+    Args:
+        model: a :class:`mpc.WorldModel` (or anything with ``encode``, ``rollout``, ``action_dim``,
+            ``num_hist``, ``frameskip``).
+        planner: a planner object (``optimize(cost_fn, batch, init)``), or a registered name.
+        objective: a callable ``(z_pred, z_goal, proprio_pred, proprio_goal) -> (B, S)``, or a name
+            (default ``"last"``: MSE on the last predicted frame, DINO-WM's).
+        horizon: H, planning horizon in model steps.
+        replan_every: model steps executed from each plan before replanning.
+        action_space: the env's Box (per env action); default: the bounds stored in the model.
+        planner_options: options for ``make_planner`` when ``planner`` is a name.
+        device: where planning runs (default: the model's device).
+    """
+
+    def __init__(self, model, planner="cem", objective="last", horizon: int = 5, replan_every: int = 1,
+                 action_space: spaces.Box | None = None, planner_options: dict | None = None,
+                 seed: int = 0, device=None):
+        if horizon < 1 or replan_every < 1 or replan_every > horizon:
+            raise ValueError(f"need 1 <= replan_every <= horizon, got horizon={horizon}, replan_every={replan_every}")
+        self.model = model
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.horizon = int(horizon)
+        self.replan_every = int(replan_every)
+        self.frameskip = int(model.frameskip)
+        self.env_action_dim = model.action_dim // self.frameskip
+        self.action_space = _model_action_space(model, action_space)
+        if isinstance(planner, str):
+            planner = make_planner(planner, action_space=self.action_space, horizon=self.horizon,
+                                   seed=seed, device=self.device, **(planner_options or {}))
+        self.planner = planner
+        self.objective = make_objective(objective) if isinstance(objective, str) else objective
+        self.last_plan_info: dict = {}
+        self.plan_times: list[float] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history, the queued actions and the warm start (call at each new episode)."""
+        self._z_hist: deque = deque(maxlen=int(self.model.num_hist))   # each (B, N, D)
+        self._p_hist: deque = deque(maxlen=int(self.model.num_hist))   # each (B, P)
+        self._a_hist: deque = deque(maxlen=max(int(self.model.num_hist) - 1, 1))  # each (B, Am)
+        self._queue: list[np.ndarray] = []   # env actions (B, A) still to execute from the plan
+        self._plan: torch.Tensor | None = None  # (B, H, Am) last plan, for the warm start
+        self._pending: list[np.ndarray] = [] # env actions of the model step under way
+        self._steps = 0                      # env steps taken since reset
+        self._goal_key: str | None = None
+        self._z_goal: torch.Tensor | None = None
+        self._batch: int | None = None
+
+    # --- helpers -------------------------------------------------------------------------
+    def _encode(self, pixels) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode(pixels).to(self.device)
+
+    def _goal_tokens(self, goal_image) -> torch.Tensor:
+        goal = _check_image_batch(goal_image, "the goal image")
+        raw = goal.cpu().numpy() if isinstance(goal, torch.Tensor) else goal
+        key = hashlib.sha1(np.ascontiguousarray(raw).tobytes()).hexdigest()
+        if key != self._goal_key:
+            self._z_goal = self._encode(goal)
+            self._goal_key = key
+        return self._z_goal
+
+    def _replan(self, goal_image) -> None:
+        z_goal = self._goal_tokens(goal_image)
+        B = self._batch
+        if z_goal.shape[0] == 1 and B > 1:
+            z_goal = z_goal.expand(B, *z_goal.shape[1:])
+        elif z_goal.shape[0] != B:
+            raise ValueError(f"got {z_goal.shape[0]} goal images for {B} observations")
+        z_ctx = torch.stack(list(self._z_hist), dim=1)                       # (B, T, N, D)
+        p_ctx = torch.stack(list(self._p_hist), dim=1) if self._p_hist[0] is not None else None
+        T = z_ctx.shape[1]
+        past = (torch.stack(list(self._a_hist)[-(T - 1):], dim=1) if T > 1 else None)  # (B, T-1, Am)
+        model, objective = self.model, self.objective
+
+        def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
+            z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past)
+            return objective(z_pred, z_goal, p_pred, None)
+
+        init = None
+        if self._plan is not None:  # warm start: the old plan moved past what was executed
+            init = self._plan
+            for _ in range(self.replan_every):
+                init = self.planner.shift(init)
+        t0 = time.perf_counter()
+        result = self.planner.optimize(cost_fn, batch=B, init=init)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.plan_times.append(time.perf_counter() - t0)
+        self.last_plan_info = dict(result.info, cost=result.cost.detach().cpu().numpy())
+        self._plan = result.actions.detach()                                 # (B, H, Am)
+        steps = self._plan[:, : self.replan_every].cpu().numpy()             # (B, r, Am)
+        steps = steps.reshape(B, self.replan_every * self.frameskip, self.env_action_dim)
+        self._queue = [steps[:, i] for i in range(steps.shape[1])]
+
+    # --- public --------------------------------------------------------------------------
+    def act(self, obs, goal_image) -> np.ndarray:
+        """Return the next env action: (A,) for one env or (B, A) for a batch of envs.
+
+        Args:
+            obs: the env's observation dict (``pixels`` uint8 (H, W, 3) or (B, H, W, 3) and
+                ``proprio``), or just the image.
+            goal_image: uint8 (H, W, 3) (shared by all envs) or (B, H, W, 3).
+        """
+        pixels, proprio, batched = _split_obs(obs)
+        if self._batch is None:
+            self._batch = pixels.shape[0]
+        elif pixels.shape[0] != self._batch:
+            raise ValueError(f"this controller runs {self._batch} env(s); got {pixels.shape[0]} observations. Call reset() first")
+        if self.model.proprio_dim and proprio is None:
+            raise ValueError("this world model conditions on proprioception: pass the env's observation dict "
+                             "with 'pixels' and 'proprio', not the image alone")
+        if self._steps % self.frameskip == 0:  # a new model frame: record it (encoded once)
+            if self._pending:
+                model_action = np.concatenate(self._pending, axis=-1)                # (B, Am)
+                self._a_hist.append(torch.as_tensor(model_action, device=self.device))
+                self._pending = []
+            self._z_hist.append(self._encode(pixels))
+            self._p_hist.append(torch.as_tensor(proprio, device=self.device) if self.model.proprio_dim else None)
+            if not self._queue:
+                self._replan(goal_image)
+        action = self._queue.pop(0)
+        self._pending.append(action)
+        self._steps += 1
+        return action if batched else action[0]
+
+
+def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objective="last",
+         action_space: spaces.Box | None = None, device=None, seed: int = 0, **options) -> np.ndarray:
+    """Plan an action sequence from an observation to a goal image, in one call.
+
+    Args:
+        obs: the env's observation dict (``pixels`` + ``proprio``) or just a uint8 image
+            (H, W, 3); a batch (B, H, W, 3) plans for B envs at once.
+        goal_image: uint8 image of the goal, the same size as the observation (or a batch).
+        model: a :class:`mpc.WorldModel` or the path of a saved checkpoint.
+        planner: a planner name (``cem``, ``gd``, ``mppi``, ``icem``, ``cem_gd``) or object.
+        horizon: H in model steps.
+        objective: objective name or callable.
+        action_space: the env's action Box (default: the bounds stored with the model).
+        **options: planner options (e.g. ``num_samples=100, iterations=10``).
+
+    Returns:
+        float32 array ``(H * frameskip, A)``, or ``(B, H * frameskip, A)`` for a batch.
+
+    Raises:
+        ValueError: a non-uint8 or wrongly shaped image, NaN, a goal image whose size differs
+            from the observation's, or an action space that does not match the model.
+    """
+    if isinstance(model, (str, Path)):
+        from .world_model import WorldModel
+        model = WorldModel.load(model, device=device)
+    pixels, _, batched = _split_obs(obs)
+    goal = _check_image_batch(goal_image, "the goal image")
+    if tuple(goal.shape[1:]) != tuple(pixels.shape[1:]):
+        raise ValueError(f"the goal image is {tuple(goal.shape[1:])} but the observation is "
+                         f"{tuple(pixels.shape[1:])}; render both at the same image_size")
+    expected = getattr(model, "image_size", None)
+    if expected is not None and tuple(pixels.shape[1:3]) != (expected, expected):
+        raise ValueError(f"this world model was trained on {expected}x{expected} images; got "
+                         f"{pixels.shape[1]}x{pixels.shape[2]}. Make the env with image_size={expected}")
+    ctrl = MPCController(model, planner, objective, horizon=horizon, replan_every=horizon,
+                         action_space=action_space, planner_options=options, seed=seed, device=device)
+    ctrl._batch = pixels.shape[0]
+    first = ctrl.act(obs, goal_image)
+    rest = [q for q in ctrl._queue]
+    out = np.stack([first if batched else first[None]] + rest, axis=1)          # (B, H*k, A)
+    return out if batched else out[0]
