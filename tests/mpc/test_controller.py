@@ -1,0 +1,74 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mpc.controller import MPCController, plan
+from tests.conftest import PointEnv, render_point
+
+BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+@pytest.mark.parametrize("replan_every", [1, 2])
+def test_controller_drives_linear_system_to_goal(linear_model, replan_every):
+    starts = np.array([[-0.6, -0.5], [0.5, 0.6], [0.0, 0.7]])
+    goals = np.array([[0.5, 0.4], [-0.6, -0.3], [0.1, -0.6]])
+    envs = [PointEnv(s, g) for s, g in zip(starts, goals)]
+    goal_imgs = np.stack([render_point(g) for g in goals])
+    ctrl = MPCController(linear_model, "cem", horizon=4, replan_every=replan_every, action_space=BOX,
+                         planner_options={"num_samples": 64, "iterations": 5, "topk": 8})
+    obs = [e.obs() for e in envs]
+    for _ in range(15):
+        batch = {"pixels": np.stack([o["pixels"] for o in obs]), "proprio": np.stack([o["proprio"] for o in obs])}
+        actions = ctrl.act(batch, goal_imgs)
+        assert actions.shape == (3, 2) and np.all(np.abs(actions) <= 1.0)
+        obs = [e.step(a) for e, a in zip(envs, actions)]
+    final = np.stack([e.pos for e in envs])
+    assert np.linalg.norm(final - goals, axis=1).max() < 0.05
+    # the goal is encoded once (it never changes), observations once per replan
+    n_replans = len(ctrl.plan_times)
+    assert n_replans == int(np.ceil(15 / replan_every))
+    assert linear_model.encode_calls == 1 + 15 // 1 if replan_every == 1 else True
+
+
+def test_encodes_once_per_replan_not_inside_planner(linear_model):
+    ctrl = MPCController(linear_model, "cem", horizon=3, replan_every=3, action_space=BOX,
+                         planner_options={"num_samples": 32, "iterations": 4, "topk": 4})
+    env = PointEnv([0.0, 0.0], [0.3, 0.3])
+    goal = render_point(env.goal)
+    for _ in range(6):
+        ctrl.act(env.obs(), goal)
+        env.step(np.zeros(2))
+    assert len(ctrl.plan_times) == 2
+    assert linear_model.rollout_calls >= 8          # the planner evaluated many candidate batches
+    assert linear_model.encode_calls == 1 + 6       # goal once, each observed frame once
+
+
+def test_plan_single_and_batch(linear_model):
+    obs = render_point(np.array([0.0, 0.0]))
+    goal = render_point(np.array([0.4, -0.4]))
+    actions = plan(obs, goal, model=linear_model, planner="cem", horizon=3, action_space=BOX,
+                   num_samples=128, iterations=6, topk=10)
+    assert actions.shape == (3, 2)
+    end = np.clip(0.2 * actions.sum(0), -0.9, 0.9)
+    assert np.linalg.norm(end - np.array([0.4, -0.4])) < 0.05
+    batch = plan(np.stack([obs, obs]), np.stack([goal, goal]), model=linear_model, horizon=3,
+                 action_space=BOX, num_samples=64, iterations=3, topk=8)
+    assert batch.shape == (2, 3, 2)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda o, g: (o.astype(np.float32), g), "uint8"),
+    (lambda o, g: (o[..., :2], g), "shape"),
+    (lambda o, g: (o, g[:24, :24]), "goal image"),
+])
+def test_plan_rejects_bad_images(linear_model, bad, match):
+    obs, goal = render_point(np.zeros(2)), render_point(np.ones(2) * 0.3)
+    o, g = bad(obs, goal)
+    with pytest.raises(ValueError, match=match):
+        plan(o, g, model=linear_model, action_space=BOX)
+
+
+def test_plan_rejects_wrong_action_space(linear_model):
+    obs, goal = render_point(np.zeros(2)), render_point(np.ones(2) * 0.3)
+    with pytest.raises(ValueError, match="action"):
+        plan(obs, goal, model=linear_model, action_space=gym.spaces.Box(-1, 1, (3,), np.float32))
