@@ -1,0 +1,264 @@
+"""PointMaze: drive a force-actuated ball through a maze (``gymnasium-robotics`` MuJoCo model).
+
+The maze model and the ball's dynamics are ``gymnasium_robotics``' ``PointMaze`` (its MJCF, its
+``PointEnv.step`` with velocity clipping); this module adds the wmpc goal-reaching contract: a
+top-down orthographic render straight at ``image_size``, exact state restore, goals sampled over
+the maze grid within a path-length budget, a breadth-first-search waypoint oracle, and DINO-WM's
+success test.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import warnings
+import weakref
+from collections import deque
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+from .base import GoalEnv  # noqa: E402
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from gymnasium_robotics.envs.maze import maps  # noqa: E402
+    from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv as _PointMazeSim  # noqa: E402
+
+__all__ = ["PointMazeEnv", "MAZES"]
+
+MAZES = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE}  # option maze= -> gymnasium-robotics map
+SUCCESS_RADIUS = 0.5  # DINO-WM point_maze: ||xy - goal_xy|| < 0.5 (one maze cell is 1.0)
+START_NOISE = 0.25  # gymnasium-robotics position_noise_range: uniform jitter around a cell centre
+MAX_SPEED = 5.0  # PointEnv clips each velocity component to [-5, 5]
+
+_FLAGS_OFF = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+              mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG)
+_LIVE: "weakref.WeakSet[PointMazeEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free GL contexts before the interpreter tears the EGL bindings down.
+    for env in list(_LIVE):
+        env.close()
+
+
+def _free_cells(maze_map: list[list]) -> list[tuple[int, int]]:
+    """(row, col) of every cell that is not a wall (``1``)."""
+    return [(i, j) for i, row in enumerate(maze_map) for j, cell in enumerate(row) if cell != 1]
+
+
+def _bfs_next(maze_map: list[list], goal: tuple[int, int]) -> dict[tuple[int, int], tuple[tuple[int, int], int]]:
+    """For every free cell: (the neighbour one step closer to ``goal``, path length in cells)."""
+    out = {goal: (goal, 0)}
+    queue = deque([goal])
+    while queue:
+        i, j = queue.popleft()
+        for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            n = (i + di, j + dj)
+            if n not in out and maze_map[n[0]][n[1]] != 1:
+                out[n] = ((i, j), out[(i, j)][1] + 1)
+                queue.append(n)
+    return out
+
+
+class PointMazeEnv(GoalEnv):
+    """Reach a goal position in a maze with a force-actuated ball, seen from above.
+
+    ## Description
+    gymnasium-robotics' PointMaze: a ball (MuJoCo, 2 slide joints, timestep 0.01 s, force =
+    100 * action, each velocity component clipped to [-5, 5]) in a walled maze of unit cells.
+    ``maze="umaze"`` (5x5 cells, D4RL/DINO-WM's U-maze) or ``"medium"`` (8x8).
+
+    ## Action Space
+    ``Box(-1, 1, (2,), float32)``: the ball's x and y force, as gymnasium-robotics defines it.
+    One env step holds the action for ``substeps`` MuJoCo steps (default 10, i.e. 0.1 s, 10 Hz
+    control); ``frameskip`` repeats env-level steps on top. ``substeps=1`` gives D4RL's raw step.
+
+    ## Observation Space
+    ``pixels``: uint8 ``(image_size, image_size, 3)``, an orthographic top-down render of the
+    whole maze (x to the right, y up; the gymnasium-robotics target marker is hidden because the
+    goal is given as an image). ``proprio``: float32 ``(4,)`` = ``x, y, vx, vy`` (DINO-WM's
+    point-maze proprio). The true state ``info["state"]`` is the same four values in float64.
+
+    ## Rewards
+    ``-distance`` with ``distance = ||xy - goal_xy||`` (maze units; one cell is 1.0).
+
+    ## Starting State
+    A uniformly chosen free cell's centre plus uniform noise in ``[-0.25, 0.25]^2``
+    (gymnasium-robotics' ``position_noise_range``), at rest.
+
+    ## Goal Sampling
+    Another free cell whose breadth-first-search path from the start cell is between
+    ``min_goal_cells`` (default 2, so the goal is never in a neighbouring cell) and
+    ``max_goal_cells`` (default 6: every U-maze goal; in the medium maze the limit keeps goals
+    reachable within a 50-step budget at 10 Hz) cells long, plus the same noise; the goal
+    velocity is zero. ``oracle_action()`` follows the BFS path cell centre by cell centre with a PD law and
+    then stops on the goal.
+
+    ## Success
+    DINO-WM's point-maze test (``env/pointmaze/point_maze_wrapper.py`` ``eval_state``):
+    ``||xy - goal_xy|| < 0.5``; ``success_threshold = 0.5``. (gymnasium-robotics itself uses 0.45.)
+
+    ## Episode Truncation
+    Never truncates or terminates by itself; callers choose the budget (50 steps in wmpc evals).
+
+    ## Arguments
+    ``image_size`` (64; 224 for DINO-WM), ``frameskip`` (1), ``maze`` ("umaze" | "medium"),
+    ``substeps`` (10), ``min_goal_cells`` (2), ``max_goal_cells`` (6).
+
+    ## Version History
+    * v0: initial version (gymnasium-robotics 1.4 PointMaze model).
+    """
+
+    success_threshold = SUCCESS_RADIUS
+
+    def __init__(self, image_size: int = 64, frameskip: int = 1, maze: str = "umaze", substeps: int = 10,
+                 min_goal_cells: int = 2, max_goal_cells: int = 6, render_mode: str | None = "rgb_array"):
+        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        if maze not in MAZES:
+            raise ValueError(f"maze must be one of {sorted(MAZES)}, got {maze!r}")
+        if int(substeps) < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        if not 1 <= int(min_goal_cells) <= int(max_goal_cells):
+            raise ValueError(f"need 1 <= min_goal_cells <= max_goal_cells, got {min_goal_cells}, {max_goal_cells}")
+        self.maze = maze
+        self.substeps = int(substeps)
+        self.min_goal_cells = int(min_goal_cells)
+        self.max_goal_cells = int(max_goal_cells)
+        self._maze_map = MAZES[maze]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._sim = _PointMazeSim(maze_map=self._maze_map, render_mode=None, continuing_task=True)
+        self._grid = self._sim.maze
+        self.model = self._sim.point_env.model
+        self.data = self._sim.point_env.data
+        self._render_data = mujoco.MjData(self.model)  # rendering never touches self.data
+        self._setup_renderer()
+        self._cells = _free_cells(self._maze_map)
+        self._paths: dict[tuple[int, int], dict] = {}
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = spaces.Dict({
+            "pixels": self._pixel_space(),
+            "proprio": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        })
+
+    def _setup_renderer(self) -> None:
+        m = self.model
+        m.site_rgba[self._sim.target_site_id, 3] = 0.0  # goals come as images, not as a marker
+        vis = m.vis.global_
+        vis.offwidth, vis.offheight = max(vis.offwidth, self.image_size), max(vis.offheight, self.image_size)
+        vis.orthographic = 1
+        vis.fovy = float(max(self._grid.map_width, self._grid.map_length))  # orthographic: view height
+        self._renderer = mujoco.Renderer(m, self.image_size, self.image_size)
+        for flag in _FLAGS_OFF:
+            self._renderer.scene.flags[flag] = 0
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = (0.0, 0.0, 0.0)
+        cam.distance = 10.0
+        cam.elevation = -90.0
+        cam.azimuth = 90.0
+        self._camera = cam
+        _LIVE.add(self)
+
+    # --- simulator layer --------------------------------------------------------------
+    def _get_state(self) -> np.ndarray:
+        return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
+
+    def _set_state(self, state: np.ndarray) -> None:
+        """Restore ``[x, y, vx, vy]`` exactly: the rest of MuJoCo's integration state is reset too.
+
+        ``qacc_warmstart``, ``ctrl`` and ``time`` are zeroed so a restored state always continues
+        the same way (no hidden solver warm start from an earlier trajectory).
+        """
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape not in ((2,), (4,)):
+            raise ValueError(f"PointMaze state must be [x, y] or [x, y, vx, vy], got shape {state.shape}")
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = state[:2]
+        self.data.qvel[:] = state[2:4] if state.shape[0] == 4 else 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def _apply_action(self, action: np.ndarray) -> None:
+        for _ in range(self.substeps):
+            self._sim.point_env.step(action)
+
+    def _proprio(self) -> np.ndarray:
+        return self._get_state().astype(np.float32)
+
+    def _draw(self, data: mujoco.MjData) -> np.ndarray:
+        self._renderer.update_scene(data, self._camera)
+        return self._renderer.render()
+
+    def _render(self) -> np.ndarray:
+        return self._draw(self.data)
+
+    def render_state(self, state: np.ndarray) -> np.ndarray:
+        """Image of an arbitrary state, rendered from a separate ``MjData`` (the episode is untouched)."""
+        state = np.asarray(state, dtype=np.float64)
+        d = self._render_data
+        d.qpos[:] = state[:2]
+        d.qvel[:] = state[2:4] if state.shape[0] >= 4 else 0.0
+        mujoco.mj_kinematics(self.model, d)
+        return self._draw(d).copy()
+
+    def close(self) -> None:
+        renderer = getattr(self, "_renderer", None)
+        if renderer is not None:
+            renderer.close()
+            self._renderer = None
+
+    # --- task layer -------------------------------------------------------------------
+    def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
+        """Euclidean distance of the ball to the goal position (maze units)."""
+        return float(np.linalg.norm(np.asarray(state)[:2] - np.asarray(goal_state)[:2]))
+
+    def _cell_xy(self, cell: tuple[int, int]) -> np.ndarray:
+        return np.asarray(self._grid.cell_rowcol_to_xy(np.array(cell)), dtype=np.float64)
+
+    def _cell_of(self, xy: np.ndarray) -> tuple[int, int]:
+        i, j = self._grid.cell_xy_to_rowcol(np.asarray(xy))
+        return int(i), int(j)
+
+    def _path_table(self, goal_cell: tuple[int, int]) -> dict:
+        if goal_cell not in self._paths:
+            self._paths[goal_cell] = _bfs_next(self._maze_map, goal_cell)
+        return self._paths[goal_cell]
+
+    def _sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        start_cell = self._cells[rng.integers(len(self._cells))]
+        table = self._path_table(start_cell)  # path lengths are symmetric
+        goals = [c for c in self._cells if self.min_goal_cells <= table[c][1] <= self.max_goal_cells]
+        if not goals:
+            raise ValueError(f"no free cell of the {self.maze!r} maze lies {self.min_goal_cells}-{self.max_goal_cells} "
+                             f"cells from cell {start_cell}; widen min_goal_cells/max_goal_cells")
+        goal_cell = goals[rng.integers(len(goals))]
+        start = self._cell_xy(start_cell) + rng.uniform(-START_NOISE, START_NOISE, 2)
+        goal = self._cell_xy(goal_cell) + rng.uniform(-START_NOISE, START_NOISE, 2)
+        return np.concatenate([start, [0.0, 0.0]]), np.concatenate([goal, [0.0, 0.0]])
+
+    def oracle_action(self, kp: float = 10.0, kd: float = 1.0) -> np.ndarray:
+        """Scripted controller: PD toward the next BFS waypoint (cell centres), then the goal.
+
+        Args:
+            kp: proportional gain (force units per maze unit).
+            kd: derivative gain (force units per maze unit per second).
+
+        Returns:
+            float32 (2,) in ``[-1, 1]``.
+        """
+        if self._goal_state is None:
+            raise RuntimeError("call reset() before oracle_action()")
+        xy, vel = self.data.qpos.copy(), self.data.qvel.copy()
+        goal_xy = self._goal_state[:2]
+        cell, goal_cell = self._cell_of(xy), self._cell_of(goal_xy)
+        table = self._path_table(goal_cell)
+        if cell == goal_cell or cell not in table:
+            target = goal_xy
+        else:
+            target = self._cell_xy(table[cell][0])
+        return np.clip(kp * (target - xy) - kd * vel, -1.0, 1.0).astype(np.float32)
