@@ -181,7 +181,7 @@ def _write_h5_atomic(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str,
     tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
     comp = None if compression in (None, "none", "None") else compression
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver="latest") as f:
             for key, arr in arrays.items():
                 chunks = (1, *arr.shape[1:]) if chunk_first and arr.ndim >= 2 and arr.shape[0] else True
                 f.create_dataset(key, data=arr, chunks=chunks if arr.size else None,
