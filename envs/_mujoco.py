@@ -104,5 +104,13 @@ class MujocoScene:
         """Free the GL context (safe to call twice)."""
         renderer, self._renderer = getattr(self, "_renderer", None), None
         if renderer is not None:
+            # MjrContext.free() deletes GL objects in whichever context is current: make ours
+            # current first, or another env's framebuffer would be deleted with the same ids.
+            gl_context = getattr(renderer, "_gl_context", None)
+            if gl_context is not None:
+                gl_context.make_current()
             renderer.close()
         _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        self.close()

@@ -94,7 +94,7 @@ class GoalEnv(gym.Env):
     def _info(self) -> dict:
         state = self.get_state()
         dist = float(self.goal_distance(state, self._goal_state))
-        return {"state": state, "goal_state": self._goal_state.copy(), "goal_image": self._goal_image,
+        return {"state": state, "goal_state": self._goal_state.copy(), "goal_image": self._goal_image.copy(),
                 "distance": dist, "is_success": bool(dist <= self.success_threshold)}
 
     # --- gymnasium API ----------------------------------------------------------------
