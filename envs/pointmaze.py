@@ -143,7 +143,11 @@ class PointMazeEnv(GoalEnv):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
-            "proprio": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            # the ball stays inside the maze; one step of full force adds < 1 to a clipped speed of 5
+            "proprio": spaces.Box(np.array([-self._grid.x_map_center, -self._grid.y_map_center,
+                                            -MAX_SPEED - 1, -MAX_SPEED - 1], np.float32),
+                                  np.array([self._grid.x_map_center, self._grid.y_map_center,
+                                            MAX_SPEED + 1, MAX_SPEED + 1], np.float32)),
         })
 
     def _setup_renderer(self) -> None:
@@ -195,7 +199,9 @@ class PointMazeEnv(GoalEnv):
         return self._renderer.render()
 
     def _render(self) -> np.ndarray:
-        return self._draw(self.data)
+        # After mj_step the episode data's body poses lag qpos by one step, so render the state
+        # vector through the rendering data instead: obs == render_state(state), exactly.
+        return self.render_state(self._get_state())
 
     def render_state(self, state: np.ndarray) -> np.ndarray:
         """Image of an arbitrary state, rendered from a separate ``MjData`` (the episode is untouched)."""
@@ -213,6 +219,11 @@ class PointMazeEnv(GoalEnv):
             self._renderer = None
 
     # --- task layer -------------------------------------------------------------------
+    def _info(self) -> dict:
+        info = super()._info()
+        info["goal_image"] = info["goal_image"].copy()  # a fresh array per call (gymnasium check_env)
+        return info
+
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         """Euclidean distance of the ball to the goal position (maze units)."""
         return float(np.linalg.norm(np.asarray(state)[:2] - np.asarray(goal_state)[:2]))

@@ -125,7 +125,10 @@ class PushTEnv(GoalEnv):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
-            "proprio": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            # position margin: the PD loop may overshoot a target on the board edge; speed: far above the
+            # PD loop's steady state (5 * 512 px/s for a target across the whole board)
+            "proprio": spaces.Box(np.array([-BOARD / 4] * 2 + [-1e4] * 2, np.float32),
+                                  np.array([BOARD * 1.25] * 2 + [1e4] * 2, np.float32)),
         })
         self._plan: np.ndarray | None = None  # recorded goal-making actions (goal_steps, 2)
         self._steps = 0
@@ -247,6 +250,11 @@ class PushTEnv(GoalEnv):
         return start, goal
 
     # --- gymnasium API ----------------------------------------------------------------
+    def _info(self) -> dict:
+        info = super()._info()
+        info["goal_image"] = info["goal_image"].copy()  # a fresh array per call (gymnasium check_env)
+        return info
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
         self._steps = 0
