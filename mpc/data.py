@@ -312,10 +312,10 @@ def rollout_episode(env, actions: np.ndarray, seed: int) -> dict[str, np.ndarray
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: dict) -> None:
-    """Pool initializer: build the env once per worker process."""
+def _init_worker(spec: dict, env=None) -> None:
+    """Pool initializer: build the env once per worker process (or use ``env``)."""
     _WORKER["spec"] = spec
-    _WORKER["env"] = _make_env(spec["env"], spec["env_options"])
+    _WORKER["env"] = env if env is not None else _make_env(spec["env"], spec["env_options"])
 
 
 def _collect_one(index: int) -> tuple[int, int]:
@@ -431,8 +431,11 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
     probe = _make_env(env, env_options)
     space = probe.action_space
     low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
-    make_actions(policy, low, high, 2, seed, **policy_options)  # check policy options early
-    probe.close()
+    try:
+        make_actions(policy, low, high, 2, seed, **policy_options)  # check policy options early
+    except ValueError:
+        probe.close()
+        raise
 
     meta = {"format_version": FORMAT_VERSION, "env": env, "env_options": env_options,
             "action_low": low.tolist(), "action_high": high.tolist(), "episodes": int(episodes),
@@ -444,6 +447,7 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         diff = {k: (old.get(k), meta[k]) for k in _IDENTITY_KEYS if _plain(old.get(k)) != meta[k]}
         if diff:
             lines = "; ".join(f"{k}: existing {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+            probe.close()
             raise DatasetError(f"{out} already holds a dataset collected with other settings ({lines}). "
                                "Choose another `out` directory, or delete this one to start over.")
         meta["created"] = old.get("created", meta["created"])
@@ -472,7 +476,8 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
     t0, frames = time.perf_counter(), 0
     try:
         if int(workers) == 1 or len(todo) <= 1:
-            _init_worker(spec)
+            _init_worker(spec, probe)
+            probe = None
             try:
                 for i in todo:
                     frames += _collect_one(i)[1]
@@ -481,6 +486,8 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
             finally:
                 _WORKER.pop("env").close()
         else:
+            probe.close()
+            probe = None
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(min(int(workers), len(todo)), mp_context=ctx,
                                         initializer=_init_worker, initargs=(spec,)) as pool:
@@ -495,6 +502,8 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
                     raise
     finally:
         bar.close()
+        if probe is not None:
+            probe.close()
     if todo or not (out / "stats.json").exists():
         _write_json_atomic(out / "stats.json", compute_stats(episodes_dir, int(episodes)))
     log.info("collected %d episode(s) (%d frames) into %s in %.1fs", len(todo), frames, out,
