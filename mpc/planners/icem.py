@@ -1,0 +1,142 @@
+"""Improved cross-entropy method (iCEM), Pinneri et al. 2020, https://arxiv.org/abs/2008.06389.
+
+Changes to CEM, each an option:
+
+- colored noise: samples are power-law noise over the horizon (PSD ~ 1/f^beta, beta=0 is white),
+  made by shaping Gaussian spectra and an inverse real FFT along H, normalised to unit variance;
+- population decay: iteration i samples ``max(samples * decay**-i, min_samples)`` sequences;
+- elite keeping: a fraction ``keep_elites`` of the previous iteration's elites joins the next
+  population; after :meth:`ICEM.shift`, the shifted elites of the last call join the first one;
+- momentum on mean and std (``alpha``), and the mean is added as a candidate in the last iteration.
+
+The best sequence ever evaluated is returned.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import register_planner
+from .base import Planner, Run
+from .cem import _positive, _positive_int
+
+
+def colored_noise(planner: Planner, samples: int, horizon: int, action_dim: int, beta: float) -> torch.Tensor:
+    """(B, samples, H, A) unit-variance noise with power spectrum ~ 1/f^beta along H."""
+    if beta == 0:
+        return planner.normal(samples, horizon, action_dim)
+    F = horizon // 2 + 1
+    f = torch.arange(F, device=planner.low.device, dtype=torch.float32) / horizon  # rfft frequencies
+    f[0] = 1.0 / horizon                                                  # no infinite DC power
+    w = f ** (-beta / 2.0)                                                # (F,) amplitude
+    re = planner.normal(samples, action_dim, F) * w                       # (B, S, A, F)
+    im = planner.normal(samples, action_dim, F) * w
+    im[..., 0] = 0.0                                                      # DC is real
+    nyquist = horizon % 2 == 0
+    if nyquist:
+        im[..., -1] = 0.0                                                 # Nyquist is real
+    x = torch.fft.irfft(torch.complex(re, im), n=horizon, dim=-1)        # (B, S, A, H)
+    # variance of each x_t: DC and Nyquist terms count once, the others twice (conjugate pair)
+    var = w[0] ** 2 + 4 * (w[1:F - 1 if nyquist else F] ** 2).sum() + (w[-1] ** 2 if nyquist else 0.0)
+    x = x / (var.sqrt() / horizon)
+    return x.transpose(-1, -2)                                            # (B, S, H, A)
+
+
+@register_planner("icem")
+class ICEM(Planner):
+    """iCEM over (B, S, H, A) candidates.
+
+    Args:
+        action_space, horizon, seed, device: see :class:`~mpc.planners.base.Planner`.
+        samples: population of the first iteration.
+        iterations: refits.
+        topk: K, elites per iteration.
+        beta: colored-noise exponent (0 white, 1 pink, 2 red/brown).
+        decay: population shrink factor per iteration (gamma in the paper).
+        min_samples: population floor (default ``max(2 * topk, samples // 2)``).
+        keep_elites: fraction of elites carried to the next iteration (and the next call after ``shift``).
+        alpha: momentum of mean and std (weight of the previous value).
+        init_std: initial std, fraction of the Box half-width.
+        min_std: std floor, fraction of the Box half-width.
+
+    Raises:
+        ValueError: ``topk`` larger than the smallest population, or bad values.
+    """
+
+    name = "icem"
+
+    def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
+                 samples: int = 300, iterations: int = 30, topk: int = 30, beta: float = 1.0,
+                 decay: float = 1.25, min_samples: int | None = None, keep_elites: float = 0.3,
+                 alpha: float = 0.1, init_std: float = 1.0, min_std: float = 0.0):
+        super().__init__(action_space, horizon, seed, device)
+        self.samples = _positive_int("samples", samples, 2)
+        self.iterations = _positive_int("iterations", iterations)
+        self.topk = _positive_int("topk", topk, 2)
+        self.min_samples = _positive_int("min_samples", min_samples if min_samples is not None
+                                         else min(max(2 * self.topk, self.samples // 2), self.samples), 2)
+        if self.topk > min(self.min_samples, self.samples):
+            raise ValueError(f"topk ({topk}) must not exceed samples ({samples}) or min_samples "
+                             f"({self.min_samples})")
+        self.beta = _positive("beta", beta, allow_zero=True)
+        self.decay = float(decay)
+        if self.decay < 1.0:
+            raise ValueError(f"decay must be >= 1 (population never grows), got {decay!r}")
+        if not 0.0 <= float(keep_elites) <= 1.0:
+            raise ValueError(f"keep_elites must be in [0, 1], got {keep_elites!r}")
+        self.keep_elites = float(keep_elites)
+        if not 0.0 <= float(alpha) < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+        self.init_std = _positive("init_std", init_std)
+        self.min_std = _positive("min_std", min_std, allow_zero=True)
+        self.options = dict(samples=self.samples, iterations=self.iterations, topk=self.topk,
+                            beta=self.beta, decay=self.decay, min_samples=self.min_samples,
+                            keep_elites=self.keep_elites, alpha=self.alpha, init_std=self.init_std,
+                            min_std=self.min_std)
+        self._elites: torch.Tensor | None = None   # (B, K, H, A) last call's elites
+        self._carry: torch.Tensor | None = None    # shifted elites for the next call
+
+    def population(self, it: int) -> int:
+        """Population size of iteration ``it``."""
+        return max(int(self.samples * self.decay ** -it), self.min_samples)
+
+    def shift(self, actions: torch.Tensor) -> torch.Tensor:
+        """Shift the plan (see :meth:`Planner.shift`) and the last call's elites for the next call."""
+        if self._elites is not None:
+            self._carry = super().shift(self._elites)
+        return super().shift(actions)
+
+    def reset(self) -> None:
+        super().reset()
+        self._elites = self._carry = None
+
+    def _optimize(self, run: Run, init: torch.Tensor) -> dict:
+        B, H, A = init.shape
+        K = self.topk
+        n_keep = int(round(self.keep_elites * K))
+        mean = init
+        std = (self.init_std * self.half).expand(B, H, A)                   # (B, H, A)
+        floor = self.min_std * self.half
+        kept = None
+        if n_keep and self._carry is not None and self._carry.shape[0] == B:
+            kept = self._carry[:, :n_keep].to(init.device)                  # (B, n_keep, H, A)
+        self._carry = None
+        for it in range(self.iterations):
+            S = self.population(it)
+            cand = self.clip(mean[:, None] + std[:, None] * colored_noise(self, S, H, A, self.beta))
+            if it == self.iterations - 1:
+                cand[:, 0] = mean                                             # add the mean last
+            if kept is not None:
+                cand = torch.cat([cand, kept], dim=1)                         # (B, S + n_keep, H, A)
+            cost = run.evaluate(cand)                                         # (B, S')
+            _, idx = torch.topk(cost, K, dim=1, largest=False)               # (B, K), sorted
+            elites = torch.gather(cand, 1, idx[:, :, None, None].expand(B, K, H, A))  # (B, K, H, A)
+            mean = self.alpha * mean + (1 - self.alpha) * elites.mean(1)
+            std = torch.maximum(self.alpha * std + (1 - self.alpha) * elites.std(1), floor)
+            kept = elites[:, :n_keep] if n_keep else None
+            if run.end_iteration(mean=mean, std=std):
+                break
+        self._elites = elites
+        return {}
