@@ -213,17 +213,21 @@ class PointMazeEnv(GoalEnv):
         return self._draw(d).copy()
 
     def close(self) -> None:
-        renderer = getattr(self, "_renderer", None)
+        """Free the GL context (safe to call twice)."""
+        renderer, self._renderer = getattr(self, "_renderer", None), None
         if renderer is not None:
+            # MjrContext.free() deletes GL objects in whichever context is current: make ours
+            # current first, or another env's framebuffer with the same ids would go instead.
+            gl_context = getattr(renderer, "_gl_context", None)
+            if gl_context is not None:
+                gl_context.make_current()
             renderer.close()
-            self._renderer = None
+        _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        self.close()
 
     # --- task layer -------------------------------------------------------------------
-    def _info(self) -> dict:
-        info = super()._info()
-        info["goal_image"] = info["goal_image"].copy()  # a fresh array per call (gymnasium check_env)
-        return info
-
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         """Euclidean distance of the ball to the goal position (maze units)."""
         return float(np.linalg.norm(np.asarray(state)[:2] - np.asarray(goal_state)[:2]))

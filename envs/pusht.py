@@ -250,11 +250,6 @@ class PushTEnv(GoalEnv):
         return start, goal
 
     # --- gymnasium API ----------------------------------------------------------------
-    def _info(self) -> dict:
-        info = super()._info()
-        info["goal_image"] = info["goal_image"].copy()  # a fresh array per call (gymnasium check_env)
-        return info
-
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
         self._steps = 0
