@@ -217,14 +217,21 @@ def _fit_to_model(sd: dict[str, torch.Tensor], model: nn.Module, path: str, enco
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    sd = checkpoint_filter_fn(sd, model)  # resamples pos_embed (and patch_embed) to the model's grid
     own = model.state_dict()
     if not any(k.startswith("head.") for k in own):  # num_classes=0: a classifier head is unused
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}"
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    mismatched = [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own
+                  if k in sd and k != "pos_embed" and sd[k].shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        try:  # resamples pos_embed (and patch_embed) from the checkpoint's grid to the model's
+            sd = checkpoint_filter_fn(sd, model)
+        except RuntimeError as e:
+            mismatched = [f"pos_embed {tuple(sd['pos_embed'].shape)} cannot be resampled to "
+                          f"{tuple(own['pos_embed'].shape)} ({e})"]
+        mismatched += [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own
+                       if k in sd and k == "pos_embed" and sd[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
         def show(items):
             return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
@@ -233,7 +240,7 @@ def _fit_to_model(sd: dict[str, torch.Tensor], model: nn.Module, path: str, enco
                  if items]
         raise WeightsFileError(f"weights file {path!r} does not fit encoder {encoder!r}: " + "; ".join(parts)
                                + "." + _suggest_variant(sd))
-    return sd
+    return {k: v.to(dtype=own[k].dtype).contiguous() for k, v in sd.items()}
 
 
 def _file_digest(path: Path, length: int = 12) -> str:
@@ -353,9 +360,12 @@ class DINOv2Encoder(Encoder):
         """Registered name, e.g. ``dinov2-vits14-reg``."""
         return f"dinov2-{self.variant}"
 
-    def _create(self, pretrained: bool = False) -> nn.Module:
+    def _create(self, pretrained: bool = False, meta: bool = False) -> nn.Module:
+        """The timm ViT at ``image_size``; ``meta=True`` skips initialisation (weights come next)."""
         import timm
-        return timm.create_model(self.timm_name, pretrained=pretrained, num_classes=0, img_size=self.image_size)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return timm.create_model(self.timm_name, pretrained=pretrained, num_classes=0,
+                                     img_size=self.image_size)
 
     def _build(self, weights, download: bool, seed: int) -> tuple[nn.Module, str]:
         if isinstance(weights, str) and weights == "random":
@@ -388,9 +398,9 @@ class DINOv2Encoder(Encoder):
         sd = _strip_prefix(_flatten_checkpoint(raw, str(path)), str(path))
         if is_hub_format(sd):
             sd = hub_to_timm(sd)
-        model = self._create()
+        model = self._create(meta=True)
         sd = _fit_to_model(sd, model, str(path), self.name)
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict(sd, strict=True, assign=True)  # meta tensors -> the file's tensors
         self.pretrained = True
         self._weights_file = path
         return model
