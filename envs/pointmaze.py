@@ -9,6 +9,8 @@ success test.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
 import warnings
 import weakref
@@ -22,7 +24,8 @@ from gymnasium import spaces  # noqa: E402
 
 from .base import GoalEnv  # noqa: E402
 
-with warnings.catch_warnings():
+# gymnasium_robotics prints a notice about its Adroit envs to stderr on import; not used here.
+with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
     warnings.simplefilter("ignore")
     from gymnasium_robotics.envs.maze import maps  # noqa: E402
     from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv as _PointMazeSim  # noqa: E402
