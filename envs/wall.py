@@ -98,7 +98,8 @@ class WallEnv(GoalEnv):
         self._halves = ((border + r, self.wall_x[0] - r), (self.wall_x[1] + r, 1 - border - r))
         self._y_range = (border + r, 1 - border - r)
         self._pos = np.full(2, 0.25)
-        self._background = self._draw_background()
+        self._background = self._draw_background()  # float32 (S, S, 3)
+        self._background_u8 = np.rint(self._background).astype(np.uint8)
         # pixel-centre coordinates in room units: column -> x, row -> y (row 0 at the top)
         s = self.image_size
         self._px = (np.arange(s) + 0.5) / s
@@ -168,12 +169,19 @@ class WallEnv(GoalEnv):
         self._pos = pos
 
     def _render(self) -> np.ndarray:
-        # anti-aliased disc: coverage ramps from 1 to 0 over one pixel at the rim
+        # anti-aliased disc blended over the cached background, only inside its bounding box
         s, (x, y) = self.image_size, self._pos
-        dist = np.sqrt((self._px[None, :] - x) ** 2 + (self._py[:, None] - y) ** 2)  # (s, s)
-        cover = np.clip((self.radius - dist) * s + 0.5, 0.0, 1.0)[..., None]
-        image = self._background * (1.0 - cover) + _AGENT * cover
-        return np.rint(image).astype(np.uint8)
+        image = self._background_u8.copy()
+        half = self.radius * s + 1.0  # disc radius plus the one-pixel rim, in pixels
+        c0, c1 = max(int(x * s - half), 0), min(int(np.ceil(x * s + half)), s)
+        r0, r1 = max(int((1 - y) * s - half), 0), min(int(np.ceil((1 - y) * s + half)), s)
+        if c0 >= c1 or r0 >= r1:
+            return image
+        dist = np.sqrt((self._px[None, c0:c1] - x) ** 2 + (self._py[r0:r1, None] - y) ** 2)  # (h, w)
+        cover = np.clip((self.radius - dist) * s + 0.5, 0.0, 1.0)[..., None]  # 1 inside, ramp at the rim
+        patch = self._background[r0:r1, c0:c1] * (1.0 - cover) + _AGENT * cover
+        image[r0:r1, c0:c1] = np.rint(patch).astype(np.uint8)
+        return image
 
     def _proprio(self) -> np.ndarray:
         return self._pos.astype(np.float32)

@@ -243,3 +243,21 @@ def test_pointmass_target_hidden_and_agent_visible():
     # the two agent discs differ, nothing else (the target sphere at the origin is hidden)
     assert 4 <= changed.sum() <= 2 * 40
     e.close()
+
+
+@pytest.mark.parametrize("name", OWN_ENVS)
+def test_config_builds_the_default_env(name):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[2] / "configs" / "env" / f"{name}.yaml"))
+    assert cfg.pop("name") == name
+    e, ref = make_env(name, **cfg), make_env(name)
+    try:
+        obs, info = e.reset(seed=5)
+        obs_ref, info_ref = ref.reset(seed=5)
+        assert np.array_equal(info["goal_state"], info_ref["goal_state"])
+        assert np.array_equal(obs["pixels"], obs_ref["pixels"]), "the config must state the defaults"
+    finally:
+        e.close()
+        ref.close()
