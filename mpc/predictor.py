@@ -1,0 +1,490 @@
+"""Latent dynamics predictors: tokens of past frames + actions + proprio -> tokens of the next frame.
+
+Three kinds behind one interface (chosen by ``PredictorConfig.kind``):
+
+* ``transformer``: the DINO-WM predictor (Zhou et al., 2024, https://arxiv.org/abs/2411.04983):
+  a ViT over all patch tokens of a window of frames with a frame-causal block mask. A learned
+  action embedding and proprio embedding are joined to every patch token (concatenated along
+  the feature dim as in DINO-WM, or projected and added). Time is encoded either with a rotary
+  embedding over the frame index (``rope``, default) or with DINO-WM's learned absolute
+  per-window-position embedding (``absolute``).
+* ``mlp``: for single-vector latents (N = 1): an MLP on the last ``num_hist`` frames.
+* ``gru``: for single-vector latents: a recurrent core (World Models' M).
+
+Every predictor maps normalised inputs over F frames,
+``z (..., F, N, D)``, ``proprio (..., F, P)``, ``actions (..., F, Am)`` (action t is taken at frame t),
+to ``z_next (..., F, N, D)`` and ``proprio_next (..., F, P)`` where output t predicts frame t + 1
+(:meth:`forward`, teacher forcing), and supports incremental decoding with
+:meth:`prefill` (the shared context, once per env) and :meth:`step` (one new frame for every candidate).
+
+Exact KV caching (``time_encoding="rope"``): every layer uses a sliding-window frame-causal mask
+(frame t attends to frames ``t - num_hist + 1 .. t``) and rotary phases depend on the frame index
+only, so per-frame outputs depend on relative frame distances alone. Caching each layer's K/V of
+every frame once and evicting frames older than the window therefore equals recomputing the whole
+history with the same mask. With ``absolute`` positions the window must be recomputed every step.
+
+Width: the joined token width is ``D + action_emb + proprio_emb`` (``join="concat"``) or ``D``
+(``join="add"``). If ``dim`` is set the joined tokens are projected to ``dim``; otherwise the joined
+width is used, rounded up to a multiple of ``heads`` (DINO-WM's 384 + 10 + 10 = 404 does not
+divide 16 heads; the dino_wm preset projects to 384).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["PredictorConfig", "TransformerPredictor", "MLPPredictor", "GRUPredictor",
+           "make_predictor", "frame_mask", "sdpa_context"]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("transformer", "mlp", "gru")
+TIME_ENCODINGS = ("rope", "absolute")
+JOINS = ("concat", "add")
+ATTN_BACKENDS = ("auto", "flash", "efficient", "math", "cudnn")
+
+
+@dataclass
+class PredictorConfig:
+    """Predictor architecture and runtime switches (see ``configs/model/*.yaml``)."""
+
+    kind: str = "transformer"  # transformer | mlp | gru
+    depth: int = 6  # transformer blocks
+    heads: int = 16  # attention heads (must divide the width)
+    dim: int | None = None  # width after the input projection; None: joined width rounded to heads
+    mlp_dim: int = 2048  # hidden size of each block's MLP (and of the mlp/gru predictors)
+    dropout: float = 0.1  # dropout in attention, MLPs and embeddings
+    action_emb: int = 10  # action embedding size
+    proprio_emb: int = 10  # proprio embedding size
+    join: str = "concat"  # concat: [z, a_emb, p_emb] per token (DINO-WM); add: project both to D and add
+    num_hist: int = 3  # frames a frame attends to (itself included); window of the rollout
+    num_pred: int = 1  # frames predicted per training window (L = num_hist + num_pred)
+    time_encoding: str = "rope"  # rope (exact KV cache) | absolute (DINO-WM, recompute window)
+    rope_fraction: float = 0.5  # fraction of each head's dims rotated by the frame rope
+    rope_base: float = 100.0  # rope base (frame indices are small)
+    attn_backend: str = "auto"  # auto | flash | efficient | math | cudnn (torch sdpa_kernel)
+    autocast_bf16: bool = False  # bf16 autocast of the predictor on CUDA
+    compile: bool = False  # torch.compile the per-step function
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"predictor.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.time_encoding not in TIME_ENCODINGS:
+            raise ValueError(f"predictor.time_encoding must be one of {TIME_ENCODINGS}, "
+                             f"got {self.time_encoding!r}")
+        if self.join not in JOINS:
+            raise ValueError(f"predictor.join must be one of {JOINS}, got {self.join!r}")
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ValueError(f"predictor.attn_backend must be one of {ATTN_BACKENDS}, "
+                             f"got {self.attn_backend!r}")
+        for name in ("depth", "heads", "mlp_dim", "num_hist", "num_pred"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"predictor.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim is not None and self.dim % self.heads:
+            raise ValueError(f"predictor.dim={self.dim} is not divisible by heads={self.heads}; "
+                             "choose a dim that is a multiple of heads")
+        if not 0.0 <= self.rope_fraction <= 1.0:
+            raise ValueError(f"predictor.rope_fraction must lie in [0, 1], got {self.rope_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PredictorConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown predictor options {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def sdpa_context(backend: str):
+    """Context manager selecting the scaled-dot-product-attention kernel (``auto``: torch's choice)."""
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    table = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+             "math": SDPBackend.MATH, "cudnn": SDPBackend.CUDNN_ATTENTION}
+    return sdpa_kernel(table[backend])
+
+
+def frame_mask(num_frames: int, num_tokens: int, window: int, device=None) -> torch.Tensor:
+    """Boolean attention mask (True = may attend) for ``num_frames`` frames of ``num_tokens`` tokens.
+
+    A token of frame t sees every token of frames ``t - window + 1 .. t``.
+
+    Returns:
+        bool ``(F*N, F*N)``.
+    """
+    f = torch.arange(num_frames, device=device).repeat_interleave(num_tokens)  # (F*N,)
+    d = f[:, None] - f[None, :]
+    return (d >= 0) & (d < window)
+
+
+# --- transformer pieces -----------------------------------------------------------------------------
+class FrameRope(nn.Module):
+    """Rotary embedding over the frame index, applied to the first ``rot`` dims of each head."""
+
+    def __init__(self, head_dim: int, fraction: float, base: float):
+        super().__init__()
+        rot = int(head_dim * fraction) // 2 * 2
+        self.rot = rot
+        inv = base ** (-torch.arange(0, rot, 2, dtype=torch.float64) / max(rot, 1))
+        self.register_buffer("inv_freq", inv.float(), persistent=False)
+
+    def angles(self, frame_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame indices ``(M,)`` (one per token) -> cos, sin ``(M, rot/2)``."""
+        a = frame_pos.to(torch.float64)[:, None] * self.inv_freq.to(torch.float64)[None]
+        return a.cos().float(), a.sin().float()
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x (..., M, hd)`` by the per-token angles ``(M, rot/2)``."""
+        if self.rot == 0:
+            return x
+        xr, xp = x[..., :self.rot], x[..., self.rot:]
+        x1, x2 = xr[..., 0::2], xr[..., 1::2]  # (..., M, rot/2) each
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        y1 = x1 * cos - x2 * sin
+        y2 = x1 * sin + x2 * cos
+        yr = torch.stack((y1, y2), dim=-1).flatten(-2)  # (..., M, rot)
+        return torch.cat((yr, xp), dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.dropout = dropout
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x, rope: FrameRope | None, cos=None, sin=None, mask=None, past=None):
+        """Attend from ``x`` to ``past`` keys/values plus ``x``'s own.
+
+        Args:
+            x: ``(*batch, M, W)`` tokens.
+            rope: rotary module (None: no rotation); ``cos``/``sin`` ``(M, rot/2)``.
+            mask: bool ``(M, Mp + M)`` or None (all visible).
+            past: list of ``(k, v)`` each ``(*batch', h, Mi, hd)`` broadcastable to ``x``'s batch.
+
+        Returns:
+            ``(out (*batch, M, W), k, v)``; ``k``, ``v`` ``(*batch, h, M, hd)`` (rotated k).
+        """
+        *batch, M, W = x.shape
+        h = self.heads
+        qkv = self.qkv(x).unflatten(-1, (3, h, W // h))  # (*batch, M, 3, h, hd)
+        q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)  # each (*batch, h, M, hd)
+        if rope is not None:
+            q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+        if past:
+            shape = (*batch, h, -1, W // h)
+            keys = torch.cat([pk.expand(shape) for pk, _ in past] + [k], dim=-2)  # (*batch, h, Mk, hd)
+            vals = torch.cat([pv.expand(shape) for _, pv in past] + [v], dim=-2)
+        else:
+            keys, vals = k, v
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, dropout_p=drop)
+        out = out.movedim(-3, -2).flatten(-2)  # (*batch, M, W)
+        return self.proj_drop(self.proj(out)), k, v
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, width), nn.Dropout(dropout))
+
+    def forward(self, x, rope, cos=None, sin=None, mask=None, past=None):
+        a, k, v = self.attn(self.norm1(x), rope, cos, sin, mask, past)
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return x, k, v
+
+
+class TransformerPredictor(nn.Module):
+    """DINO-WM predictor: ViT over the patch tokens of a window of frames, frame-causal.
+
+    Cache layout (from :meth:`prefill` / :meth:`step`): a dict with ``frames`` (list per cached frame,
+    oldest first, of per-layer ``(k, v)`` lists, each ``(*batch, h, N, hd)`` where a context frame's
+    batch is ``(B, 1)`` and broadcasts over candidates) and ``pos`` (next frame index).
+    """
+
+    def __init__(self, cfg: PredictorConfig, num_tokens: int, token_dim: int, action_dim: int,
+                 proprio_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        N, D = num_tokens, token_dim
+        self.num_tokens, self.token_dim = N, D
+        self.action_encoder = nn.Linear(action_dim, cfg.action_emb)
+        self.proprio_encoder = nn.Linear(proprio_dim, cfg.proprio_emb)
+        if cfg.join == "concat":
+            joined = D + cfg.action_emb + cfg.proprio_emb
+        else:
+            joined = D
+            self.action_to_token = nn.Linear(cfg.action_emb, D)
+            self.proprio_to_token = nn.Linear(cfg.proprio_emb, D)
+        width = cfg.dim if cfg.dim is not None else math.ceil(joined / cfg.heads) * cfg.heads
+        self.width = width
+        self.in_proj = nn.Linear(joined, width) if width != joined else nn.Identity()
+        self.pos_spatial = nn.Parameter(torch.randn(1, N, width) * 0.02)
+        if cfg.time_encoding == "absolute":
+            self.pos_time = nn.Parameter(torch.randn(self.max_frames, 1, width) * 0.02)
+            self.rope = None
+        else:
+            self.rope = FrameRope(width // cfg.heads, cfg.rope_fraction, cfg.rope_base)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_dim, cfg.dropout)
+                                    for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, D)
+        self.proprio_head = nn.Linear(width, proprio_dim)
+
+    @property
+    def max_frames(self) -> int:
+        """Most frames one forward pass takes with absolute positions."""
+        return self.cfg.num_hist + self.cfg.num_pred - 1
+
+    @property
+    def window(self) -> int:
+        return self.cfg.num_hist
+
+    # --- pieces ---
+    def embed(self, z, proprio, actions):
+        """Join action/proprio embeddings to tokens: ``(..., F, N, D)`` -> ``(..., F, N, W)``."""
+        a = self.action_encoder(actions)  # (..., F, Ea)
+        p = self.proprio_encoder(proprio)  # (..., F, Ep)
+        if self.cfg.join == "concat":
+            shape = (*torch.broadcast_shapes(z.shape[:-2], a.shape[:-1]), self.num_tokens)
+            x = torch.cat([z.expand(*shape, z.shape[-1]),
+                           a.unsqueeze(-2).expand(*shape, a.shape[-1]),
+                           p.unsqueeze(-2).expand(*shape, p.shape[-1])], dim=-1)
+        else:
+            x = z + (self.action_to_token(a) + self.proprio_to_token(p)).unsqueeze(-2)
+        return self.drop(self.in_proj(x) + self.pos_spatial)  # (..., F, N, W)
+
+    def readout(self, x):
+        """Block outputs ``(..., F, N, W)`` -> ``(z (..., F, N, D), proprio (..., F, P))``."""
+        x = self.norm(x)
+        return self.head(x), self.proprio_head(x.mean(-2))
+
+    def _angles(self, frame_pos: torch.Tensor):
+        if self.rope is None:
+            return None, None
+        return self.rope.angles(frame_pos.repeat_interleave(self.num_tokens))
+
+    # --- full sequence (teacher forcing, and the uncached reference rollout) ---
+    def forward(self, z, proprio, actions):
+        """Teacher-forced prediction over F frames.
+
+        Args:
+            z: ``(*batch, F, N, D)`` tokens; proprio ``(*batch, F, P)``; actions ``(*batch, F, Am)``
+                (normalised; action t is taken at frame t).
+
+        Returns:
+            ``(z_next (*batch, F, N, D), proprio_next (*batch, F, P))``; output t predicts frame t+1.
+        """
+        x = self.embed(z, proprio, actions)  # (*batch, F, N, W)
+        *batch, Fr, N, W = x.shape
+        if self.rope is None:
+            if Fr > self.max_frames:
+                raise ValueError(f"absolute time encoding covers at most {self.max_frames} frames, "
+                                 f"got {Fr}; use time_encoding='rope' for longer sequences")
+            x = x + self.pos_time[:Fr]
+        mask = frame_mask(Fr, N, self.window, device=x.device)
+        cos, sin = self._angles(torch.arange(Fr, device=x.device))
+        x = x.flatten(-3, -2)  # (*batch, F*N, W)
+        for blk in self.blocks:
+            x, _, _ = blk(x, self.rope, cos, sin, mask)
+        return self.readout(x.unflatten(-2, (Fr, N)))
+
+    # --- incremental decoding (rope only) ---
+    def prefill(self, z, proprio, actions) -> dict:
+        """Run the context frames once per env and cache their per-layer K/V.
+
+        Args:
+            z: ``(B, T', N, D)``; proprio ``(B, T', P)``; actions ``(B, T', Am)`` (T' may be 0).
+
+        Returns:
+            cache dict (frames with batch ``(B, 1)``, broadcasting over candidates).
+        """
+        if self.rope is None:
+            raise RuntimeError("KV caching needs time_encoding='rope'")
+        Tp = z.shape[-3]
+        cache = {"frames": [], "pos": Tp}
+        if Tp == 0:
+            return cache
+        x = self.embed(z, proprio, actions)  # (B, T', N, W)
+        N = x.shape[-2]
+        mask = frame_mask(Tp, N, self.window, device=x.device)
+        cos, sin = self._angles(torch.arange(Tp, device=x.device))
+        x = x.flatten(-3, -2)  # (B, T'*N, W)
+        per_layer = []
+        for blk in self.blocks:
+            x, k, v = blk(x, self.rope, cos, sin, mask)
+            per_layer.append((k.unsqueeze(1), v.unsqueeze(1)))  # (B, 1, h, T'*N, hd)
+        keep = range(max(0, Tp - (self.window - 1)), Tp)  # frames still inside the next window
+        cache["frames"] = [[(k[..., t * N:(t + 1) * N, :], v[..., t * N:(t + 1) * N, :])
+                            for k, v in per_layer] for t in keep]
+        return cache
+
+    def step(self, cache: dict, z, proprio, actions):
+        """Predict the frame after one new frame, for every candidate, using the cache.
+
+        Args:
+            cache: from :meth:`prefill` or a previous :meth:`step`.
+            z: ``(B, S, N, D)`` (or broadcastable, e.g. ``(B, 1, N, D)``); proprio ``(B, S, P)``;
+                actions ``(B, S, Am)`` (normalised).
+
+        Returns:
+            ``(z_next (B, S, N, D), proprio_next (B, S, P), cache)``.
+        """
+        x = self.embed(z, proprio, actions)  # (B, S, N, W)
+        pos = cache["pos"]
+        cos, sin = self._angles(torch.tensor([pos], device=x.device))
+        frames = cache["frames"]
+        new = []
+        for i, blk in enumerate(self.blocks):
+            past = [f[i] for f in frames]
+            x, k, v = blk(x, self.rope, cos, sin, None, past)
+            new.append((k, v))
+        frames = (frames + [new])[-(self.window - 1):] if self.window > 1 else []
+        z_next, p_next = self.readout(x)
+        return z_next, p_next, {"frames": frames, "pos": pos + 1}
+
+
+# --- vector-latent predictors ---------------------------------------------------------------------
+class _VectorPredictor(nn.Module):
+    """Shared input handling of the mlp/gru predictors (N = 1 vector latents)."""
+
+    def __init__(self, cfg: PredictorConfig, num_tokens: int, token_dim: int, action_dim: int,
+                 proprio_dim: int):
+        super().__init__()
+        if num_tokens != 1:
+            raise ValueError(f"the {cfg.kind} predictor takes single-vector latents (N = 1), got "
+                             f"N = {num_tokens}; pool the tokens (encoder token_mode cls/pooled) or "
+                             "use predictor.kind=transformer")
+        self.cfg = cfg
+        self.num_tokens, self.token_dim = 1, token_dim
+        self.action_encoder = nn.Linear(action_dim, cfg.action_emb)
+        self.proprio_encoder = nn.Linear(proprio_dim, cfg.proprio_emb)
+        self.in_dim = token_dim + cfg.action_emb + cfg.proprio_emb
+        self.out = nn.Linear(cfg.mlp_dim, token_dim + proprio_dim)
+        self.proprio_dim = proprio_dim
+
+    def features(self, z, proprio, actions):
+        """``(..., F, 1, D)`` etc. -> ``(..., F, in_dim)``."""
+        z = z.squeeze(-2)
+        a, p = self.action_encoder(actions), self.proprio_encoder(proprio)
+        shape = torch.broadcast_shapes(z.shape[:-1], a.shape[:-1])
+        return torch.cat([z.expand(*shape, -1), a.expand(*shape, -1), p.expand(*shape, -1)], -1)
+
+    def split(self, y, z):
+        """Head output -> ``(z_next (..., 1, D) as a residual on z, proprio_next (..., P))``."""
+        dz, p = y[..., :self.token_dim], y[..., self.token_dim:]
+        return z + dz.unsqueeze(-2), p
+
+
+class MLPPredictor(_VectorPredictor):
+    """MLP on the features of the last ``num_hist`` frames (zero-padded at the start)."""
+
+    def __init__(self, cfg, num_tokens, token_dim, action_dim, proprio_dim):
+        super().__init__(cfg, num_tokens, token_dim, action_dim, proprio_dim)
+        layers, d = [], self.in_dim * cfg.num_hist
+        for _ in range(cfg.depth):
+            layers += [nn.Linear(d, cfg.mlp_dim), nn.GELU(), nn.Dropout(cfg.dropout)]
+            d = cfg.mlp_dim
+        self.net = nn.Sequential(*layers, self.out)
+
+    @property
+    def window(self):
+        return self.cfg.num_hist
+
+    def forward(self, z, proprio, actions):
+        """See :meth:`TransformerPredictor.forward` (N = 1)."""
+        f = self.features(z, proprio, actions)  # (*batch, F, E)
+        w = self.window
+        f = F.pad(f, (0, 0, w - 1, 0))  # (*batch, w-1+F, E)
+        win = f.unfold(-2, w, 1).movedim(-1, -2).flatten(-2)  # (*batch, F, w*E), oldest first
+        return self.split(self.net(win), z)
+
+    def prefill(self, z, proprio, actions):
+        f = self.features(z, proprio, actions).unsqueeze(1)  # (B, 1, T', E)
+        return {"feats": f[..., -(self.window - 1):, :] if self.window > 1 else f[..., :0, :],
+                "pos": z.shape[-3]}
+
+    def step(self, cache, z, proprio, actions):
+        f = self.features(z, proprio, actions).unsqueeze(-2)  # (B, S, 1, E)
+        past = cache["feats"]
+        shape = (*f.shape[:-2], past.shape[-2], f.shape[-1])
+        seq = torch.cat([past.expand(shape), f], dim=-2)  # (B, S, <=w, E)
+        pad = self.window - seq.shape[-2]
+        win = F.pad(seq, (0, 0, pad, 0)).flatten(-2)  # (B, S, w*E)
+        z_next, p_next = self.split(self.net(win), z)
+        keep = seq[..., 1:, :] if seq.shape[-2] == self.window else seq
+        return z_next, p_next, {"feats": keep, "pos": cache["pos"] + 1}
+
+
+class GRUPredictor(_VectorPredictor):
+    """GRU over frames (World Models' M): hidden state carries the whole history."""
+
+    def __init__(self, cfg, num_tokens, token_dim, action_dim, proprio_dim):
+        super().__init__(cfg, num_tokens, token_dim, action_dim, proprio_dim)
+        self.cell = nn.GRUCell(self.in_dim, cfg.mlp_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _run(self, f, h):
+        """``f (*batch, F, E)``, ``h (*batch, Hd)`` -> outputs ``(*batch, F, Hd)``, last h."""
+        batch = f.shape[:-2]
+        hf = h.expand(*batch, -1).reshape(-1, h.shape[-1])
+        ff = f.reshape(hf.shape[0], *f.shape[-2:])
+        outs = []
+        for t in range(ff.shape[1]):  # loop over frames, not over candidates
+            hf = self.cell(ff[:, t], hf)
+            outs.append(hf)
+        out = torch.stack(outs, 1).reshape(*batch, f.shape[-2], -1) if outs else f.new_zeros(
+            *batch, 0, hf.shape[-1])
+        return out, hf.reshape(*batch, -1)
+
+    def forward(self, z, proprio, actions):
+        f = self.features(z, proprio, actions)
+        h0 = f.new_zeros(self.cfg.mlp_dim)
+        out, _ = self._run(f, h0)
+        return self.split(self.out(self.drop(out)), z)
+
+    def prefill(self, z, proprio, actions):
+        f = self.features(z, proprio, actions)  # (B, T', E)
+        _, h = self._run(f, f.new_zeros(self.cfg.mlp_dim))
+        return {"h": h.unsqueeze(1), "pos": z.shape[-3]}  # (B, 1, Hd)
+
+    def step(self, cache, z, proprio, actions):
+        f = self.features(z, proprio, actions).unsqueeze(-2)  # (B, S, 1, E)
+        out, h = self._run(f, cache["h"].expand(*f.shape[:-2], -1))
+        z_next, p_next = self.split(self.out(self.drop(out[..., 0, :])), z)
+        return z_next, p_next, {"h": h, "pos": cache["pos"] + 1}
+
+
+def make_predictor(cfg: PredictorConfig, num_tokens: int, token_dim: int, action_dim: int,
+                   proprio_dim: int) -> nn.Module:
+    """Build the predictor named by ``cfg.kind``.
+
+    Raises:
+        ValueError: unknown kind, or a vector predictor asked for N > 1 tokens.
+    """
+    cls = {"transformer": TransformerPredictor, "mlp": MLPPredictor, "gru": GRUPredictor}[cfg.kind]
+    return cls(cfg, num_tokens, token_dim, action_dim, proprio_dim)

@@ -1,0 +1,588 @@
+"""The world model: frozen encoder + action/proprio normalisation + latent predictor.
+
+``WorldModel`` takes RAW actions and proprio and normalises them inside with stats stored as
+buffers (set from a dataset's ``stats.json`` with :meth:`WorldModel.set_normalization`).
+Teacher-forced training goes through :meth:`WorldModel.forward` / :meth:`WorldModel.loss`;
+planning goes through :meth:`WorldModel.rollout`, which rolls ``S`` candidate action sequences
+(for ``B`` envs) forward ``H`` steps in single tensor operations, feeding its own predictions
+(tokens and proprio) back like DINO-WM. With ``time_encoding="rope"`` it reuses a KV cache and
+computes the shared context once per env (prefix sharing), which equals the uncached reference
+(``use_cache=False``: recompute the full history every step) to float rounding.
+
+Checkpoints are one safetensors file: weights plus a JSON header (config, encoder fingerprint,
+normalisation, format version) in the safetensors metadata, written atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mpc.predictor import PredictorConfig, make_predictor, sdpa_context
+
+__all__ = ["WorldModelConfig", "WorldModel", "FORMAT_VERSION", "RUNTIME_OPTIONS", "load_preset",
+           "config_from_preset"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_META_KEY = "wmpc_world_model"
+# predictor fields that change how the model runs, not what it computes: may differ on load
+RUNTIME_OPTIONS = ("attn_backend", "autocast_bf16", "compile", "dropout")
+_STAT_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything that defines a world model's shapes and meaning (stored in checkpoints)."""
+
+    num_tokens: int  # N tokens per frame
+    token_dim: int  # D
+    env_action_dim: int  # A (one env step)
+    proprio_dim: int  # P
+    frameskip: int = 1  # env steps per model step; Am = frameskip * A
+    encoder: str | None = None  # encoder registry name (for information and `encode`)
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # make_encoder options
+    encoder_fingerprint: str | None = None  # fingerprint of the encoder the latents came from
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    proprio_loss_weight: float = 1.0  # weight of the proprio MSE in the loss
+
+    def __post_init__(self):
+        if isinstance(self.predictor, dict):
+            self.predictor = PredictorConfig.from_dict(self.predictor)
+        for name in ("num_tokens", "token_dim", "env_action_dim", "frameskip"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.proprio_dim) < 0:
+            raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
+
+    @property
+    def action_dim(self) -> int:
+        """Am = frameskip * A."""
+        return self.frameskip * self.env_action_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["predictor"] = self.predictor.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown world model options {sorted(unknown)}; valid: {sorted(names)}")
+        d = dict(d)
+        d["predictor"] = PredictorConfig.from_dict(dict(d.get("predictor") or {}))
+        d["encoder_options"] = dict(d.get("encoder_options") or {})
+        return cls(**d)
+
+
+_PRESET_ONLY = ("name", "num_tokens", "token_dim")
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """Read ``configs/model/<name>.yaml`` as a plain dict.
+
+    Raises:
+        ValueError: no such preset (the message lists the available ones).
+    """
+    import configs
+    from omegaconf import OmegaConf
+    folder = Path(configs.__file__).parent / "model"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ValueError(f"unknown model preset {name!r}; available: {names}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def config_from_preset(preset, *, num_tokens: int, token_dim: int, env_action_dim: int,
+                       proprio_dim: int, encoder: str | None = None,
+                       encoder_options: dict | None = None,
+                       encoder_fingerprint: str | None = None) -> "WorldModelConfig":
+    """Build a :class:`WorldModelConfig` from a model preset (``configs/model/*.yaml``) and data shapes.
+
+    Args:
+        preset: preset name, or its dict / omegaconf node (``cfg.model`` in hydra commands).
+        num_tokens, token_dim: N and D of the latents (checked against the preset's expected
+            values when those are not null).
+        env_action_dim, proprio_dim: A and P of the dataset.
+        encoder, encoder_options, encoder_fingerprint: the encoder the latents come from.
+
+    Returns:
+        the config.
+
+    Raises:
+        ValueError: the latents' N or D differ from the preset's expected ones, or bad options.
+    """
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    elif not isinstance(preset, dict):
+        from omegaconf import OmegaConf
+        preset = OmegaConf.to_container(preset, resolve=True)
+    preset = dict(preset)
+    for key, got in (("num_tokens", num_tokens), ("token_dim", token_dim)):
+        want = preset.get(key)
+        if want is not None and int(want) != int(got):
+            raise ValueError(f"model preset {preset.get('name', '?')!r} expects {key}={want}, the "
+                             f"latents have {got}; pick an encoder that matches or set "
+                             f"model.{key}=null")
+    rest = {k: v for k, v in preset.items() if k not in _PRESET_ONLY}
+    return WorldModelConfig.from_dict({**rest, "num_tokens": int(num_tokens),
+                                       "token_dim": int(token_dim),
+                                       "env_action_dim": int(env_action_dim),
+                                       "proprio_dim": int(proprio_dim), "encoder": encoder,
+                                       "encoder_options": dict(encoder_options or {}),
+                                       "encoder_fingerprint": encoder_fingerprint})
+
+
+def _check_finite(name: str, x: torch.Tensor):
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+
+
+def _as_tensor(name: str, x, device) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception as e:  # noqa: BLE001 - re-raised with context
+            raise ValueError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    return x.to(device=device, dtype=torch.float32)
+
+
+class WorldModel(nn.Module):
+    """Encoder (frozen, optional) + latent predictor, on raw actions and proprio.
+
+    Args:
+        config: shapes and predictor architecture.
+        encoder: the frozen encoder used by :meth:`encode` (optional; its fingerprint must match
+            ``config.encoder_fingerprint`` when both are set).
+
+    Raises:
+        ValueError: encoder fingerprint, token count or dim disagree with the config.
+    """
+
+    def __init__(self, config: WorldModelConfig, encoder=None):
+        super().__init__()
+        if isinstance(config, dict):
+            config = WorldModelConfig.from_dict(config)
+        self.config = config
+        self.predictor = make_predictor(config.predictor, config.num_tokens, config.token_dim,
+                                        config.action_dim, config.proprio_dim)
+        Am, P = config.action_dim, config.proprio_dim
+        self.register_buffer("action_mean", torch.zeros(Am))
+        self.register_buffer("action_std", torch.ones(Am))
+        self.register_buffer("proprio_mean", torch.zeros(P))
+        self.register_buffer("proprio_std", torch.ones(P))
+        self.encoder = None
+        if encoder is not None:
+            self.attach_encoder(encoder)
+        self._compiled_step = None
+
+    # --- properties ---
+    action_dim = property(lambda self: self.config.action_dim, doc="Am = frameskip * A")
+    proprio_dim = property(lambda self: self.config.proprio_dim, doc="P")
+    num_tokens = property(lambda self: self.config.num_tokens, doc="N")
+    token_dim = property(lambda self: self.config.token_dim, doc="D")
+    frameskip = property(lambda self: self.config.frameskip)
+    num_hist = property(lambda self: self.config.predictor.num_hist)
+    encoder_fingerprint = property(lambda self: self.config.encoder_fingerprint)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_mean.device
+
+    # --- encoder ---
+    def attach_encoder(self, encoder) -> None:
+        """Attach a frozen encoder; checks fingerprint, N and D against the config.
+
+        Raises:
+            ValueError: any of them differs.
+        """
+        cfg = self.config
+        fp = encoder.fingerprint
+        if cfg.encoder_fingerprint is not None and fp != cfg.encoder_fingerprint:
+            raise ValueError(f"encoder fingerprint {fp!r} differs from the one this world model was "
+                             f"trained on ({cfg.encoder_fingerprint!r}); pass the same encoder "
+                             "(same weights, image size and token mode)")
+        if (encoder.num_tokens, encoder.dim) != (cfg.num_tokens, cfg.token_dim):
+            raise ValueError(f"encoder gives (N, D) = ({encoder.num_tokens}, {encoder.dim}), the "
+                             f"world model expects ({cfg.num_tokens}, {cfg.token_dim})")
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        encoder.eval()
+        object.__setattr__(self, "encoder", encoder)  # not a submodule: its weights stay out of ours
+
+    def encode(self, images) -> torch.Tensor:
+        """Images -> tokens ``(B, N, D)`` through the frozen encoder.
+
+        Raises:
+            RuntimeError: no encoder attached.
+        """
+        if self.encoder is None:
+            raise RuntimeError("this world model has no encoder; pass encoder= to WorldModel(...) "
+                               "or WorldModel.load(path, encoder=...)")
+        with torch.no_grad():
+            return self.encoder.encode(images).to(self.device)
+
+    # --- normalisation ---
+    def set_normalization(self, stats: dict) -> None:
+        """Set the normalisation buffers from a dataset's ``stats.json`` dict.
+
+        Args:
+            stats: ``action_mean``/``action_std`` of length A (tiled frameskip times) or Am, and
+                ``proprio_mean``/``proprio_std`` of length P.
+
+        Raises:
+            ValueError: missing key, wrong length, non-finite or non-positive std.
+        """
+        A, Am, P = self.config.env_action_dim, self.config.action_dim, self.config.proprio_dim
+        for key in _STAT_KEYS:
+            if key not in stats:
+                raise ValueError(f"stats lack {key!r}; expected keys {_STAT_KEYS} (dataset stats.json)")
+            v = torch.as_tensor(stats[key], dtype=torch.float32).flatten()
+            if key.startswith("action"):
+                if v.numel() == A and Am != A:
+                    v = v.repeat(self.config.frameskip)
+                if v.numel() != Am:
+                    raise ValueError(f"{key} has {v.numel()} values, expected A={A} or Am={Am}")
+            elif v.numel() != P:
+                raise ValueError(f"{key} has {v.numel()} values, expected P={P}")
+            _check_finite(key, v)
+            if key.endswith("std"):
+                if (v <= 0).any():
+                    raise ValueError(f"{key} must be positive; got {v.tolist()}")
+            getattr(self, key).copy_(v)
+
+    def normalization(self) -> dict[str, list[float]]:
+        return {k: getattr(self, k).tolist() for k in _STAT_KEYS}
+
+    def _norm_actions(self, a):
+        return (a - self.action_mean) / self.action_std
+
+    def _norm_proprio(self, p):
+        return (p - self.proprio_mean) / self.proprio_std
+
+    def _denorm_proprio(self, p):
+        return p * self.proprio_std + self.proprio_mean
+
+    # --- input checks ---
+    def _check(self, name, x, ndims, tail):
+        x = _as_tensor(name, x, self.device)
+        if x.ndim not in ndims or tuple(x.shape[x.ndim - len(tail):]) != tail:
+            want = " or ".join(f"({', '.join(['...'] * (n - len(tail)) + [str(t) for t in tail])})"
+                               for n in ndims)
+            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+        _check_finite(name, x)
+        return x
+
+    def _autocast(self):
+        if self.config.predictor.autocast_bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _run_ctx(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._autocast())
+        stack.enter_context(sdpa_context(self.config.predictor.attn_backend))
+        return stack
+
+    # --- teacher forcing ---
+    def forward(self, z, proprio, actions):
+        """Teacher-forced prediction: output i predicts frame i+1.
+
+        Args:
+            z: ``(B, L, N, D)`` tokens; proprio ``(B, L, P)`` raw; actions ``(B, L-1, Am)`` raw.
+
+        Returns:
+            ``(z_pred (B, L-1, N, D), proprio_pred (B, L-1, P))`` (proprio_pred normalised).
+
+        Raises:
+            ValueError: wrong shapes or non-finite values.
+        """
+        N, D, P, Am = self.num_tokens, self.token_dim, self.proprio_dim, self.action_dim
+        z = self._check("z", z, (4,), (N, D))
+        proprio = self._check("proprio", proprio, (3,), (P,))
+        actions = self._check("actions", actions, (3,), (Am,))
+        B, L = z.shape[:2]
+        if proprio.shape[:2] != (B, L) or actions.shape[:2] != (B, L - 1) or L < 2:
+            raise ValueError(f"expected z (B, L, N, D), proprio (B, L, P), actions (B, L-1, Am) with "
+                             f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
+                             f"{tuple(actions.shape)}")
+        with self._run_ctx():
+            zp, pp = self.predictor(z[:, :-1], self._norm_proprio(proprio[:, :-1]),
+                                    self._norm_actions(actions))
+        return zp.float(), pp.float()
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """MSE on next-frame tokens plus ``proprio_loss_weight`` x MSE on normalised proprio.
+
+        Args:
+            batch: dict from ``mpc.data.WindowDataset`` (collated): ``z (B, L, N, D)``,
+                ``proprio (B, L, P)`` raw, ``actions (B, L-1, Am)`` raw.
+
+        Returns:
+            ``(loss, metrics)`` with metrics ``loss``, ``z_loss``, ``proprio_loss`` (floats).
+        """
+        for key in ("z", "proprio", "actions"):
+            if key not in batch:
+                raise ValueError(f"batch lacks {key!r}; expected keys z, proprio, actions")
+        z = self._check("z", batch["z"], (4,), (self.num_tokens, self.token_dim))
+        proprio = self._check("proprio", batch["proprio"], (3,), (self.proprio_dim,))
+        zp, pp = self(z, proprio, batch["actions"])
+        z_loss = F.mse_loss(zp, z[:, 1:])
+        p_loss = (F.mse_loss(pp, self._norm_proprio(proprio[:, 1:])) if self.proprio_dim
+                  else zp.new_zeros(()))
+        loss = z_loss + self.config.proprio_loss_weight * p_loss
+        metrics = {"loss": float(loss.detach()), "z_loss": float(z_loss.detach()),
+                   "proprio_loss": float(p_loss.detach())}
+        return loss, metrics
+
+    # --- rollout ---
+    def _step_fn(self):
+        if not self.config.predictor.compile:
+            return self.predictor.step
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self.predictor.step, dynamic=False)
+        return self._compiled_step
+
+    def rollout(self, z_context, proprio_context, actions, past_actions=None, use_cache: bool = True):
+        """Roll ``S`` candidate action sequences forward ``H`` steps from a context of T frames.
+
+        Args:
+            z_context: ``(T, N, D)`` or ``(B, T, N, D)`` context tokens (oldest first).
+            proprio_context: ``(T, P)`` / ``(B, T, P)`` raw proprio of the context frames.
+            actions: ``(S, H, Am)`` / ``(B, S, H, Am)`` raw candidate actions; action 0 is taken at
+                the last context frame.
+            past_actions: ``(T-1, Am)`` / ``(B, T-1, Am)`` raw actions executed between the context
+                frames (zeros when None).
+            use_cache: reuse per-frame K/V (rope transformer, mlp, gru) and compute the context once
+                per env; False recomputes the full history each step (reference semantics).
+
+        Returns:
+            ``(z_pred, proprio_pred)``: ``(S, H, N, D)`` / ``(B, S, H, N, D)`` predicted tokens of
+            frames T .. T+H-1 and ``(S, H, P)`` / ``(B, S, H, P)`` raw proprio.
+
+        Raises:
+            ValueError: wrong shapes, mismatched B or T, or non-finite values.
+        """
+        N, D, P, Am = self.num_tokens, self.token_dim, self.proprio_dim, self.action_dim
+        z_context = self._check("z_context", z_context, (3, 4), (N, D))
+        batched = z_context.ndim == 4
+        nb = 1 if batched else 0
+        proprio_context = self._check("proprio_context", proprio_context, (2 + nb,), (P,))
+        actions = self._check("actions", actions, (3 + nb,), (Am,))
+        if not batched:
+            z_context, proprio_context, actions = (z_context[None], proprio_context[None], actions[None])
+        B, T = z_context.shape[:2]
+        S, H = actions.shape[1:3]
+        if proprio_context.shape[:2] != (B, T) or actions.shape[0] != B:
+            raise ValueError(f"expected z_context (B, T, N, D), proprio_context (B, T, P) and actions "
+                             f"(B, S, H, Am) with the same B and T; got {tuple(z_context.shape)}, "
+                             f"{tuple(proprio_context.shape)}, {tuple(actions.shape)}")
+        if H < 1 or S < 1:
+            raise ValueError(f"actions need S >= 1 candidates and H >= 1 steps, got {tuple(actions.shape)}")
+        if past_actions is None:
+            past_actions = z_context.new_zeros(B, T - 1, Am)
+        else:
+            past_actions = self._check("past_actions", past_actions, (2 + nb,), (Am,))
+            if not batched:
+                past_actions = past_actions[None]
+            if past_actions.shape[:2] != (B, T - 1):
+                raise ValueError(f"past_actions must be (T-1, Am) / (B, T-1, Am) = ({B}, {T - 1}, {Am})"
+                                 f" here, got {tuple(past_actions.shape)}")
+        pc = self._norm_proprio(proprio_context)  # (B, T, P)
+        pa = self._norm_actions(past_actions)  # (B, T-1, Am)
+        a = self._norm_actions(actions)  # (B, S, H, Am)
+        pcfg = self.config.predictor
+        cacheable = pcfg.kind != "transformer" or pcfg.time_encoding == "rope"
+        with self._run_ctx():
+            if use_cache and cacheable:
+                zs, ps = self._rollout_cached(z_context, pc, pa, a)
+            elif pcfg.kind == "transformer" and pcfg.time_encoding == "absolute":
+                zs, ps = self._rollout_window(z_context, pc, pa, a)
+            else:
+                zs, ps = self._rollout_full(z_context, pc, pa, a)
+        z_pred = zs.float()  # (B, S, H, N, D)
+        p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P)
+        if not batched:
+            z_pred, p_pred = z_pred[0], p_pred[0]
+        return z_pred, p_pred
+
+    def _rollout_cached(self, zc, pc, pa, a):
+        """KV-cached rollout; the T-1 shared context frames run once per env (batch B)."""
+        cache = self.predictor.prefill(zc[:, :-1], pc[:, :-1], pa)  # batch (B,) -> (B, 1) entries
+        step = self._step_fn()
+        z_cur, p_cur = zc[:, -1:], pc[:, -1:]  # (B, 1, N, D), (B, 1, P): broadcast over S
+        zs, ps = [], []
+        for h in range(a.shape[2]):  # loop over horizon steps only
+            z_cur, p_cur, cache = step(cache, z_cur, p_cur, a[:, :, h])  # (B, S, N, D), (B, S, P)
+            zs.append(z_cur)
+            ps.append(p_cur)
+        return torch.stack(zs, 2), torch.stack(ps, 2)
+
+    def _rollout_full(self, zc, pc, pa, a):
+        """Reference rollout: recompute the whole history every step."""
+        B, S, H = a.shape[:3]
+        zh = zc.unsqueeze(1).expand(B, S, *zc.shape[1:])  # (B, S, T, N, D)
+        ph = pc.unsqueeze(1).expand(B, S, *pc.shape[1:])  # (B, S, T, P)
+        ah = torch.cat([pa.unsqueeze(1).expand(B, S, *pa.shape[1:]), a], 2)  # (B, S, T-1+H, Am)
+        T = zc.shape[1]
+        zs, ps = [], []
+        for h in range(H):
+            zo, po = self.predictor(zh, ph, ah[:, :, :T + h])  # (B, S, T+h, N, D)
+            z_next, p_next = zo[:, :, -1], po[:, :, -1]
+            zs.append(z_next)
+            ps.append(p_next)
+            zh = torch.cat([zh, z_next.unsqueeze(2)], 2)
+            ph = torch.cat([ph, p_next.unsqueeze(2)], 2)
+        return torch.stack(zs, 2), torch.stack(ps, 2)
+
+    def _rollout_window(self, zc, pc, pa, a):
+        """Absolute positions (DINO-WM): recompute the last ``num_hist`` frames every step."""
+        B, S, H = a.shape[:3]
+        w = self.num_hist
+        zh = zc[:, -w:].unsqueeze(1).expand(B, S, *zc[:, -w:].shape[1:])  # (B, S, <=w, N, D)
+        ph = pc[:, -w:].unsqueeze(1).expand(B, S, *pc[:, -w:].shape[1:])
+        ah = torch.cat([pa.unsqueeze(1).expand(B, S, *pa.shape[1:]), a], 2)  # (B, S, T-1+H, Am)
+        T = zc.shape[1]
+        zs, ps = [], []
+        for h in range(H):
+            n = zh.shape[2]  # frames T+h-n .. T+h-1 are in the window
+            zo, po = self.predictor(zh, ph, ah[:, :, T + h - n:T + h])
+            z_next, p_next = zo[:, :, -1], po[:, :, -1]
+            zs.append(z_next)
+            ps.append(p_next)
+            zh = torch.cat([zh, z_next.unsqueeze(2)], 2)[:, :, -w:]
+            ph = torch.cat([ph, p_next.unsqueeze(2)], 2)[:, :, -w:]
+        return torch.stack(zs, 2), torch.stack(ps, 2)
+
+    # --- checkpoints ---
+    def save(self, path) -> Path:
+        """Write weights + config (one safetensors file) atomically.
+
+        Args:
+            path: target file (``.safetensors`` recommended); its directory is created.
+
+        Returns:
+            the path written.
+        """
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                  "encoder_fingerprint": self.config.encoder_fingerprint,
+                  "normalization": self.normalization()}
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(header)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @staticmethod
+    def read_header(path) -> dict:
+        """The JSON header of a checkpoint (format_version, config, encoder_fingerprint, normalization).
+
+        Raises:
+            FileNotFoundError: no such file. ValueError: not a wmpc world-model checkpoint.
+        """
+        from safetensors import safe_open
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no world-model checkpoint at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types
+            raise ValueError(f"{path} is not a readable safetensors checkpoint (corrupt or "
+                             f"truncated?): {e}") from e
+        if _META_KEY not in meta:
+            raise ValueError(f"{path} has no wmpc world-model header; was it written by WorldModel.save?")
+        try:
+            return json.loads(meta[_META_KEY])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: corrupt world-model header: {e}") from e
+
+    @classmethod
+    def load(cls, path, encoder=None, device=None, config: WorldModelConfig | None = None,
+             overrides: dict | None = None) -> "WorldModel":
+        """Load a checkpoint written by :meth:`save`.
+
+        Args:
+            path: checkpoint file.
+            encoder: frozen encoder to attach (its fingerprint must match the checkpoint's).
+            device: where to put the model (default CPU).
+            config: optional expected config; its shape-defining fields (and time encoding) must
+                match the checkpoint's.
+            overrides: runtime-only predictor options to change (``attn_backend``,
+                ``autocast_bf16``, ``compile``, ``dropout``).
+
+        Returns:
+            the model in eval mode.
+
+        Raises:
+            ValueError: corrupt file, other format version, mismatched config or encoder fingerprint.
+        """
+        from safetensors.torch import load_file
+        header = cls.read_header(path)
+        version = header.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path} has world-model format version {version}, this wmpc reads "
+                             f"version {FORMAT_VERSION}; retrain or convert the checkpoint")
+        saved = WorldModelConfig.from_dict(header["config"])
+        overrides = dict(overrides or {})
+        bad = set(overrides) - set(RUNTIME_OPTIONS)
+        if bad:
+            raise ValueError(f"only runtime options {RUNTIME_OPTIONS} may be overridden on load, "
+                             f"got {sorted(bad)}")
+        if config is not None:
+            if isinstance(config, dict):
+                config = WorldModelConfig.from_dict(config)
+            exp, got = config.predictor, saved.predictor
+            if exp.time_encoding != got.time_encoding:
+                raise ValueError(f"checkpoint {path} uses time_encoding={got.time_encoding!r}, the "
+                                 f"requested config uses {exp.time_encoding!r}; the encoding is "
+                                 "part of the trained model and cannot change on load")
+            a = {k: v for k, v in config.to_dict().items() if k not in ("predictor", "encoder_options")}
+            b = {k: v for k, v in saved.to_dict().items() if k not in ("predictor", "encoder_options")}
+            pa = {k: v for k, v in exp.to_dict().items() if k not in RUNTIME_OPTIONS}
+            pb = {k: v for k, v in got.to_dict().items() if k not in RUNTIME_OPTIONS}
+            diff = sorted([k for k in a if a[k] != b.get(k) and k != "encoder_fingerprint"]
+                          + [f"predictor.{k}" for k in pa if pa[k] != pb.get(k)])
+            if diff:
+                raise ValueError(f"checkpoint {path} does not match the requested config in {diff}")
+            overrides = {**{k: getattr(exp, k) for k in RUNTIME_OPTIONS}, **overrides}
+        if overrides:
+            saved.predictor = dataclasses.replace(saved.predictor, **overrides)
+        model = cls(saved)
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path}: cannot read weights (corrupt or truncated?): {e}") from e
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match the config (missing {missing}, "
+                             f"unexpected {unexpected})")
+        if device is not None:
+            model.to(device)
+        if encoder is not None:
+            model.attach_encoder(encoder)
+        return model.eval()

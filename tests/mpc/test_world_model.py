@@ -1,0 +1,289 @@
+"""WorldModel: training loss, rollout semantics (batching, caching), checkpoints, input checks."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from encoders.base import Encoder
+from mpc.predictor import PredictorConfig
+from mpc.world_model import (FORMAT_VERSION, WorldModel, WorldModelConfig, config_from_preset,
+                             load_preset)
+
+N, D, A, P = 4, 8, 2, 3
+
+
+def make_model(kind="transformer", frameskip=1, N=N, D=D, seed=0, **pred):
+    base = dict(kind=kind, depth=2, heads=4, dim=32, mlp_dim=64, dropout=0.0, num_hist=3)
+    base.update(pred)
+    cfg = WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P,
+                           frameskip=frameskip, predictor=PredictorConfig(**base))
+    torch.manual_seed(seed)
+    m = WorldModel(cfg).eval()
+    m.set_normalization({"action_mean": [0.1, -0.2], "action_std": [0.5, 2.0],
+                         "proprio_mean": [1.0, 0.0, -1.0], "proprio_std": [1.0, 3.0, 0.5]})
+    return m
+
+
+def context(B=None, T=3, S=5, H=4, Am=A, n=N, d=D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lead = () if B is None else (B,)
+    return (torch.randn(*lead, T, n, d, generator=g), torch.randn(*lead, T, P, generator=g),
+            torch.randn(*lead, S, H, Am, generator=g), torch.randn(*lead, T - 1, Am, generator=g))
+
+
+class FakeEncoder(Encoder):
+    backend, variant = "fake", "t"
+
+    def __init__(self, scale=1.0):
+        super().__init__(image_size=8)
+        self.w = torch.nn.Parameter(torch.full((N, D), scale))
+
+    num_tokens = property(lambda self: N)
+    dim = property(lambda self: D)
+
+    def forward_tokens(self, x):
+        return x.mean((1, 2, 3))[:, None, None] * self.w
+
+
+# --- normalisation and training -----------------------------------------------------------------
+def test_normalization_tiles_env_stats_over_frameskip():
+    m = make_model(frameskip=3)
+    assert m.action_dim == 6
+    assert m.action_mean.tolist() == pytest.approx([0.1, -0.2] * 3)
+    assert m.action_std.tolist() == [0.5, 2.0] * 3
+    with pytest.raises(ValueError, match="expected A=2 or Am=6"):
+        m.set_normalization({"action_mean": [0.0] * 4, "action_std": [1.0] * 4,
+                             "proprio_mean": [0.0] * P, "proprio_std": [1.0] * P})
+    with pytest.raises(ValueError, match="positive"):
+        m.set_normalization({"action_mean": [0.0] * 2, "action_std": [0.0, 1.0],
+                             "proprio_mean": [0.0] * P, "proprio_std": [1.0] * P})
+
+
+def test_normalization_is_applied_inside():
+    """Raw inputs shifted with the stats give the same predictions as normalised inputs."""
+    m = make_model()
+    z, p, a, _ = context(B=2, T=4, S=1, H=1)
+    a = a[:, 0, :3].reshape(2, 3, A) if False else torch.randn(2, 3, A)
+    zp, pp = m(z, p, a)
+    m2 = make_model()
+    m2.set_normalization({"action_mean": [0.0] * A, "action_std": [1.0] * A,
+                          "proprio_mean": [0.0] * P, "proprio_std": [1.0] * P})
+    zq, pq = m2(z, (p - m.proprio_mean) / m.proprio_std, (a - m.action_mean) / m.action_std)
+    torch.testing.assert_close(zp, zq)
+    torch.testing.assert_close(pp, pq)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "mlp"])
+def test_tiny_model_overfits_tiny_dataset(kind):
+    torch.manual_seed(0)
+    n = N if kind == "transformer" else 1
+    m = make_model(kind, N=n).train()
+    batch = {"z": torch.randn(8, 4, n, D), "proprio": torch.randn(8, 4, P),
+             "actions": torch.randn(8, 3, A)}
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss, metrics = m.loss(batch)
+        first = first if first is not None else metrics["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(metrics) == {"loss", "z_loss", "proprio_loss"}
+    assert metrics["loss"] < first / 10
+
+
+# --- rollout ----------------------------------------------------------------------------------------
+def test_rollout_feeds_predictions_back_like_teacher_forcing():
+    """Step h of a rollout equals forward() on the sequence made of the earlier predictions."""
+    m = make_model()
+    zc, pc, a, pa = context(T=3, S=1, H=3)
+    with torch.no_grad():
+        zr, pr = m.rollout(zc, pc, a, pa)
+        zs = torch.cat([zc, zr[0, :2]])[None]  # (1, 5, N, D)
+        ps = torch.cat([pc, pr[0, :2]])[None]
+        zf, pf = m(zs.new_zeros(1, 6, N, D).index_copy(1, torch.arange(5), zs),
+                   torch.cat([ps, ps[:, -1:]], 1), torch.cat([pa, a[0]])[None])
+    torch.testing.assert_close(zr[0], zf[0, 2:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m._norm_proprio(pr[0]), pf[0, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_candidates_equal_separate_rollouts():
+    m = make_model()
+    zc, pc, a, pa = context(S=6, H=4)
+    with torch.no_grad():
+        zb, pb = m.rollout(zc, pc, a, pa)
+        for s in range(6):
+            zs, ps = m.rollout(zc, pc, a[s:s + 1], pa)
+            torch.testing.assert_close(zb[s:s + 1], zs, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(pb[s:s + 1], ps, atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_envs_equal_separate_rollouts():
+    m = make_model()
+    zc, pc, a, pa = context(B=3, S=4, H=3)
+    with torch.no_grad():
+        zb, pb = m.rollout(zc, pc, a, pa)
+        assert zb.shape == (3, 4, 3, N, D) and pb.shape == (3, 4, 3, P)
+        for b in range(3):
+            zs, ps = m.rollout(zc[b], pc[b], a[b], pa[b])
+            torch.testing.assert_close(zb[b], zs, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(pb[b], ps, atol=1e-5, rtol=1e-5)
+
+
+def _preset_model(name, seed=0, **over):
+    """A preset's structure at test size (fewer tokens, thinner, shallower)."""
+    pre = load_preset(name)
+    pre["predictor"].update(dropout=0.0, **over)
+    if pre["predictor"]["kind"] == "transformer":
+        pre["predictor"].update(depth=min(pre["predictor"]["depth"], 3), mlp_dim=64,
+                                dim=pre["predictor"]["heads"] * 4)
+    pre.update(num_tokens=None, token_dim=None)
+    n = 1 if pre["predictor"]["kind"] != "transformer" else N
+    cfg = config_from_preset(pre, num_tokens=n, token_dim=D, env_action_dim=A, proprio_dim=P)
+    torch.manual_seed(seed)
+    return WorldModel(cfg).eval(), n
+
+
+@pytest.mark.parametrize("name,over", [("tiny", {}), ("dino_wm", {}), ("tiny_mlp", {}),
+                                       ("tiny_mlp", {"kind": "gru"}), ("tiny", {"join": "add"}),
+                                       ("dino_wm", {"time_encoding": "absolute"})],
+                         ids=["tiny", "dino_wm", "tiny_mlp", "gru", "tiny-add", "dino_wm-absolute"])
+def test_cached_rollout_equals_uncached(name, over):
+    m, n = _preset_model(name, **over)
+    Am = m.action_dim
+    for T in (1, 2, 5):  # shorter, equal and longer context than the window
+        zc, pc, a, pa = context(B=2, T=T, S=3, H=5, Am=Am, n=n)
+        with torch.no_grad():
+            z1, p1 = m.rollout(zc, pc, a, pa, use_cache=True)
+            z2, p2 = m.rollout(zc, pc, a, pa, use_cache=False)
+        torch.testing.assert_close(z1, z2, atol=1e-5, rtol=0)
+        torch.testing.assert_close(p1, p2, atol=1e-5, rtol=0)
+
+
+def test_rollout_is_differentiable_in_actions():
+    m = make_model()
+    zc, pc, a, pa = context(S=2, H=3)
+    a.requires_grad_(True)
+    z, p = m.rollout(zc, pc, a, pa)
+    z.square().sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_rollout_past_actions_matter_and_default_to_zero():
+    m = make_model()
+    zc, pc, a, pa = context(T=3)
+    with torch.no_grad():
+        z0, _ = m.rollout(zc, pc, a)
+        zz, _ = m.rollout(zc, pc, a, torch.zeros_like(pa))
+        z1, _ = m.rollout(zc, pc, a, pa)
+    torch.testing.assert_close(z0, zz)
+    assert (z1 - z0).abs().max() > 1e-4
+
+
+# --- input checks -----------------------------------------------------------------------------------
+def test_bad_inputs_raise_clear_errors():
+    m = make_model()
+    zc, pc, a, pa = context()
+    with pytest.raises(ValueError, match="z_context must have shape"):
+        m.rollout(zc[..., :-1], pc, a)
+    with pytest.raises(ValueError, match="actions must have shape"):
+        m.rollout(zc, pc, a[..., :1])
+    bad = zc.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m.rollout(bad, pc, a)
+    with pytest.raises(ValueError, match="same B and T"):
+        m.rollout(zc, pc[:2], a)
+    with pytest.raises(ValueError, match="past_actions"):
+        m.rollout(zc, pc, a, pa[:1])
+    with pytest.raises(ValueError, match="L-1"):
+        m(zc[None], pc[None], pa[None, :1])
+    with pytest.raises(ValueError, match="lacks 'actions'"):
+        m.loss({"z": zc[None], "proprio": pc[None]})
+    with pytest.raises(RuntimeError, match="no encoder"):
+        m.encode(torch.zeros(1, 8, 8, 3, dtype=torch.uint8))
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+def test_save_load_roundtrip(tmp_path):
+    enc = FakeEncoder()
+    m = make_model(frameskip=2)
+    m.config.encoder_fingerprint = enc.fingerprint
+    path = m.save(tmp_path / "wm.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["wm.safetensors"]  # no temp files left
+    m2 = WorldModel.load(path, encoder=enc)
+    assert m2.config == m.config and m2.frameskip == 2 and m2.num_hist == 3
+    zc, pc, a, pa = context(Am=4)
+    with torch.no_grad():
+        z1, p1 = m.rollout(zc, pc, a, pa)
+        z2, p2 = m2.rollout(zc, pc, a, pa)
+    assert torch.equal(z1, z2) and torch.equal(p1, p2)
+    assert torch.equal(m2.action_std, m.action_std)
+    img = torch.randint(0, 255, (2, 8, 8, 3), dtype=torch.uint8)
+    torch.testing.assert_close(m2.encode(img), enc.encode(img))
+
+
+def test_killed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    m = make_model()
+    path = m.save(tmp_path / "wm.safetensors")
+    before = path.read_bytes()
+    m2 = make_model(seed=1)
+
+    def boom(src, dst):
+        with open(src, "r+b") as f:  # a half-written temp file, then the process dies
+            f.truncate(100)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        m2.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["wm.safetensors"]
+    loaded = WorldModel.load(path)
+    assert torch.equal(loaded.predictor.head.weight, m.predictor.head.weight)
+
+
+def test_load_errors(tmp_path):
+    m = make_model()
+    path = m.save(tmp_path / "wm.safetensors")
+    # corrupt / truncated file
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        WorldModel.load(bad)
+    with pytest.raises(FileNotFoundError):
+        WorldModel.load(tmp_path / "missing.safetensors")
+    # other format version
+    from safetensors.torch import load_file, save_file
+    header = WorldModel.read_header(path)
+    header["format_version"] = FORMAT_VERSION + 1
+    old = tmp_path / "v2.safetensors"
+    save_file(load_file(path), old, metadata={"wmpc_world_model": json.dumps(header)})
+    with pytest.raises(ValueError, match="format version"):
+        WorldModel.load(old)
+    # encoder fingerprint mismatch
+    m.config.encoder_fingerprint = FakeEncoder(1.0).fingerprint
+    m.save(path)
+    with pytest.raises(ValueError, match="fingerprint"):
+        WorldModel.load(path, encoder=FakeEncoder(2.0))
+    # time encoding is part of the model
+    want = WorldModelConfig.from_dict(m.config.to_dict())
+    want.predictor.time_encoding = "absolute"
+    with pytest.raises(ValueError, match="time_encoding"):
+        WorldModel.load(path, config=want)
+    with pytest.raises(ValueError, match="runtime options"):
+        WorldModel.load(path, overrides={"depth": 4})
+    assert WorldModel.load(path, overrides={"attn_backend": "math"}).config.predictor.attn_backend == "math"
+
+
+def test_preset_checks_latent_shape():
+    with pytest.raises(ValueError, match="expects num_tokens=196"):
+        config_from_preset("dino_wm", num_tokens=64, token_dim=384, env_action_dim=2, proprio_dim=4)
+    cfg = config_from_preset("dino_wm", num_tokens=196, token_dim=384, env_action_dim=2, proprio_dim=4)
+    assert cfg.action_dim == 10 and cfg.predictor.depth == 6 and cfg.predictor.heads == 16
+    with pytest.raises(ValueError, match="unknown model preset"):
+        load_preset("huge")
