@@ -130,6 +130,11 @@ class PushTEnv(GoalEnv):
             "proprio": spaces.Box(np.array([-BOARD / 4] * 2 + [-1e4] * 2, np.float32),
                                   np.array([BOARD * 1.25] * 2 + [1e4] * 2, np.float32)),
         })
+        # white board with the walls (segments at 5 px from the edge, 2 px radius): (H, W, 3)
+        self._background = np.full((self.image_size, self.image_size, 3), _BACKGROUND, np.uint8)
+        inset, last = int(round(5 * self.image_size / BOARD)) - 1, self.image_size - 1
+        cv2.rectangle(self._background, (inset, inset), (last - inset, last - inset), _WALL,
+                      max(1, round(4 * self.image_size / BOARD)))
         self._plan: np.ndarray | None = None  # recorded goal-making actions (goal_steps, 2)
         self._steps = 0
 
@@ -174,9 +179,7 @@ class PushTEnv(GoalEnv):
         """Image of a state, drawn with anti-aliased polygons at ``image_size``: uint8 (H, W, 3)."""
         size = self.image_size
         scale = size / BOARD * (1 << _SUBPIXEL_BITS)
-        img = np.full((size, size, 3), _BACKGROUND, np.uint8)
-        wall = int(round(5 * size / BOARD)) - 1
-        cv2.rectangle(img, (wall, wall), (size - 1 - wall, size - 1 - wall), _WALL, max(1, round(4 * size / BOARD)))
+        img = self._background.copy()
         c, s = np.cos(state[4]), np.sin(state[4])
         rot = np.array([[c, s], [-s, c]])  # row-vector rotation: p_world = p_local @ rot + origin
         for poly in self._block_local:
