@@ -48,6 +48,9 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -312,10 +315,39 @@ def rollout_episode(env, actions: np.ndarray, seed: int) -> dict[str, np.ndarray
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: dict, env=None) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Worker-side watchdog: leave when the collecting process is gone (e.g. killed with -9)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(spec: dict, env=None, parent: int | None = None) -> None:
     """Pool initializer: build the env once per worker process (or use ``env``)."""
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _WORKER["spec"] = spec
     _WORKER["env"] = env if env is not None else _make_env(spec["env"], spec["env_options"])
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel pending episodes and stop the workers now (their temp files are cleaned on resume)."""
+    terminate = getattr(pool, "terminate_workers", None)  # python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during collection, handled like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(f"received signal {signum}")
 
 
 def _collect_one(index: int) -> tuple[int, int]:
@@ -476,7 +508,7 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
     t0, frames = time.perf_counter(), 0
     try:
         if int(workers) == 1 or len(todo) <= 1:
-            _init_worker(spec, probe)
+            _init_worker(spec, env=probe)
             probe = None
             try:
                 for i in todo:
@@ -489,17 +521,23 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
             probe.close()
             probe = None
             ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(min(int(workers), len(todo)), mp_context=ctx,
-                                        initializer=_init_worker, initargs=(spec,)) as pool:
+            pool = cf.ProcessPoolExecutor(min(int(workers), len(todo)), mp_context=ctx,
+                                          initializer=_init_worker, initargs=(spec, None, os.getpid()))
+            main_thread = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+            try:
                 futures = [pool.submit(_collect_one, i) for i in todo]
-                try:
-                    for fut in cf.as_completed(futures):
-                        frames += fut.result()[1]
-                        bar.update(1)
-                        bar.set_postfix(fps=f"{frames / (time.perf_counter() - t0):.0f}")
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+                for fut in cf.as_completed(futures):
+                    frames += fut.result()[1]
+                    bar.update(1)
+                    bar.set_postfix(fps=f"{frames / (time.perf_counter() - t0):.0f}")
+                pool.shutdown(wait=True)
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            finally:
+                if main_thread:
+                    signal.signal(signal.SIGTERM, previous)
     finally:
         bar.close()
         if probe is not None:
@@ -873,21 +911,49 @@ class WindowDataset:
 # Commands
 # --------------------------------------------------------------------------------------------
 def _collect_task(cfg) -> Path:
-    out = collect(env=cfg.env, out=cfg.out, episodes=cfg.episodes, steps=cfg.steps, policy=cfg.policy,
-                  seed=cfg.seed, workers=cfg.workers, env_options=_plain(cfg.get("env_options") or {}),
-                  image_size=cfg.image_size, frameskip=cfg.frameskip,
-                  policy_options=_plain(cfg.get("policy_options") or {}), compression=cfg.compression,
-                  progress=cfg.progress)
+    options = _plain(cfg.env)
+    name = options.pop("name", None)
+    if not name:
+        raise ValueError("the env config needs a `name` (a wmpc env name or a gymnasium id)")
+    options.pop("image_size", None)
+    options.pop("frameskip", None)
+    try:
+        out = collect(env=name, out=cfg.out, episodes=cfg.episodes, steps=cfg.steps, policy=cfg.policy,
+                      seed=cfg.seed, workers=cfg.workers, env_options=options, image_size=cfg.image_size,
+                      frameskip=cfg.frameskip, policy_options=_plain(cfg.get("policy_options") or {}),
+                      compression=cfg.compression, progress=cfg.progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished episodes in {cfg.out} are kept; run the same command again "
+              "to collect the rest", file=sys.stderr)
+        raise SystemExit(130)
     ds = load_dataset(out)
-    print(f"dataset: {out}  ({len(ds)} episodes, {int(ds.lengths.sum()) + len(ds)} frames, env={cfg.env})")
+    print(f"dataset: {out}  ({len(ds)} episodes, {int(ds.lengths.sum()) + len(ds)} frames, env={name})")
     return out
+
+
+def env_overrides(argv: list[str]) -> list[str]:
+    """Let ``env=<x>`` name an env with no ``configs/env/<x>.yaml`` (a gymnasium id, say).
+
+    Such an ``env=<x>`` becomes ``~env +env.name=<x>``: the env is then built with its own defaults
+    plus any ``env.<key>=value`` given. Other arguments pass through unchanged.
+    """
+    from mpc.cli import CONFIG_DIR
+
+    out = []
+    for arg in argv:
+        if arg.startswith("env=") and not (Path(CONFIG_DIR) / "env" / f"{arg[4:]}.yaml").exists():
+            out += ["~env", f"+env.name={arg[4:]}"]
+        else:
+            out.append(arg)
+    extra = [a for a in out if a.startswith("env.") and "+env.name=" in " ".join(out)]
+    return [a for a in out if a not in extra] + [f"+{a}" for a in extra]
 
 
 def collect_command(argv: list[str]) -> int:
     """``wmpc collect env=<name> episodes=N steps=T policy=uniform out=<dir> workers=K seed=S``."""
     from mpc.cli import hydra_command
 
-    return hydra_command("collect", _collect_task, argv, "wmpc collect")
+    return hydra_command("collect", _collect_task, env_overrides(argv), "wmpc collect")
 
 
 def _encode_task(cfg) -> Path:
