@@ -83,6 +83,7 @@ class Run:
         self.rollouts = 0
         self.iterations = 0
         self.history: list[torch.Tensor] = []
+        self.stopped = False  # set when the callback asks to stop; multi-phase planners check it
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def evaluate(self, actions: torch.Tensor, track: bool = True) -> torch.Tensor:
@@ -129,7 +130,8 @@ class Run:
         state = {"best_actions": self.best_actions, "best_cost": self.best_cost, **extra}
         if self._last is not None:
             state["candidates"], state["costs"] = self._last
-        return bool(self.callback(self.iterations - 1, state))
+        self.stopped = bool(self.callback(self.iterations - 1, state))
+        return self.stopped
 
     def result(self, start: float, **info: Any) -> PlanResult:
         device = self.best_cost.device

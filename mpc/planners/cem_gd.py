@@ -64,6 +64,8 @@ class CEMGD(Planner):
         std = (self.var_scale * self.half).expand(B, H, A)                  # (B, H, A)
         elites, _ = cem_loop(self, run, init, std, self.samples, self.iterations, self.topk, self.min_std)
         cem_iterations = run.iterations
+        if run.stopped:
+            return {"cem_iterations": cem_iterations}
         start = elites[:, :self.refine].clone()                              # (B, R, H, A)
         start[:, 0] = run.best_actions
         lr_scale = self.half if self.optimizer == "adam" else 1.0

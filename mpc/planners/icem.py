@@ -56,7 +56,7 @@ class ICEM(Planner):
         decay: population shrink factor per iteration (gamma in the paper).
         min_samples: population floor (default ``max(2 * topk, samples // 2)``).
         keep_elites: fraction of elites carried to the next iteration (and the next call after ``shift``).
-        alpha: momentum of mean and std (weight of the previous value).
+        alpha: momentum of mean and std (weight of the previous value; the paper uses 0.1, 0 converges faster on static costs).
         init_std: initial std, fraction of the Box half-width.
         min_std: std floor, fraction of the Box half-width.
 
@@ -69,7 +69,7 @@ class ICEM(Planner):
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
                  samples: int = 300, iterations: int = 30, topk: int = 30, beta: float = 1.0,
                  decay: float = 1.25, min_samples: int | None = None, keep_elites: float = 0.3,
-                 alpha: float = 0.1, init_std: float = 1.0, min_std: float = 0.0):
+                 alpha: float = 0.0, init_std: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)
         self.samples = _positive_int("samples", samples, 2)
         self.iterations = _positive_int("iterations", iterations)
