@@ -542,8 +542,9 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         bar.close()
         if probe is not None:
             probe.close()
-    if todo or not (out / "stats.json").exists():
-        _write_json_atomic(out / "stats.json", compute_stats(episodes_dir, int(episodes)))
+    stats_path = out / "stats.json"
+    if todo or not stats_path.exists() or json.loads(stats_path.read_text()).get("num_episodes") != int(episodes):
+        _write_json_atomic(stats_path, compute_stats(episodes_dir, int(episodes)))
     log.info("collected %d episode(s) (%d frames) into %s in %.1fs", len(todo), frames, out,
              time.perf_counter() - t0)
     return out

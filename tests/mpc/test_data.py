@@ -281,6 +281,8 @@ def test_windows_content(dataset):
         for i in range(L - 1):
             expect = np.concatenate([ep["actions"][idx[i] + m] for m in range(k)])
             np.testing.assert_array_equal(item["actions"][i].numpy(), expect)
+    w_dir = WindowDataset(dataset, folder, num_hist=3, num_pred=1, frameskip=k, split="all")  # a cache folder
+    np.testing.assert_array_equal(w_dir[7]["z"].numpy(), w[7]["z"].numpy())
     starts = [w.window_index(j) for j in range(len(w))]
     assert starts[0] == (0, 0) and starts[T - (L - 1) * k] == (0, T - (L - 1) * k) and starts[-1][1] == 5
     # pixel mode gives the frames themselves
@@ -321,6 +323,19 @@ def test_collect_cli_on_user_gym_id(tmp_path):
                   policy_options={"k": 2}, progress=False)
     _assert_same(_all_arrays(out), _all_arrays(ref))
     assert not (tmp_path / ".hydra").exists() and not (out / ".hydra").exists()
+
+
+def test_env_overrides():
+    assert data.env_overrides(["env=pusht", "episodes=2"]) == ["env=pusht", "episodes=2"]  # has a yaml
+    assert data.env_overrides([f"env={GYM_ID}", "env.speed=2", "seed=1"]) == [
+        "~env", f"+env.name={GYM_ID}", "seed=1", "+env.speed=2"]
+
+
+def test_fewer_episodes_rerun_updates_stats(tmp_path):
+    out = _collect(tmp_path / "d", episodes=3)
+    _collect(out, episodes=2)
+    ds = load_dataset(out)
+    assert len(ds) == 2 and ds.stats["num_episodes"] == 2
 
 
 def test_encode_cli(dataset):
