@@ -43,10 +43,13 @@ class MujocoScene:
         hide_geoms: names of geoms made invisible (alpha 0), e.g. a task's target marker.
         geom_radius: ``{geom name: radius}`` changes of sphere sizes (visual only when contacts
             are disabled in the model).
+        antialias: 4x multisampling (MuJoCo's default). Off, frames are aliased but software
+            rendering (llvmpipe, no GPU) is about 3x faster.
     """
 
     def __init__(self, xml: str, assets: dict, image_size: int, camera: str,
-                 hide_geoms: tuple[str, ...] = (), geom_radius: dict[str, float] | None = None):
+                 hide_geoms: tuple[str, ...] = (), geom_radius: dict[str, float] | None = None,
+                 antialias: bool = True):
         self.model = mujoco.MjModel.from_xml_string(xml, assets)
         self.data = mujoco.MjData(self.model)
         self._render_data = mujoco.MjData(self.model)
@@ -54,6 +57,7 @@ class MujocoScene:
             self.model.geom_rgba[self._geom_id(name), 3] = 0.0
         for name, radius in (geom_radius or {}).items():
             self.model.geom_size[self._geom_id(name), 0] = radius
+        self.model.vis.quality.offsamples = 4 if antialias else 0
         vis = self.model.vis.global_
         vis.offwidth, vis.offheight = max(vis.offwidth, image_size), max(vis.offheight, image_size)
         self._camera = camera

@@ -77,7 +77,8 @@ class ReacherEnv(GoalEnv):
 
     ## Arguments
     ``image_size`` (64; 224 for the DINO-WM protocol), ``frameskip`` (1), ``physics_steps``
-    (2: 0.04 s per env step), ``min_goal_distance`` (0.5 rad).
+    (2: 0.04 s per env step), ``min_goal_distance`` (0.5 rad), ``antialias`` (True: 4x
+    multisampling; False renders about 3x faster without a GPU).
 
     ## Version History
     * v0: initial version.
@@ -86,7 +87,7 @@ class ReacherEnv(GoalEnv):
     success_threshold = 0.15
 
     def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array",
-                 physics_steps: int = 2, min_goal_distance: float = 0.5):
+                 physics_steps: int = 2, min_goal_distance: float = 0.5, antialias: bool = True):
         super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
         if int(physics_steps) < 1:
             raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
@@ -95,7 +96,8 @@ class ReacherEnv(GoalEnv):
         self.physics_steps = int(physics_steps)
         self.min_goal_distance = float(min_goal_distance)
         xml, assets = reacher.get_model_and_assets()
-        self._scene = MujocoScene(xml, assets, self.image_size, camera="fixed", hide_geoms=("target",))
+        self._scene = MujocoScene(xml, assets, self.image_size, camera="fixed", hide_geoms=("target",),
+                                  antialias=antialias)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
