@@ -226,7 +226,7 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
         horizon: H in model steps.
         objective: objective name or callable.
         action_space: the env's action Box (default: the bounds stored with the model).
-        **options: planner options (e.g. ``num_samples=100, iterations=10``).
+        **options: planner options (e.g. ``samples=100, iterations=10``).
 
     Returns:
         float32 array ``(H * frameskip, A)``, or ``(B, H * frameskip, A)`` for a batch.
