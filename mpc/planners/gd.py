@@ -7,8 +7,8 @@ the Box), each step is projected back into the Box, and the best sequence ever e
 returned.
 
 Step control (``backtrack=True``, default): a step that raises a candidate's cost is not taken and
-that candidate's step size halves; an accepted step grows it by 1.2 up to ``lr``. This keeps SGD with
-DINO-WM's lr 1 stable on costs of any curvature. ``cost_fn`` must be differentiable in the actions;
+that candidate's step size halves; an accepted step grows it by 1.2, up to ``lr`` for Adam and
+``1000 * lr`` for SGD. This keeps SGD with DINO-WM's lr 1 stable and fast on costs of any scale. ``cost_fn`` must be differentiable in the actions;
 gradients are enabled inside even when the caller runs under ``torch.no_grad()``.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .cem import _positive, _positive_int
 
 _OPTIMIZERS = ("sgd", "adam")
 _SCHEDULES = ("constant", "cosine")
+_SGD_GROWTH = 1000.0  # with backtracking, an SGD step may grow to this multiple of lr (flat costs)
 
 
 def _value_and_grad(run: Run, x: torch.Tensor, track: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +54,7 @@ def gradient_descent(planner: Planner, run: Run, x: torch.Tensor, steps: int, lr
     step = torch.full((B, R, 1, 1), float(lr), device=x.device)             # per-candidate step size
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     b1, b2 = betas
+    max_step = lr * (1.0 if optimizer == "adam" else _SGD_GROWTH)
     for t in range(1, steps + 1):
         if optimizer == "adam":
             m = b1 * m + (1 - b1) * grad
@@ -71,7 +73,7 @@ def gradient_descent(planner: Planner, run: Run, x: torch.Tensor, steps: int, lr
             okx = ok[:, :, None, None]
             x, cost = torch.where(okx, x_new, x), torch.where(ok, cost_new, cost)
             grad = torch.where(okx, grad_new, grad)
-            step = torch.where(okx, (step * 1.2).clamp(max=lr), step * 0.5)
+            step = torch.where(okx, (step * 1.2).clamp(max=max_step), step * 0.5)
         else:
             x, cost, grad = x_new, cost_new, grad_new
         if run.end_iteration(restarts=x, step=step):

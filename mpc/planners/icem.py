@@ -52,7 +52,8 @@ class ICEM(Planner):
         samples: population of the first iteration.
         iterations: refits.
         topk: K, elites per iteration.
-        beta: colored-noise exponent (0 white, 1 pink, 2 red/brown).
+        beta: colored-noise exponent (0 white, 1 pink, 2 red/brown; the paper uses 2-2.5 for long
+            horizons of smooth controls, 0.5 keeps short-horizon analytic costs converging).
         decay: population shrink factor per iteration (gamma in the paper).
         min_samples: population floor (default ``max(2 * topk, samples // 2)``).
         keep_elites: fraction of elites carried to the next iteration (and the next call after ``shift``).
@@ -67,7 +68,7 @@ class ICEM(Planner):
     name = "icem"
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
-                 samples: int = 300, iterations: int = 30, topk: int = 30, beta: float = 1.0,
+                 samples: int = 300, iterations: int = 30, topk: int = 30, beta: float = 0.5,
                  decay: float = 1.25, min_samples: int | None = None, keep_elites: float = 0.3,
                  alpha: float = 0.0, init_std: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)
