@@ -168,7 +168,8 @@ class DiffusionEncoder(TrainableEncoder):
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         B, S = z.shape[0], self.image_size
-        x = torch.randn((B, 3, S, S), generator=generator, device="cpu").to(z.device)
+        dev = generator.device if generator is not None else z.device
+        x = torch.randn((B, 3, S, S), generator=generator, device=dev).to(z.device)
         dt = 1.0 / int(steps)
         with torch.no_grad():
             for k in range(int(steps)):

@@ -52,7 +52,8 @@ def sigreg(emb: torch.Tensor, num_directions: int = 256, num_points: int = 17, t
         scalar, the mean statistic over directions.
     """
     M, D = emb.shape
-    dirs = torch.randn((D, num_directions), generator=generator, device="cpu").to(emb.device, emb.dtype)
+    dev = generator.device if generator is not None else emb.device
+    dirs = torch.randn((D, num_directions), generator=generator, device=dev).to(emb.device, emb.dtype)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)  # (D, K) unit columns
     h = emb @ dirs  # (M, K)
     t = torch.linspace(0.0, t_max, num_points, device=emb.device, dtype=emb.dtype)  # (T,)
