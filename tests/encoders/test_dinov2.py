@@ -321,3 +321,13 @@ def test_cuda_bf16_close_to_float32(weight_files):
     assert z.dtype == torch.float32 and z.is_cuda and bf16.fingerprint.endswith(":bf16")
     cos = torch.nn.functional.cosine_similarity(z.cpu(), ref, dim=-1)
     assert cos.min() > 0.98
+
+
+def test_hub_to_timm_renames_giant_swiglu_and_chunked_blocks():
+    from encoders.dinov2 import hub_to_timm, is_hub_format
+    hub = {"blocks.1.13.mlp.w12.weight": torch.ones(2), "blocks.1.13.mlp.w3.bias": torch.ones(1),
+           "blocks.0.0.ls1.gamma": torch.ones(3), "mask_token": torch.zeros(1, 3), "norm.weight": torch.ones(3)}
+    assert is_hub_format(hub)
+    out = hub_to_timm(hub)
+    assert set(out) == {"blocks.13.mlp.fc1.weight", "blocks.13.mlp.fc2.bias", "blocks.0.ls1.gamma", "norm.weight"}
+    assert not is_hub_format(out)
