@@ -386,7 +386,11 @@ class DINOv2Encoder(Encoder):
             return self._load_file(cached), str(cached)
         if _download_allowed(download):
             log.info("%s: downloading %s through timm", self.name, self.timm_name)
-            model = self._create(pretrained=True)
+            try:
+                model = self._create(pretrained=True)
+            except Exception as e:  # noqa: BLE001 - no network, offline mode, server error ...
+                raise WeightsNotFoundError(_not_found_message(
+                    self.name, self.timm_name, f"the download failed ({type(e).__name__}: {e})")) from e
             self.pretrained = True
             self._weights_file = find_cached_weights(self.timm_name)
             return model, f"download:{self.timm_name}"

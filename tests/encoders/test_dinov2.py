@@ -331,3 +331,28 @@ def test_hub_to_timm_renames_giant_swiglu_and_chunked_blocks():
     out = hub_to_timm(hub)
     assert set(out) == {"blocks.13.mlp.fc1.weight", "blocks.13.mlp.fc2.bias", "blocks.0.ls1.gamma", "norm.weight"}
     assert not is_hub_format(out)
+
+
+def test_download_only_when_allowed(empty_caches, monkeypatch):
+    from encoders.dinov2 import DINOv2Encoder
+    calls = []
+
+    def fake_create(self, pretrained=False, meta=False):
+        calls.append(pretrained)
+        if pretrained:
+            raise ConnectionError("no network here")
+        raise AssertionError("only the download path may build a model here")
+
+    monkeypatch.setattr(DINOv2Encoder, "_create", fake_create)
+    with pytest.raises(WeightsNotFoundError, match="none in the local cache"):
+        make_encoder("dinov2", image_size=28)
+    assert calls == []  # no download attempt without permission
+    monkeypatch.setenv("WMPC_ALLOW_DOWNLOAD", "1")
+    with pytest.raises(WeightsNotFoundError, match="download failed") as e:
+        make_encoder("dinov2", image_size=28)
+    assert calls == [True]
+    assert_three_ways(str(e.value))
+    monkeypatch.delenv("WMPC_ALLOW_DOWNLOAD")
+    with pytest.raises(WeightsNotFoundError, match="download failed"):
+        make_encoder("dinov2", image_size=28, download=True)
+    assert calls == [True, True]
