@@ -27,6 +27,7 @@ the data order is a pure function of (seed, epoch, step) and every RNG state is 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import math
@@ -154,7 +155,8 @@ def setup_distributed(device: str | None = None) -> DistContext:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kw = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend=backend, **kw)
+        # long timeout: rank 0 may build the latent cache while the others wait at a barrier
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2), **kw)
         ctx.initialized_here = True
         log.info("joined process group: rank %d/%d (%s, %s)", rank, world, backend, dev)
     return ctx
@@ -407,6 +409,10 @@ class Trainer:
         self.data_dir = Path(cfg.data)
         _ensure_cache(self.data_dir, self.encoder, self.ctx, int(cfg.get("encode_batch", 256)))
         self.train_ds = self._windows("train", self.num_pred)
+        env = (cfg.get("env") or {}).get("name")
+        if env is not None and env != self.train_ds.meta.get("env"):
+            log.warning("env=%s but the dataset %s was collected on env %r", env, self.data_dir,
+                        self.train_ds.meta.get("env"))
         self.val_ds = self._windows("val", self.num_pred)
         self.model = _build_model(cfg, self.train_ds, (name, enc_options))
         self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world_size,
@@ -433,11 +439,8 @@ class Trainer:
     # -- construction helpers --
     def _make_optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (decay if p.ndim >= 2 and "embed" not in name.split(".")[-1] else no_decay).append(p)
+        decay = [p for p in self.params if p.ndim >= 2]  # matrices decay; biases and norms do not
+        no_decay = [p for p in self.params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": float(t.weight_decay)},
                   {"params": no_decay, "weight_decay": 0.0}]
         fused = self.ctx.device.type == "cuda"
@@ -542,9 +545,8 @@ class Trainer:
             states = [rng]
         if self.ctx.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            step_path = self.ckpt_dir / f"model_step_{self.step:07d}.safetensors"
-            _atomic_write(step_path, lambda p: self.model.save(p))
-            _atomic_write(self.ckpt_dir / "model_latest.safetensors", lambda p: self.model.save(p))
+            self.model.save(self.ckpt_dir / f"model_step_{self.step:07d}.safetensors")  # atomic
+            self.model.save(self.ckpt_dir / "model_latest.safetensors")
             state = {"format_version": TRAIN_STATE_VERSION, "step": self.step,
                      "world_size": self.ctx.world_size, "model": self.model.state_dict(),
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -552,8 +554,8 @@ class Trainer:
             _atomic_write(self.ckpt_dir / "train_state.pt", lambda p: torch.save(state, p))
             keep = self.cfg.train.keep_checkpoints
             if keep is not None:
-                olds = sorted(self.ckpt_dir.glob("model_step_*.safetensors"))[:-int(keep) or None]
-                for old in olds if int(keep) > 0 else self.ckpt_dir.glob("model_step_*.safetensors"):
+                steps = sorted(self.ckpt_dir.glob("model_step_*.safetensors"))
+                for old in steps[:max(0, len(steps) - int(keep))]:
                     old.unlink()
             log.info("checkpoint at step %d -> %s", self.step, self.ckpt_dir)
         self.ctx.barrier()
@@ -734,3 +736,9 @@ def train_command(argv: list[str]) -> int:
         return run
 
     return hydra_command("train", task, argv, prog="wmpc train")
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node 4 -m mpc.train key=value ...`
+    import sys
+
+    sys.exit(train_command(sys.argv[1:]))
