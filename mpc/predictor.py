@@ -142,20 +142,17 @@ class FrameRope(nn.Module):
 
     def angles(self, frame_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame indices ``(M,)`` (one per token) -> cos, sin ``(M, rot/2)``."""
-        a = frame_pos.to(torch.float64)[:, None] * self.inv_freq.to(torch.float64)[None]
-        return a.cos().float(), a.sin().float()
+        a = frame_pos.float()[:, None] * self.inv_freq[None]
+        return a.cos(), a.sin()
 
     def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate ``x (..., M, hd)`` by the per-token angles ``(M, rot/2)``."""
         if self.rot == 0:
             return x
-        xr, xp = x[..., :self.rot], x[..., self.rot:]
-        x1, x2 = xr[..., 0::2], xr[..., 1::2]  # (..., M, rot/2) each
+        half = self.rot // 2
+        x1, x2, xp = x[..., :half], x[..., half:self.rot], x[..., self.rot:]  # rotate-half pairing
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        y1 = x1 * cos - x2 * sin
-        y2 = x1 * sin + x2 * cos
-        yr = torch.stack((y1, y2), dim=-1).flatten(-2)  # (..., M, rot)
-        return torch.cat((yr, xp), dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, xp), dim=-1)
 
 
 class Attention(nn.Module):
@@ -194,8 +191,12 @@ class Attention(nn.Module):
         else:
             keys, vals = k, v
         drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, dropout_p=drop)
-        out = out.movedim(-3, -2).flatten(-2)  # (*batch, M, W)
+        # fused SDPA kernels take 4-D (batch, h, M, hd): fold the leading batch dims
+        out = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]),
+                                             keys.reshape(-1, *keys.shape[-3:]),
+                                             vals.reshape(-1, *vals.shape[-3:]),
+                                             attn_mask=mask, dropout_p=drop)
+        out = out.unflatten(0, q.shape[:-3]).movedim(-3, -2).flatten(-2)  # (*batch, M, W)
         return self.proj_drop(self.proj(out)), k, v
 
 

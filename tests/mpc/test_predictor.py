@@ -7,6 +7,16 @@ import torch
 from mpc.predictor import PredictorConfig, frame_mask, make_predictor
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is faster than several (and than a busy box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def small(kind="transformer", **kw):
     base = dict(kind=kind, depth=2, heads=4, dim=32, mlp_dim=64, dropout=0.0, num_hist=3)
     base.update(kw)
