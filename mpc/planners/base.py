@@ -5,7 +5,7 @@ A planner minimises ``cost_fn`` over action sequences inside a gymnasium ``Box``
     cost_fn(actions (B, S, H, A)) -> cost (B, S)      # B independent problems, S candidates each
     planner.optimize(cost_fn, batch=B, init=None, callback=None) -> PlanResult
 
-Randomness is counter based: every draw is a hash of ``(seed + b, call, draw, element)`` computed
+Randomness is counter based: every number is a hash of ``(seed + b, call, draw, element)`` computed
 with integer tensor ops on the planner's device. Problem ``b`` of a batch therefore sees exactly the
 numbers that problem ``0`` sees when the same planner is built with ``seed + b`` and run alone,
 whatever the batch size, and no Python loop over problems or candidates is needed.
@@ -49,6 +49,14 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 15)
     x = _mul32(x, 0x846CA68B)
     return x ^ (x >> 16)
+
+
+def _mix_fast(x: torch.Tensor) -> torch.Tensor:
+    """A cheaper 32-bit integer hash for bulk draws (two multiplies by a constant < 2**27: no overflow)."""
+    x = x & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    return (x >> 16) ^ x
 
 
 @dataclass
@@ -127,7 +135,8 @@ class Run:
         self.history.append(self.best_cost.clone())
         if self.callback is None:
             return False
-        state = {"best_actions": self.best_actions, "best_cost": self.best_cost, **extra}
+        state = {"best_actions": self.best_actions, "best_cost": self.best_cost,
+                 "rollouts": self.rollouts, **extra}
         if self._last is not None:
             state["candidates"], state["costs"] = self._last
         self.stopped = bool(self.callback(self.iterations - 1, state))
@@ -194,8 +203,8 @@ class Planner:
             batch: B, the number of problems.
             init: optional (B, H, A) or (H, A) warm start (clipped into the Box).
             callback: ``callback(iteration, state)`` once per iteration; ``state`` has tensors
-                ``best_actions`` (B, H, A), ``best_cost`` (B,), ``candidates``, ``costs`` and
-                planner extras. Return True to stop early.
+                ``best_actions`` (B, H, A), ``best_cost`` (B,), ``candidates``, ``costs``, planner
+                extras (e.g. ``mean``, ``std``) and ``rollouts`` (int, so far). Return True to stop early.
 
         Returns:
             :class:`PlanResult` with actions (B, H, A), cost (B,) and info.
@@ -259,22 +268,26 @@ class Planner:
         return torch.clamp(actions, self.low, self.high)
 
     def _bits(self, n: int) -> torch.Tensor:
-        """(B, n) independent 32-bit hashes for this draw, per problem."""
+        """(B, n) 32-bit hashes for this draw: a hash of (element index + per-problem draw key)."""
         idx = torch.arange(n, device=self._key.device, dtype=torch.int64)
-        draw = _mix(self._key + 0x9E3779B1 * (self._draws + 1))                 # (B,)
+        draw = _mix(self._key + _mul32(torch.tensor(self._draws + 1, device=self._key.device), 0x9E3779B1))  # (B,)
         self._draws += 1
-        return _mix(_mix(idx[None, :] ^ draw[:, None]) + self._key[:, None])   # (B, n)
+        return _mix_fast(idx[None, :] + draw[:, None])                      # (B, n)
+
+    @staticmethod
+    def _to_unit(bits: torch.Tensor) -> torch.Tensor:
+        return ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))             # (0, 1), 24-bit
 
     def uniform(self, *shape: int) -> torch.Tensor:
         """(B, *shape) uniform numbers in (0, 1), per-problem streams."""
-        n = math.prod(shape)
-        u = ((self._bits(n) >> 8).float() + 0.5) / float(1 << 24)
-        return u.view(-1, *shape)
+        return self._to_unit(self._bits(math.prod(shape))).view(-1, *shape)
 
     def normal(self, *shape: int) -> torch.Tensor:
-        """(B, *shape) standard normal numbers (Box-Muller on two uniform draws)."""
-        u1, u2 = self.uniform(*shape), self.uniform(*shape)
-        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+        """(B, *shape) standard normal numbers (Box-Muller on two uniforms of one draw)."""
+        n = math.prod(shape)
+        u = self._to_unit(self._bits(2 * n))                               # (B, 2n)
+        z = torch.sqrt(-2.0 * torch.log(u[:, :n])) * torch.cos((2.0 * math.pi) * u[:, n:])
+        return z.view(-1, *shape)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "options", {}).items())

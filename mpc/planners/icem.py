@@ -105,8 +105,10 @@ class ICEM(Planner):
 
     def shift(self, actions: torch.Tensor) -> torch.Tensor:
         """Shift the plan (see :meth:`Planner.shift`) and the last call's elites for the next call."""
-        if self._elites is not None:
-            self._carry = super().shift(self._elites)
+        if self._carry is not None:            # shifted again before the next call
+            self._carry = super().shift(self._carry)
+        elif self._elites is not None:
+            self._carry, self._elites = super().shift(self._elites), None
         return super().shift(actions)
 
     def reset(self) -> None:

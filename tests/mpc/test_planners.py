@@ -55,7 +55,7 @@ def double_well(t1, t2, depth=5.0):
     return cost
 
 
-def rastrigin(target, amplitude=0.1, period=0.25):
+def rastrigin(target, amplitude=0.1, period=0.5):
     """Quadratic bowl with cosine ripples (many local minima), global minimum 0 at target."""
     def cost(a):
         d = a - target[:, None]
@@ -244,6 +244,9 @@ def test_icem_carries_shifted_elites_into_the_next_call():
     planner.optimize(record, batch=B, init=init)
     n_keep = round(planner.keep_elites * planner.topk)
     assert seen[0] == planner.population(0) + n_keep
+    elites = planner._elites
+    planner.shift(planner.shift(res.actions))             # two executed steps: elites move twice
+    assert torch.equal(planner._carry[:, :, :-2], elites[:, :, 2:])
 
 
 @pytest.mark.parametrize("beta,min_corr,max_corr", [(0.0, -0.05, 0.05), (2.0, 0.3, 1.0)])
