@@ -59,8 +59,8 @@ import numpy as np
 
 __all__ = [
     "FORMAT_VERSION", "DatasetError", "POLICIES", "make_actions", "rollout_episode", "collect",
-    "EpisodeDataset", "load_dataset", "cache_key", "cache_path", "encode_dataset", "WindowDataset",
-    "collect_command", "encode_command",
+    "compute_stats", "EpisodeDataset", "load_dataset", "cache_key", "cache_path", "encode_dataset",
+    "split_episodes", "WindowDataset", "env_overrides", "collect_command", "encode_command",
 ]
 
 log = logging.getLogger(__name__)
