@@ -227,8 +227,8 @@ class Planner:
             init = self.clip(init.detach())
         else:
             init = self.centre.expand(B, H, A)
-        self._key = _mix(_mix(torch.arange(B, device=device, dtype=torch.int64) + self.seed)
-                         ^ _mix(torch.tensor(self._calls, device=device, dtype=torch.int64)))
+        self._key = _mix(_mix(torch.arange(B, device=device, dtype=torch.int64) + (self.seed & _M32))
+                         + ((self._calls * 0x85EBCA6B) & _M32))                # (B,) per-problem key
         self._calls += 1
         self._draws = 0
         run = Run(cost_fn, B, H, A, device, callback)
@@ -270,7 +270,7 @@ class Planner:
     def _bits(self, n: int) -> torch.Tensor:
         """(B, n) 32-bit hashes for this draw: a hash of (element index + per-problem draw key)."""
         idx = torch.arange(n, device=self._key.device, dtype=torch.int64)
-        draw = _mix(self._key + _mul32(torch.tensor(self._draws + 1, device=self._key.device), 0x9E3779B1))  # (B,)
+        draw = _mix(self._key + (((self._draws + 1) * 0x9E3779B1) & _M32))    # (B,), no host copy
         self._draws += 1
         return _mix_fast(idx[None, :] + draw[:, None])                      # (B, n)
 
