@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import numbers
 import os
 import re
 from pathlib import Path
@@ -318,7 +319,7 @@ class DINOv2Encoder(Encoder):
                  seed: int = 0):
         if variant not in VARIANTS:
             raise ValueError(f"unknown DINOv2 variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 \
+        if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size <= 0 \
                 or image_size % PATCH_SIZE:
             raise ValueError(f"image_size must be a positive multiple of the patch size {PATCH_SIZE} "
                              f"(e.g. 224 or 56), got {image_size!r}")
@@ -326,7 +327,7 @@ class DINOv2Encoder(Encoder):
             raise ValueError(f"tokens must be one of {', '.join(TOKEN_MODES)}, got {tokens!r}")
         if int(chunk_size) <= 0:
             raise ValueError(f"chunk_size must be a positive number of images, got {chunk_size!r}")
-        super().__init__(image_size)
+        super().__init__(int(image_size))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
@@ -377,8 +378,9 @@ class DINOv2Encoder(Encoder):
         if weights is not None and not (isinstance(weights, str) and weights in ("auto", "pretrained", "")):
             path = Path(weights).expanduser()
             if not path.is_file():
+                what = "is not a file" if path.exists() else "does not exist"
                 raise WeightsNotFoundError(_not_found_message(
-                    self.name, self.timm_name, f"weights file {str(path)!r} does not exist"))
+                    self.name, self.timm_name, f"weights file {str(path)!r} {what}"))
             return self._load_file(path), str(path)
         cached = find_cached_weights(self.timm_name)
         if cached is not None:
@@ -469,7 +471,8 @@ def weights_status() -> list[dict]:
     """For ``wmpc info``: whether each variant's weights are in the local cache, and where (no network).
 
     Returns:
-        one dict per registered variant with ``name``, ``available`` (bool) and ``detail`` (str).
+        one dict per registered name (the ``dinov2`` alias included) with ``name``,
+        ``available`` (bool) and ``detail`` (str).
     """
     rows = []
     for variant in VARIANTS:
@@ -480,4 +483,6 @@ def weights_status() -> list[dict]:
                       f"not found locally (expected under {_hf_repo_dir(tname)}); pass weights=PATH, "
                       f"or download=True / {ALLOW_DOWNLOAD_ENV}=1")
             rows.append({"name": name, "available": found is not None, "detail": detail})
+    alias = next(r for r in rows if r["name"] == "dinov2-vits14")
+    rows.append({**alias, "name": "dinov2", "detail": "= dinov2-vits14: " + alias["detail"]})
     return rows
