@@ -42,6 +42,7 @@ Reading an episode with h5py alone::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime
 import hashlib
 import json
@@ -207,6 +208,27 @@ def _remove_temp_files(folder: Path) -> int:
     if n:
         log.info("removed %d temporary file(s) left by an interrupted run in %s", n, folder)
     return n
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, what: str):
+    """Hold an exclusive lock on ``folder/.lock`` (freed by the OS even after ``kill -9``).
+
+    Raises:
+        DatasetError: another process holds it.
+    """
+    import fcntl
+
+    handle = open(folder / ".lock", "a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(f"another process is running {what} into {folder}; wait for it to finish "
+                               "(or stop it) before starting a second one") from None
+        yield
+    finally:
+        handle.close()
 
 
 def _damaged(path: Path, err: BaseException, redo: str) -> DatasetError:
@@ -445,11 +467,10 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         the dataset directory.
 
     Raises:
-        DatasetError: ``out`` holds a dataset collected with different settings.
+        DatasetError: ``out`` holds a dataset collected with different settings, or another
+            process is collecting into it.
         ValueError: bad arguments, unknown env or policy.
     """
-    from tqdm.auto import tqdm
-
     if int(episodes) < 1 or int(steps) < 1 or int(workers) < 1:
         raise ValueError(f"episodes, steps and workers must be >= 1, got {episodes}, {steps}, {workers}")
     if policy not in POLICIES:
@@ -457,6 +478,17 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
     out = Path(out)
     env_options = _plain({**(env_options or {}), "image_size": int(image_size), "frameskip": int(frameskip)})
     policy_options = _plain(dict(policy_options or {}))
+    out.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(out, "wmpc collect"):
+        return _collect_locked(env, out, int(episodes), int(steps), policy, int(seed), int(workers), env_options,
+                               policy_options, compression, progress)
+
+
+def _collect_locked(env: str, out: Path, episodes: int, steps: int, policy: str, seed: int, workers: int,
+                    env_options: dict, policy_options: dict, compression: str | None, progress: bool) -> Path:
+    """The body of :func:`collect`, run while holding the dataset folder's lock."""
+    from tqdm.auto import tqdm
+
     episodes_dir = out / "episodes"
     meta_path = out / "dataset.json"
 
@@ -677,41 +709,42 @@ def encode_dataset(root: str | os.PathLike, encoder, dtype: str = "float16", bat
     folder = cache_path(ds.root, fingerprint)
     info = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "num_tokens": int(encoder.num_tokens),
             "dim": int(encoder.dim), "dtype": dtype, "episodes": len(ds)}
-    info_path = folder / "cache.json"
-    if info_path.exists():
-        old = json.loads(info_path.read_text())
-        if old.get("fingerprint") != fingerprint:
-            raise DatasetError(f"{folder} holds tokens of encoder {old.get('fingerprint')!r}, not "
-                               f"{fingerprint!r} (a hash collision or a hand-edited folder); delete it")
-        if old.get("dtype") != dtype:
-            raise DatasetError(f"{folder} already holds this encoder's tokens as {old.get('dtype')}; "
-                               f"use dtype={old.get('dtype')} or delete the folder to re-encode as {dtype}")
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_temp_files(folder)
-    _write_json_atomic(info_path, info)
-    todo = []
-    for i in range(len(ds)):
-        p = folder / EPISODE_FILE.format(i)
-        if p.exists():
-            try:
-                _check_cache_episode(p, fingerprint, int(ds.lengths[i]), ds.root)
-                continue
-            except DatasetError as e:
-                log.warning("re-encoding a damaged cache file: %s", e)
-        todo.append(i)
-    np_dtype = np.dtype(dtype)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        for i in tqdm(todo, desc="encode", unit="ep", disable=not progress):
-            pixels = ds.read(i, ("pixels",))["pixels"]  # (T+1, H, W, 3)
-            chunks = [encoder.encode(torch.from_numpy(pixels[s:s + batch_size])).float().cpu().numpy()
-                      for s in range(0, len(pixels), int(batch_size))]
-            tokens = np.concatenate(chunks).astype(np_dtype)  # (T+1, N, D)
-            _write_h5_atomic(folder / EPISODE_FILE.format(i), {"tokens": tokens},
-                             {"fingerprint": fingerprint, "length": int(ds.lengths[i])}, compression=None)
-    finally:
-        encoder.train(was_training)
+    with _folder_lock(folder, "wmpc encode"):
+        info_path = folder / "cache.json"
+        if info_path.exists():
+            old = json.loads(info_path.read_text())
+            if old.get("fingerprint") != fingerprint:
+                raise DatasetError(f"{folder} holds tokens of encoder {old.get('fingerprint')!r}, not "
+                                   f"{fingerprint!r} (a hash collision or a hand-edited folder); delete it")
+            if old.get("dtype") != dtype:
+                raise DatasetError(f"{folder} already holds this encoder's tokens as {old.get('dtype')}; "
+                                   f"use dtype={old.get('dtype')} or delete the folder to re-encode as {dtype}")
+        _remove_temp_files(folder)
+        _write_json_atomic(info_path, info)
+        todo = []
+        for i in range(len(ds)):
+            p = folder / EPISODE_FILE.format(i)
+            if p.exists():
+                try:
+                    _check_cache_episode(p, fingerprint, int(ds.lengths[i]), ds.root)
+                    continue
+                except DatasetError as e:
+                    log.warning("re-encoding a damaged cache file: %s", e)
+            todo.append(i)
+        np_dtype = np.dtype(dtype)
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            for i in tqdm(todo, desc="encode", unit="ep", disable=not progress):
+                pixels = ds.read(i, ("pixels",))["pixels"]  # (T+1, H, W, 3)
+                chunks = [encoder.encode(torch.from_numpy(pixels[s:s + batch_size])).float().cpu().numpy()
+                          for s in range(0, len(pixels), int(batch_size))]
+                tokens = np.concatenate(chunks).astype(np_dtype)  # (T+1, N, D)
+                _write_h5_atomic(folder / EPISODE_FILE.format(i), {"tokens": tokens},
+                                 {"fingerprint": fingerprint, "length": int(ds.lengths[i])}, compression=None)
+        finally:
+            encoder.train(was_training)
     return folder
 
 

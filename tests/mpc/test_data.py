@@ -150,6 +150,14 @@ def test_rerun_with_other_settings_fails(tmp_path):
         _collect(out, episodes=2, policy="uniform")
 
 
+def test_concurrent_collection_into_one_folder_is_refused(tmp_path):
+    out = _collect(tmp_path / "d", episodes=1)
+    with data._folder_lock(out, "a test"):
+        with pytest.raises(DatasetError, match="another process is running wmpc collect"):
+            _collect(out, episodes=2)
+    assert len(_collect(out, episodes=2) and load_dataset(out)) == 2  # lock released
+
+
 def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path):
     out = tmp_path / "killed"
     code = (f"from mpc.data import collect; collect({GYM_ID!r}, {str(out)!r}, episodes=400, steps=40, "
