@@ -25,7 +25,8 @@ Every dataset carries an HDF5 Fletcher-32 checksum, so damaged bytes fail on rea
 returning wrong numbers. Files are written to a temporary name in the same folder and renamed into
 place (``os.replace``), so an interrupted ``wmpc collect`` (Ctrl-C, ``kill -9``) leaves only whole
 episodes; running the same command again collects the missing ones and gives the same result as an
-uninterrupted run. A ``stats.json`` is written once all episodes exist.
+uninterrupted run. A ``stats.json`` is written once all episodes exist. A ``.lock`` file (``flock``)
+keeps a second ``collect``/``encode`` from writing into the same folder at the same time.
 
 The latent cache ``<dir>/latents/<key>/`` (``key`` = the first 16 hex digits of the SHA-256 of the
 encoder's fingerprint) holds ``cache.json`` (the full fingerprint, ``num_tokens``, ``dim``,
