@@ -293,3 +293,18 @@ def test_configs_build_their_planner_with_every_key_an_option(path):
 
 def test_every_planner_has_a_config():
     assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} >= set(PLANNERS)
+
+
+@pytest.mark.parametrize("name", PLANNERS)
+def test_per_step_bounds_and_unbounded_dims(name):
+    low = -0.2 - 0.1 * torch.arange(H * A, dtype=torch.float32).view(H, A) / (H * A)   # (H, A) bounds
+    high = low + 0.5
+    box = gym.spaces.Box(low.numpy(), high.numpy())
+    target = torch.zeros(B, H, A) + torch.tensor([1.0, -1.0, 0.0, 0.05])             # partly outside
+    res = make_planner(name, box, horizon=H, seed=0, **FAST.get(name, {})).optimize(quadratic(target), batch=B)
+    assert torch.all(res.actions >= low) and torch.all(res.actions <= high)
+    assert (res.actions - torch.clamp(target, low, high)).abs().max() < 0.06
+    free = gym.spaces.Box(-np.inf, np.inf, (A,), np.float32)
+    res = make_planner(name, free, horizon=H, seed=0, **FAST.get(name, {})).optimize(
+        quadratic(_targets(SYM, 1)), batch=B)
+    assert (res.actions - _targets(SYM, 1)).abs().max() < 0.06
