@@ -54,6 +54,22 @@ def hydra_command(config_name: str, task: Callable, argv: list[str], prog: str) 
     return 0
 
 
+def env_overrides(argv: list[str]) -> list[str]:
+    """Let ``env=<x>`` name an env with no ``configs/env/<x>.yaml`` (a gymnasium id, say).
+
+    Such an ``env=<x>`` becomes ``~env +env.name=<x>``: the env is then built with its own defaults
+    plus any ``env.<key>=value`` given. Other arguments pass through unchanged.
+    """
+    out = []
+    for arg in argv:
+        if arg.startswith("env=") and not (Path(CONFIG_DIR) / "env" / f"{arg[4:]}.yaml").exists():
+            out += ["~env", f"+env.name={arg[4:]}"]
+        else:
+            out.append(arg)
+    extra = [a for a in out if a.startswith("env.") and "+env.name=" in " ".join(out)]
+    return [a for a in out if a not in extra] + [f"+{a}" for a in extra]
+
+
 def info_command(argv: list[str]) -> int:
     """``wmpc info``: versions, device, encoder backends and whether their weights are available."""
     argparse.ArgumentParser(prog="wmpc info", description=info_command.__doc__).parse_args(argv)

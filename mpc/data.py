@@ -62,7 +62,7 @@ import numpy as np
 __all__ = [
     "FORMAT_VERSION", "DatasetError", "POLICIES", "make_actions", "rollout_episode", "collect",
     "compute_stats", "EpisodeDataset", "load_dataset", "cache_key", "cache_path", "encode_dataset",
-    "split_episodes", "WindowDataset", "env_overrides", "collect_command", "encode_command",
+    "split_episodes", "WindowDataset", "collect_command", "encode_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -966,27 +966,9 @@ def _collect_task(cfg) -> Path:
     return out
 
 
-def env_overrides(argv: list[str]) -> list[str]:
-    """Let ``env=<x>`` name an env with no ``configs/env/<x>.yaml`` (a gymnasium id, say).
-
-    Such an ``env=<x>`` becomes ``~env +env.name=<x>``: the env is then built with its own defaults
-    plus any ``env.<key>=value`` given. Other arguments pass through unchanged.
-    """
-    from mpc.cli import CONFIG_DIR
-
-    out = []
-    for arg in argv:
-        if arg.startswith("env=") and not (Path(CONFIG_DIR) / "env" / f"{arg[4:]}.yaml").exists():
-            out += ["~env", f"+env.name={arg[4:]}"]
-        else:
-            out.append(arg)
-    extra = [a for a in out if a.startswith("env.") and "+env.name=" in " ".join(out)]
-    return [a for a in out if a not in extra] + [f"+{a}" for a in extra]
-
-
 def collect_command(argv: list[str]) -> int:
     """``wmpc collect env=<name> episodes=N steps=T policy=uniform out=<dir> workers=K seed=S``."""
-    from mpc.cli import hydra_command
+    from mpc.cli import env_overrides, hydra_command
 
     return hydra_command("collect", _collect_task, env_overrides(argv), "wmpc collect")
 

@@ -333,12 +333,6 @@ def test_collect_cli_on_user_gym_id(tmp_path):
     assert not (tmp_path / ".hydra").exists() and not (out / ".hydra").exists()
 
 
-def test_env_overrides():
-    assert data.env_overrides(["env=pusht", "episodes=2"]) == ["env=pusht", "episodes=2"]  # has a yaml
-    assert data.env_overrides([f"env={GYM_ID}", "env.speed=2", "seed=1"]) == [
-        "~env", f"+env.name={GYM_ID}", "seed=1", "+env.speed=2"]
-
-
 def test_fewer_episodes_rerun_updates_stats(tmp_path):
     out = _collect(tmp_path / "d", episodes=3)
     _collect(out, episodes=2)
