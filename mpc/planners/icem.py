@@ -27,15 +27,12 @@ def colored_noise(planner: Planner, samples: int, horizon: int, action_dim: int,
     if beta == 0:
         return planner.normal(samples, horizon, action_dim)
     F = horizon // 2 + 1
-    f = torch.arange(F, device=planner.low.device, dtype=torch.float32) / horizon  # rfft frequencies
-    f[0] = 1.0 / horizon                                                  # no infinite DC power
-    w = f ** (-beta / 2.0)                                                # (F,) amplitude
-    re = planner.normal(samples, action_dim, F) * w                       # (B, S, A, F)
-    im = planner.normal(samples, action_dim, F) * w
-    im[..., 0] = 0.0                                                      # DC is real
+    k = torch.arange(F, device=planner.low.device)                        # rfft frequency index
+    w = (k.float() / horizon).clamp(min=1.0 / horizon) ** (-beta / 2.0)   # (F,) amplitude; DC capped at 1/H
+    real_only = (k == 0) | (2 * k == horizon)                             # DC and Nyquist are real
     nyquist = horizon % 2 == 0
-    if nyquist:
-        im[..., -1] = 0.0                                                 # Nyquist is real
+    re = planner.normal(samples, action_dim, F) * w                       # (B, S, A, F)
+    im = planner.normal(samples, action_dim, F) * torch.where(real_only, 0.0, w)
     x = torch.fft.irfft(torch.complex(re, im), n=horizon, dim=-1)        # (B, S, A, H)
     # variance of each x_t: DC and Nyquist terms count once, the others twice (conjugate pair)
     var = w[0] ** 2 + 4 * (w[1:F - 1 if nyquist else F] ** 2).sum() + (w[-1] ** 2 if nyquist else 0.0)
