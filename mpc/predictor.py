@@ -70,7 +70,9 @@ class PredictorConfig:
     time_encoding: str = "rope"  # rope (exact KV cache) | absolute (DINO-WM, recompute window)
     rope_fraction: float = 0.5  # fraction of each head's dims rotated by the frame rope
     rope_base: float = 100.0  # rope base (frame indices are small)
-    attn_backend: str = "auto"  # auto | flash | efficient | math | cudnn (torch sdpa_kernel)
+    attn_backend: str = "auto"  # auto | flash | efficient | math | cudnn: kernel of the cached
+    # per-step attention (torch sdpa_kernel; flash/cudnn need bf16/fp16, i.e. autocast_bf16 on CUDA).
+    # Masked passes (training, prefill, uncached rollout) always use torch's own choice.
     autocast_bf16: bool = False  # bf16 autocast of the predictor on CUDA
     compile: bool = False  # torch.compile the per-step function
 
@@ -327,7 +329,8 @@ class TransformerPredictor(nn.Module):
         if self.rope is None:
             raise RuntimeError("KV caching needs time_encoding='rope'")
         Tp = z.shape[-3]
-        cache = {"frames": [], "pos": Tp}
+        # the next frame index as a tensor, so a compiled step is not specialised on it
+        cache = {"frames": [], "pos": torch.tensor(Tp, device=z.device)}
         if Tp == 0:
             return cache
         x = self.embed(z, proprio, actions)  # (B, T', N, W)
@@ -357,7 +360,7 @@ class TransformerPredictor(nn.Module):
         """
         x = self.embed(z, proprio, actions)  # (B, S, N, W)
         pos = cache["pos"]
-        cos, sin = self._angles(torch.tensor([pos], device=x.device))
+        cos, sin = self._angles(pos.reshape(1))
         frames = cache["frames"]
         new = []
         for i, blk in enumerate(self.blocks):
@@ -427,7 +430,7 @@ class MLPPredictor(_VectorPredictor):
     def prefill(self, z, proprio, actions):
         f = self.features(z, proprio, actions).unsqueeze(1)  # (B, 1, T', E)
         return {"feats": f[..., -(self.window - 1):, :] if self.window > 1 else f[..., :0, :],
-                "pos": z.shape[-3]}
+                "pos": torch.tensor(z.shape[-3], device=z.device)}
 
     def step(self, cache, z, proprio, actions):
         f = self.features(z, proprio, actions).unsqueeze(-2)  # (B, S, 1, E)
@@ -471,7 +474,7 @@ class GRUPredictor(_VectorPredictor):
     def prefill(self, z, proprio, actions):
         f = self.features(z, proprio, actions)  # (B, T', E)
         _, h = self._run(f, f.new_zeros(self.cfg.mlp_dim))
-        return {"h": h.unsqueeze(1), "pos": z.shape[-3]}  # (B, 1, Hd)
+        return {"h": h.unsqueeze(1), "pos": torch.tensor(z.shape[-3], device=z.device)}  # h (B, 1, Hd)
 
     def step(self, cache, z, proprio, actions):
         f = self.features(z, proprio, actions).unsqueeze(-2)  # (B, S, 1, E)

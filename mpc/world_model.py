@@ -97,14 +97,16 @@ def load_preset(name: str) -> dict[str, Any]:
     Raises:
         ValueError: no such preset (the message lists the available ones).
     """
+    import yaml
+
     import configs
-    from omegaconf import OmegaConf
     folder = Path(configs.__file__).parent / "model"
     path = folder / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ValueError(f"unknown model preset {name!r}; available: {names}")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    with open(path) as f:
+        return yaml.safe_load(f)
 
 
 def config_from_preset(preset, *, num_tokens: int, token_dim: int, env_action_dim: int,
@@ -295,10 +297,7 @@ class WorldModel(nn.Module):
         return contextlib.nullcontext()
 
     def _run_ctx(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._autocast())
-        stack.enter_context(sdpa_context(self.config.predictor.attn_backend))
-        return stack
+        return self._autocast()
 
     # --- teacher forcing ---
     def forward(self, z, proprio, actions):
@@ -428,10 +427,12 @@ class WorldModel(nn.Module):
         step = self._step_fn()
         z_cur, p_cur = zc[:, -1:], pc[:, -1:]  # (B, 1, N, D), (B, 1, P): broadcast over S
         zs, ps = [], []
-        for h in range(a.shape[2]):  # loop over horizon steps only
-            z_cur, p_cur, cache = step(cache, z_cur, p_cur, a[:, :, h])  # (B, S, N, D), (B, S, P)
-            zs.append(z_cur)
-            ps.append(p_cur)
+        # the kernel choice applies to the maskless per-step attention (flash takes no mask)
+        with sdpa_context(self.config.predictor.attn_backend):
+            for h in range(a.shape[2]):  # loop over horizon steps only
+                z_cur, p_cur, cache = step(cache, z_cur, p_cur, a[:, :, h])  # (B, S, N, D), (B, S, P)
+                zs.append(z_cur)
+                ps.append(p_cur)
         return torch.stack(zs, 2), torch.stack(ps, 2)
 
     def _rollout_full(self, zc, pc, pa, a):

@@ -297,3 +297,14 @@ def test_preset_checks_latent_shape():
     assert cfg.action_dim == 10 and cfg.predictor.depth == 6 and cfg.predictor.heads == 16
     with pytest.raises(ValueError, match="unknown model preset"):
         load_preset("huge")
+
+
+def test_runtime_switches_keep_results():
+    """attn_backend=math and bf16 autocast (a no-op off CUDA) leave CPU rollouts unchanged."""
+    m = make_model()
+    m2 = make_model(attn_backend="math", autocast_bf16=True)
+    zc, pc, a, pa = context()
+    with torch.no_grad():
+        z1, _ = m.rollout(zc, pc, a, pa)
+        z2, _ = m2.rollout(zc, pc, a, pa)
+    torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
