@@ -65,7 +65,7 @@ class ICEM(Planner):
     name = "icem"
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
-                 samples: int = 300, iterations: int = 30, topk: int = 30, beta: float = 0.5,
+                 samples: int = 400, iterations: int = 30, topk: int = 30, beta: float = 0.5,
                  decay: float = 1.25, min_samples: int | None = None, keep_elites: float = 0.3,
                  alpha: float = 0.0, init_std: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)

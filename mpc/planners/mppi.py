@@ -39,7 +39,7 @@ class MPPI(Planner):
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
                  samples: int = 512, iterations: int = 20, elites: int = 64, temperature: float = 0.5,
-                 init_std: float = 1.0, min_std: float = 0.01, max_std: float = 2.0,
+                 init_std: float = 1.0, min_std: float = 0.0, max_std: float = 2.0,
                  momentum: float = 0.0, normalize: bool = True):
         super().__init__(action_space, horizon, seed, device)
         self.samples = _positive_int("samples", samples, 2)
