@@ -82,8 +82,8 @@ def _cases(box):
 @pytest.mark.parametrize("case", ["inside", "outside", "double_well", "rastrigin"])
 @pytest.mark.parametrize("name", PLANNERS)
 def test_finds_optimum(name, case, box):
-    if case == "rastrigin" and name in ("gd", "gd_adam"):
-        pytest.skip("gradient descent is a local method; many ripples trap every restart")
+    if case == "rastrigin" and name == "gd":
+        pytest.skip("plain SGD is a local method: the ripples trap every restart (gd_adam's momentum gets through)")
     cost_fn, answer = _cases(box)[case]
     planner = make_planner(name, box, horizon=H, seed=0, **FAST.get(name, {}))
     res = planner.optimize(cost_fn, batch=B)
