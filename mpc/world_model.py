@@ -223,6 +223,8 @@ class WorldModel(nn.Module):
         if (encoder.num_tokens, encoder.dim) != (cfg.num_tokens, cfg.token_dim):
             raise ValueError(f"encoder gives (N, D) = ({encoder.num_tokens}, {encoder.dim}), the "
                              f"world model expects ({cfg.num_tokens}, {cfg.token_dim})")
+        if cfg.encoder_fingerprint is None:
+            cfg.encoder_fingerprint = fp  # checkpoints then remember which encoder this was
         for p in encoder.parameters():
             p.requires_grad_(False)
         encoder.eval()
