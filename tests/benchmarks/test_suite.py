@@ -1,0 +1,165 @@
+"""The benchmark suite: resume skips finished cells, dinov2 without weights is a skipped row, report files."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from benchmarks import suite
+from benchmarks.report import COLUMNS
+
+
+def _tiny_config(out, encoders=("vae", "dinov2")) -> dict:
+    """One env (wall, 32 px), a few episodes and steps: the whole suite in seconds."""
+    entries = {
+        "vae": {"options": {"tokens": "vector", "dim": 4, "width": 4, "image_size": 32},
+                "train": {"steps": 3, "batch_size": 8}},
+        "dinov2": {"name": "dinov2", "options": {"image_size": 28, "tokens": "pooled",
+                                                 "weights": str(out / "no_such_weights.pth")}},
+    }
+    bench = {
+        "name": "tiny", "model": "tiny",
+        "model_options": {"predictor": {"dim": 16, "mlp_dim": 16, "heads": 2, "depth": 1, "num_hist": 1}},
+        "train_preset": "quick",
+        "train": {"steps": 3, "batch_size": 8, "warmup_steps": 1, "log_every": 1, "val_every": 3, "ckpt_every": 3,
+                  "val_batches": 1, "eval_windows": 8, "eval_horizon": 2, "plot": False},
+        "envs": {"wall": {"options": {"image_size": 32}, "data": {"episodes": 4, "steps": 8, "policy": "uniform"},
+                          "probe": {"points": 5, "lines": [[[0.1, 0.45], [0.9, 0.45]]]}}},
+        "encoders": {k: entries[k] for k in encoders},
+        "planners": {"cem": {"horizon": 2, "samples": 6, "iterations": 1, "topk": 2}},
+        "eval": {"episodes": 2, "steps": 3, "batch_envs": 2, "seed": 1_000_000, "videos": 1, "baseline_videos": 0},
+        "baselines": ["random", "oracle"],
+    }
+    return OmegaConf.create({"bench": bench, "out": str(out), "seed": 0, "device": "cpu", "workers": 1,
+                             "progress": False, "fail_fast": True,
+                             "select": {"env": None, "encoder": None, "planner": None}})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    report = suite.run_suite(_tiny_config(out))
+    return out, report
+
+
+def test_report_files_hold_every_row_and_column(finished_run):
+    out, report = finished_run
+    assert report == out / "report.md" and report.exists()
+    with open(out / "results.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        rows = list(reader)
+    kinds = {(r["encoder"], r["planner"], r["policy"]) for r in rows}
+    assert ("(random actions)", "-", "random") in kinds and ("(oracle)", "-", "oracle") in kinds
+    vae = next(r for r in rows if r["encoder"] == "vae")
+    assert vae["status"] == "ok" and vae["planner"] == "cem" and vae["episodes"] == "2"
+    assert 0.0 <= float(vae["ci_low"]) <= float(vae["success_rate"]) <= float(vae["ci_high"]) <= 1.0
+    assert float(vae["plan_time_ms"]) > 0 and float(vae["train_time_s"]) > 0
+    assert int(vae["num_tokens"]) == 1 and int(vae["token_dim"]) == 4 and int(vae["predictor_params"]) > 0
+    oracle = next(r for r in rows if r["policy"] == "oracle")
+    assert float(oracle["success_rate"]) >= 0.0 and oracle["status"] == "ok"
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["suite"] == "tiny" and len(data["rows"]) == len(rows)
+    assert set(data["monotonicity"]) == {"wall/vae"}
+    text = report.read_text()
+    assert "| wall | vae | cem |" in text and "(random actions)" in text and "(oracle)" in text
+    assert (out / "success_vs_time.png").exists() and (out / "latent_vs_true_wall.png").exists()
+    assert (out / "cells" / "wall__vae__cem" / "episode_000.gif").exists()
+
+
+def test_dinov2_without_weights_is_a_skipped_row(finished_run):
+    out, _ = finished_run
+    cell = json.loads((out / "cells" / "wall__dinov2__cem.json").read_text())
+    assert cell["status"] == suite.DINOV2_SKIP == "skipped: no DINOv2 weights (see README)"
+    assert "success_rate" not in cell
+    assert "skipped: no DINOv2 weights (see README)" in (out / "report.md").read_text()
+    assert not list((out / "models").glob("wall__dinov2*"))  # nothing trained on an untrained DINOv2
+
+
+def test_resumed_suite_skips_finished_cells(finished_run, monkeypatch):
+    out, _ = finished_run
+    import mpc.data
+    import mpc.evaluate
+    import mpc.train
+    import mpc.train_encoder
+
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    calls = []
+
+    def forbidden(name):
+        def fn(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} called on a resumed suite")
+        return fn
+
+    monkeypatch.setattr(mpc.train_encoder, "train_encoder", forbidden("train_encoder"))
+    monkeypatch.setattr(mpc.train, "train", forbidden("train"))
+    monkeypatch.setattr(mpc.evaluate, "evaluate", forbidden("evaluate"))
+    monkeypatch.setattr(mpc.data, "collect", forbidden("collect"))
+    cfg = _tiny_config(out)
+    cfg.select.encoder = "vae"  # the dinov2 row is re-checked (weights may have appeared), vae must not rerun
+    suite.run_suite(cfg)
+    assert calls == []
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert after == before  # no cell rewritten
+    assert (out / "report.md").exists()
+
+
+def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch):
+    out, _ = finished_run
+    import mpc.train
+    import mpc.train_encoder
+
+    (out / "cells" / "wall__vae__cem.json").unlink()
+    monkeypatch.setattr(mpc.train_encoder, "train_encoder", lambda *a, **k: pytest.fail("encoder retrained"))
+    monkeypatch.setattr(mpc.train, "train", lambda *a, **k: pytest.fail("world model retrained"))
+    cfg = _tiny_config(out)
+    cfg.select.encoder = "vae"
+    suite.run_suite(cfg)  # trained models are reused, only the evaluation runs
+    cell = json.loads((out / "cells" / "wall__vae__cem.json").read_text())
+    assert cell["status"] == "ok" and cell["episodes"] == 2
+
+
+def test_command_line_shorthands():
+    assert suite.translate_argv(["suite=quick", "encoder=vae,jepa", "planner=cem", "env=wall", "out=x",
+                                 "bench.eval.episodes=3"]) == [
+        "bench=quick", "select.encoder=vae,jepa", "select.planner=cem", "select.env=wall", "out=x",
+        "bench.eval.episodes=3"]
+
+
+def test_selection_rejects_names_outside_the_suite(tmp_path):
+    cfg = _tiny_config(tmp_path)
+    cfg.select.encoder = "vea"
+    with pytest.raises(ValueError, match="vea.*not part of this suite.*vae"):
+        suite.run_suite(cfg)
+
+
+def test_monotonicity_of_known_curves():
+    t = np.linspace(0.0, 1.0, 50)
+    up = suite.monotonicity(t, t ** 2)
+    assert up["spearman"] == pytest.approx(1.0) and up["rising_fraction"] == 1.0
+    down = suite.monotonicity(t, 1.0 - t)
+    assert down["spearman"] == pytest.approx(-1.0) and down["rising_fraction"] == 0.0
+    flat = suite.monotonicity(t, np.minimum(t, 0.25))  # saturates after a quarter of the range
+    assert flat["rising_fraction"] < 0.5
+
+
+def test_latent_probe_of_a_position_encoder_is_monotone():
+    class PositionEncoder:
+        """Tokens = the agent's pixel centroid (red pixels of the wall env)."""
+
+        def encode(self, images):
+            import torch
+            im = np.asarray(images).astype(float)
+            red = (im[..., 0] > 150) & (im[..., 1] < 100)
+            ys, xs = np.mgrid[: im.shape[1], : im.shape[2]]
+            c = np.stack([(red * xs).sum((1, 2)) / red.sum((1, 2)), (red * ys).sum((1, 2)) / red.sum((1, 2))], -1)
+            return torch.as_tensor(c, dtype=torch.float32)[:, None, :]
+
+    probe = suite.latent_probe("wall", {"image_size": 32}, PositionEncoder(),
+                               [[[0.1, 0.45], [0.9, 0.45]], [[0.25, 0.1], [0.25, 0.9]]], points=9)
+    assert len(probe["true"]) == len(probe["latent"]) == 2 * 3 * 9
+    assert probe["spearman"] > 0.95 and probe["rising_fraction"] == 1.0
