@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["num_stages", "stage_channels", "coord_channels", "ConvDown", "ConvUp", "FiLMResBlock",
-           "timestep_features"]
+           "timestep_features", "SpatialSoftmax", "ImageToTokens", "TokensToImage", "TOKEN_MODES"]
 
 
 def num_stages(image_size: int, out_size: int) -> int:
@@ -113,15 +113,35 @@ class FiLMResBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
-TOKEN_MODES = ("grid", "vector")
+TOKEN_MODES = ("grid", "vector", "keypoints")
 VECTOR_GRID = 4  # spatial size the trunk reaches before flattening in "vector" mode
+KEYPOINT_GRID = 16  # feature-map size whose spatial softmax gives the keypoints in "keypoints" mode
+
+
+class SpatialSoftmax(nn.Module):
+    """``(B, K, h, w)`` -> ``(B, K, 2)``: expected (x, y) in [-1, 1] under each channel's softmax.
+
+    The temperature is learned (log-parameterised). Each keypoint is a smooth, nearly linear function
+    of where its feature fires, so distances between keypoint tokens follow distances in the image.
+    """
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        self.log_temp = nn.Parameter(torch.full((1,), math.log(temperature)))  # (1,): digests skip 0-d
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        B, K, h, w = f.shape
+        p = torch.softmax(f.flatten(2) / self.log_temp.exp(), dim=-1).view(B, K, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, device=f.device, dtype=f.dtype)
+        ys = torch.linspace(-1.0, 1.0, h, device=f.device, dtype=f.dtype)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=-1)  # (B, K, 2)
 
 
 def check_token_mode(tokens: str, grid_size: int) -> None:
     """Raises ValueError for an unknown token mode or a non-positive grid size."""
     if tokens not in TOKEN_MODES:
-        raise ValueError(f"tokens must be one of {TOKEN_MODES} (grid: grid_size**2 tokens; vector: one "
-                         f"token), got {tokens!r}")
+        raise ValueError(f"tokens must be one of {TOKEN_MODES} (grid: grid_size**2 tokens; vector, "
+                         f"keypoints: one token), got {tokens!r}")
     if int(grid_size) < 1:
         raise ValueError(f"grid_size must be a positive integer, got {grid_size!r}")
 
@@ -131,15 +151,27 @@ class ImageToTokens(nn.Module):
 
     ``tokens="grid"``: N = grid_size**2, one token per cell (1x1 conv head).
     ``tokens="vector"``: N = 1, the 4x4 feature map flattened through a linear head.
+    ``tokens="keypoints"``: N = 1, a linear head over the (x, y) of ``num_keypoints`` spatial-softmax
+    keypoints of a 16x16 feature map (latent distances follow object displacements).
     """
 
-    def __init__(self, image_size: int, tokens: str, out_dim: int, grid_size: int = 4, width: int = 32):
+    def __init__(self, image_size: int, tokens: str, out_dim: int, grid_size: int = 4, width: int = 32,
+                 num_keypoints: int = 16):
         super().__init__()
         check_token_mode(tokens, grid_size)
         self.tokens = tokens
         g = grid_size if tokens == "grid" else VECTOR_GRID
-        self.channels = stage_channels(width, num_stages(image_size, g))
+        self.channels = stage_channels(width, num_stages(image_size, g))  # also the decoder's stages
         self.grid = g
+        if tokens == "keypoints":
+            kc = stage_channels(width, num_stages(image_size, KEYPOINT_GRID))
+            self.trunk = ConvDown(3, kc)
+            C = self.trunk.out_channels
+            self.keypoints = nn.Sequential(nn.Conv2d(C, C, 3, padding=1), _norm(C), nn.SiLU(),
+                                           nn.Conv2d(C, int(num_keypoints), 1))
+            self.softmax = SpatialSoftmax()
+            self.head = nn.Linear(2 * int(num_keypoints), out_dim)
+            return
         self.trunk = ConvDown(3, self.channels)
         C = self.trunk.out_channels
         self.head = nn.Conv2d(C, out_dim, 1) if tokens == "grid" else nn.Linear(C * g * g, out_dim)
@@ -150,17 +182,24 @@ class ImageToTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x)  # (B, C, g, g)
+        if self.tokens == "keypoints":
+            k = self.softmax(self.keypoints(h))  # (B, K, 2)
+            return self.head(k.flatten(1)).unsqueeze(1)  # (B, 1, out_dim)
         if self.tokens == "grid":
             return self.head(h).flatten(2).transpose(1, 2)  # (B, g*g, out_dim)
         return self.head(h.flatten(1)).unsqueeze(1)  # (B, 1, out_dim)
 
 
 class TokensToImage(nn.Module):
-    """Decoder mirroring :class:`ImageToTokens`: ``(B, N, D)`` -> ``(B, 3, S, S)`` (unbounded)."""
+    """Decoder mirroring :class:`ImageToTokens`: ``(B, N, D)`` -> ``(B, 3, S, S)`` (unbounded).
+
+    ``keypoints`` tokens are decoded like ``vector`` ones.
+    """
 
     def __init__(self, enc: ImageToTokens, dim: int):
         super().__init__()
-        self.tokens, self.grid = enc.tokens, enc.grid
+        self.tokens = "grid" if enc.tokens == "grid" else "vector"
+        self.grid = enc.grid
         C = enc.channels[-1]
         self.C = C
         self.inp = nn.Conv2d(dim, C, 1) if self.tokens == "grid" else nn.Linear(dim, C * self.grid ** 2)

@@ -9,7 +9,8 @@ channels) learns the velocity that carries noise to the frame:
 
 E and f train together, so z must carry what the denoiser needs to rebuild the frame.
 ``decode(z, steps=8)`` integrates dx/dtau = f(x, tau, z) from noise (tau = 0) to tau = 1 with Euler steps.
-Tokens: ``tokens="vector"`` (default, ``(B, 1, dim)``) or ``tokens="grid"`` (``(B, grid_size**2, dim)``).
+Tokens: ``tokens="vector"`` (default, ``(B, 1, dim)``), ``"keypoints"`` (``(B, 1, dim)`` from spatial-softmax
+keypoints) or ``"grid"`` (``(B, grid_size**2, dim)``).
 """
 from __future__ import annotations
 
@@ -95,31 +96,34 @@ class DiffusionEncoder(TrainableEncoder):
     """Diffusion autoencoder: ``encode(images) -> (B, N, dim)``, ``decode(z, steps) -> (B, 3, S, S)``."""
 
     backend = "diffusion"
-    ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width")
+    ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width", "num_keypoints")
 
     def __init__(self, image_size: int = 64, tokens: str = "vector", dim: int = 32, grid_size: int = 4,
-                 width: int = 32, latent_l2: float = 1e-3, seed: int = 0):
+                 width: int = 32, latent_l2: float = 1e-3, seed: int = 0, num_keypoints: int = 16):
         """
         Args:
             image_size: input side S (a multiple of 8 by a power of two: 32, 64, 128, ...).
-            tokens: ``"vector"`` (N = 1) or ``"grid"`` (N = grid_size**2).
+            tokens: ``"vector"`` (N = 1), ``"keypoints"`` (N = 1, from spatial-softmax keypoints) or
+                ``"grid"`` (N = grid_size**2).
             dim: token dim D.
             grid_size: grid side for ``tokens="grid"``.
             width: channels of the first conv stage of encoder and denoiser.
             latent_l2: weight of a small penalty on mean(z**2) that keeps the token scale bounded.
             seed: seed of the weight initialisation.
+            num_keypoints: spatial-softmax keypoints for ``tokens="keypoints"``.
 
         Raises:
             ValueError: unknown token mode or sizes that do not fit.
         """
         super().__init__(dict(image_size=int(image_size), tokens=tokens, dim=int(dim), grid_size=int(grid_size),
-                              width=int(width), latent_l2=float(latent_l2), seed=int(seed)))
+                              width=int(width), num_keypoints=int(num_keypoints), latent_l2=float(latent_l2),
+                              seed=int(seed)))
         self.token_mode = tokens
         self._dim = int(dim)
         self.latent_l2 = float(latent_l2)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = ImageToTokens(self.image_size, tokens, self._dim, grid_size, width)
+            self.encoder = ImageToTokens(self.image_size, tokens, self._dim, grid_size, width, num_keypoints)
             self.denoiser = Denoiser(self.image_size, tokens, self._dim, grid_size, width)
 
     @property

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_encoder
-from ._conv import ConvDown, VECTOR_GRID, num_stages, stage_channels
+from ._conv import ConvDown, ImageToTokens, VECTOR_GRID, num_stages, stage_channels
 from ._trainable import TrainableEncoder, build_trainable, trainable_status
 
 __all__ = ["JEPAEncoder", "jepa_regularizer", "sigreg", "vicreg", "weights_status"]
@@ -106,11 +106,12 @@ class JEPAEncoder(TrainableEncoder):
     """CNN encoder ``(B, 3, S, S) -> (B, num_tokens, dim)`` plus a latent predictor used in training."""
 
     backend = "jepa"
-    ARCH_KEYS = ("image_size", "dim", "num_tokens", "width", "action_dim", "hidden")
+    ARCH_KEYS = ("image_size", "dim", "num_tokens", "width", "action_dim", "hidden", "tokens",
+                 "num_keypoints")
 
     def __init__(self, image_size: int = 64, dim: int = 32, num_tokens: int = 1, width: int = 32,
                  action_dim: int = 2, hidden: int = 256, reg: str = "sigreg", reg_weight: float = 1.0,
-                 num_directions: int = 256, seed: int = 0):
+                 num_directions: int = 256, seed: int = 0, tokens: str = "vector", num_keypoints: int = 16):
         """
         Args:
             image_size: input side S (S / 4 must be a power of two).
@@ -123,28 +124,38 @@ class JEPAEncoder(TrainableEncoder):
             reg_weight: weight of the regulariser in the training loss.
             num_directions: SIGReg random directions per step.
             seed: seed of the weight initialisation.
+            tokens: ``"vector"`` (conv trunk -> MLP projector) or ``"keypoints"`` (conv trunk ->
+                spatial-softmax keypoints -> linear head; distances follow displacements).
+            num_keypoints: keypoints for ``tokens="keypoints"``.
 
         Raises:
             ValueError: unknown regulariser or sizes that do not fit.
         """
         if reg not in REGULARIZERS:
             raise ValueError(f"reg must be one of {REGULARIZERS}, got {reg!r}")
+        if tokens not in ("vector", "keypoints"):
+            raise ValueError(f"tokens must be 'vector' or 'keypoints' for jepa, got {tokens!r}")
         if int(num_tokens) < 1 or int(action_dim) < 1:
             raise ValueError(f"num_tokens and action_dim must be >= 1, got {num_tokens}, {action_dim}")
         super().__init__(dict(image_size=int(image_size), dim=int(dim), num_tokens=int(num_tokens),
                               width=int(width), action_dim=int(action_dim), hidden=int(hidden), reg=reg,
-                              reg_weight=float(reg_weight), num_directions=int(num_directions), seed=int(seed)))
-        self.token_mode = "vector" if int(num_tokens) == 1 else "multi"
+                              reg_weight=float(reg_weight), num_directions=int(num_directions), seed=int(seed),
+                              tokens=tokens, num_keypoints=int(num_keypoints)))
+        self.token_mode = tokens if int(num_tokens) == 1 else f"{tokens}-multi"
         self._dim, self._n = int(dim), int(num_tokens)
         self.action_dim = int(action_dim)
         self.reg, self.reg_weight, self.num_directions = reg, float(reg_weight), int(num_directions)
         channels = stage_channels(int(width), num_stages(self.image_size, VECTOR_GRID))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.trunk = ConvDown(3, channels)
-            feat = channels[-1] * VECTOR_GRID ** 2
-            self.proj = nn.Sequential(nn.Linear(feat, hidden), nn.SiLU(), nn.Linear(hidden, self._n * self._dim))
             nd = self._n * self._dim
+            if tokens == "keypoints":
+                self.frame_encoder = ImageToTokens(self.image_size, "keypoints", nd, width=int(width),
+                                                   num_keypoints=int(num_keypoints))
+            else:
+                feat = channels[-1] * VECTOR_GRID ** 2
+                self.frame_encoder = nn.Sequential(ConvDown(3, channels), nn.Flatten(), nn.Linear(feat, hidden),
+                                                   nn.SiLU(), nn.Linear(hidden, nd))
             self.predictor = nn.Sequential(nn.Linear(nd + self.action_dim, hidden), nn.SiLU(),
                                            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, nd))
 
@@ -157,7 +168,7 @@ class JEPAEncoder(TrainableEncoder):
         return self._dim
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.trunk(x).flatten(1)).view(x.shape[0], self._n, self._dim)
+        return self.frame_encoder(x).reshape(x.shape[0], self._n, self._dim)
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Next-frame tokens: ``z (B, N, D), actions (B, action_dim) -> (B, N, D)`` (residual MLP).

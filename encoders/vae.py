@@ -6,7 +6,8 @@ Trained on reconstruction + beta * KL(q(z | x) || N(0, I)) with ``wmpc train-enc
 Token modes: ``tokens="vector"`` (default) gives one token ``(B, 1, dim)`` from the whole frame, whose
 distances follow object positions across the frame; ``tokens="grid"`` gives ``grid_size**2`` local
 tokens ``(B, grid_size**2, dim)``, sharper reconstructions but distances that saturate once an object
-has moved by more than a cell or two.
+has moved by more than a cell or two; ``tokens="keypoints"`` gives one token computed from the (x, y)
+of spatial-softmax keypoints, whose distances follow object displacements most directly.
 """
 from __future__ import annotations
 
@@ -41,32 +42,35 @@ class VAEEncoder(TrainableEncoder):
     """Conv VAE: ``encode(images) -> (B, N, dim)`` posterior means, ``decode(tokens) -> (B, 3, S, S)``."""
 
     backend = "vae"
-    ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width")
+    ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width", "num_keypoints")
 
     def __init__(self, image_size: int = 64, tokens: str = "vector", dim: int = 32, grid_size: int = 4,
-                 width: int = 32, beta: float = 1.0, seed: int = 0):
+                 width: int = 32, beta: float = 1.0, seed: int = 0, num_keypoints: int = 16):
         """
         Args:
             image_size: input side S (frames are resized to S x S); S / grid_size (grid) or S / 4
                 (vector) must be a power of two.
-            tokens: ``"vector"`` (N = 1) or ``"grid"`` (N = grid_size**2).
+            tokens: ``"vector"`` (N = 1), ``"keypoints"`` (N = 1, from spatial-softmax keypoints) or
+                ``"grid"`` (N = grid_size**2).
             dim: token dim D.
             grid_size: grid side for ``tokens="grid"``.
             width: channels of the first conv stage (later stages use 2 * width).
             beta: KL weight in the training loss.
             seed: seed of the weight initialisation.
+            num_keypoints: spatial-softmax keypoints for ``tokens="keypoints"``.
 
         Raises:
             ValueError: unknown token mode or sizes that do not fit.
         """
         super().__init__(dict(image_size=int(image_size), tokens=tokens, dim=int(dim), grid_size=int(grid_size),
-                              width=int(width), beta=float(beta), seed=int(seed)))
+                              width=int(width), num_keypoints=int(num_keypoints), beta=float(beta),
+                              seed=int(seed)))
         self.token_mode = tokens
         self.beta = float(beta)
         self._dim = int(dim)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = ImageToTokens(self.image_size, tokens, 2 * self._dim, grid_size, width)
+            self.encoder = ImageToTokens(self.image_size, tokens, 2 * self._dim, grid_size, width, num_keypoints)
             self.decoder = TokensToImage(self.encoder, self._dim)
 
     @property

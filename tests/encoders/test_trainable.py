@@ -1,0 +1,267 @@
+"""Trainable encoders (vae, diffusion, jepa): shapes, errors, losses, checkpoints and train-encoder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import encoders
+from encoders.diffusion import flow_matching_loss
+from encoders.jepa import jepa_regularizer
+
+SIZE = 32
+BACKENDS = ("vae", "diffusion", "jepa")
+SMALL = {"vae": dict(dim=8, width=8), "diffusion": dict(dim=8, width=8), "jepa": dict(dim=8, width=8, hidden=32)}
+
+
+def render_dots(pos: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """Dark disc at ``pos (M, 2)`` in [-1, 1] on a light floor -> uint8 ``(M, size, size, 3)``."""
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    d = np.sqrt((xx - pos[:, 0, None, None]) ** 2 + (yy - pos[:, 1, None, None]) ** 2)
+    disc = np.clip((0.15 - d) * size / 2 + 0.5, 0, 1)[..., None]  # (M, S, S, 1)
+    img = np.array([0.85, 0.8, 0.7]) * (1 - disc) + np.array([0.1, 0.6, 0.2]) * disc
+    return (img * 255).round().astype(np.uint8)
+
+
+def write_dot_dataset(root: Path, episodes: int = 6, steps: int = 20, seed: int = 0) -> Path:
+    """A tiny dataset in the wmpc layout: a dot moved by 2-D actions."""
+    rng = np.random.default_rng(seed)
+    (root / "episodes").mkdir(parents=True)
+    for e in range(episodes):
+        a = rng.uniform(-1, 1, (steps, 2)).astype(np.float32)
+        pos = np.empty((steps + 1, 2), np.float32)
+        pos[0] = rng.uniform(-0.8, 0.8, 2)
+        for t in range(steps):
+            pos[t + 1] = np.clip(pos[t] + 0.15 * a[t], -0.8, 0.8)
+        with h5py.File(root / "episodes" / f"episode_{e:06d}.h5", "w") as f:
+            f["pixels"], f["proprio"], f["actions"] = render_dots(pos), pos, a
+            f.attrs["length"], f.attrs["seed"], f.attrs["complete"] = steps, e, True
+    (root / "dataset.json").write_text(json.dumps({"format_version": 1, "episodes": episodes, "env": "dots"}))
+    (root / "stats.json").write_text(json.dumps({"action_mean": [0.0, 0.0], "action_std": [0.58, 0.58],
+                                                 "proprio_mean": [0.0, 0.0], "proprio_std": [0.5, 0.5]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dots(tmp_path_factory) -> Path:
+    return write_dot_dataset(tmp_path_factory.mktemp("dots"))
+
+
+def _make(name, **kw):
+    opts = dict(SMALL[name], image_size=SIZE)
+    opts.update(kw)
+    return encoders.make_encoder(name, weights="random", **opts)
+
+
+# --- shapes and errors ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name,tokens,n", [("vae", "vector", 1), ("vae", "grid", 16), ("vae", "keypoints", 1),
+                                           ("diffusion", "vector", 1), ("diffusion", "grid", 16),
+                                           ("diffusion", "keypoints", 1)])
+def test_encode_decode_shapes_and_range(name, tokens, n):
+    enc = _make(name, tokens=tokens, grid_size=4)
+    imgs = render_dots(np.array([[0.0, 0.0], [0.5, -0.5], [-0.3, 0.7]]))
+    z = enc.encode(imgs)
+    assert z.shape == (3, n, 8) and z.dtype == torch.float32
+    assert (enc.num_tokens, enc.dim, enc.token_mode) == (n, 8, tokens)
+    x = enc.decode(z, steps=2) if name == "diffusion" else enc.decode(z)
+    assert x.shape == (3, 3, SIZE, SIZE) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    # uint8 HWC and float CHW inputs give the same tokens; a larger frame is resized
+    assert torch.allclose(enc.encode(torch.from_numpy(imgs).permute(0, 3, 1, 2) / 255.0), z, atol=1e-5)
+    assert enc.encode(np.repeat(np.repeat(imgs, 2, 1), 2, 2)).shape == z.shape
+    with pytest.raises(ValueError, match="tokens of shape"):
+        enc.decode(z[:, :, :4])
+
+
+def test_keypoint_tokens_follow_the_dot():
+    from encoders._conv import SpatialSoftmax
+
+    f = torch.full((1, 1, 16, 16), -30.0)
+    f[0, 0, 4, 12] = 30.0  # a single peak at row 4, column 12
+    xy = SpatialSoftmax()(f)[0, 0]
+    c = torch.linspace(-1, 1, 16)
+    assert torch.allclose(xy, torch.stack([c[12], c[4]]), atol=1e-4)
+
+
+@pytest.mark.parametrize("tokens", ["vector", "keypoints"])
+def test_jepa_tokens_and_predictor(tokens):
+    enc = _make("jepa", num_tokens=3, action_dim=4, tokens=tokens)
+    z = enc.encode(render_dots(np.zeros((2, 2))))
+    assert z.shape == (2, 3, 8) and enc.token_mode == f"{tokens}-multi"
+    assert enc.predict(z, torch.zeros(2, 4)).shape == (2, 3, 8)
+    with pytest.raises(ValueError, match="expected actions"):
+        enc.predict(z, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bad_inputs_raise(name):
+    enc = _make(name)
+    with pytest.raises(ValueError, match="channels-last"):
+        enc.encode(np.zeros((2, SIZE, SIZE, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        enc.encode(torch.full((1, 3, SIZE, SIZE), 2.0))
+    with pytest.raises(ValueError, match="dtype"):
+        enc.encode(np.zeros((1, SIZE, SIZE, 3), np.int32))
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="tokens must be one of"):
+        _make("vae", tokens="patch")
+    with pytest.raises(ValueError, match="power of two"):
+        _make("vae", tokens="grid", grid_size=3)
+    with pytest.raises(ValueError, match="reg must be one of"):
+        _make("jepa", reg="barlow")
+
+
+# --- weights: untrained needs an explicit opt-in; checkpoints round-trip ----------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+def test_untrained_requires_weights_random(name):
+    with pytest.raises(ValueError, match="weights='random'"):
+        encoders.make_encoder(name)
+    with pytest.raises(ValueError, match="weights='random'"):
+        encoders.make_encoder(name, weights="imagenet")
+    enc = _make(name)
+    assert enc.pretrained is False and enc.trainable is False
+    assert "pretrained=False" in enc.fingerprint and f"w={enc.weights_digest()}" in enc.fingerprint
+    assert _make(name, seed=1).fingerprint != enc.fingerprint  # the weights hash is in it
+
+
+@pytest.mark.parametrize("name,tokens", [("vae", "vector"), ("vae", "keypoints"), ("diffusion", "grid"),
+                                         ("jepa", "vector"), ("jepa", "keypoints")])
+def test_checkpoint_roundtrip_and_frozen(name, tokens, tmp_path):
+    enc = _make(name, seed=3, tokens=tokens)
+    enc.unfreeze()
+    assert enc.trainable and all(p.requires_grad for p in enc.parameters())
+    with torch.no_grad():  # move away from the init so the roundtrip checks real values
+        for p in enc.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = enc.save(tmp_path / "enc.safetensors")
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp file
+    enc.freeze()
+    imgs = render_dots(np.array([[0.1, 0.2], [-0.6, 0.4]]))
+    loaded = encoders.make_encoder(name, checkpoint=path)
+    assert type(loaded) is type(enc) and loaded.config == enc.config
+    assert torch.equal(loaded.encode(imgs), enc.encode(imgs))
+    assert loaded.fingerprint == enc.fingerprint.replace("pretrained=False", "pretrained=True")
+    assert loaded.trainable is False and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert not loaded.encode(imgs).requires_grad
+
+
+def test_checkpoint_errors(tmp_path):
+    enc = _make("vae")
+    path = enc.save(tmp_path / "vae.safetensors")
+    with pytest.raises(ValueError, match="holds a 'vae' encoder"):
+        encoders.make_encoder("diffusion", checkpoint=path)
+    with pytest.raises(ValueError, match="contradict"):
+        encoders.make_encoder("vae", checkpoint=path, dim=16)
+    with pytest.raises(ValueError, match="not both"):
+        encoders.make_encoder("vae", checkpoint=path, weights="random")
+    with pytest.raises(FileNotFoundError, match="train-encoder"):
+        encoders.make_encoder("vae", checkpoint=tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="could not read"):
+        encoders.make_encoder("vae", checkpoint=bad)
+    from safetensors.torch import save_file
+    old = tmp_path / "old.safetensors"
+    save_file(dict(enc.state_dict()), old, metadata={"format_version": "0", "backend": "vae", "config": "{}"})
+    with pytest.raises(ValueError, match="format_version"):
+        encoders.make_encoder("vae", checkpoint=old)
+
+
+# --- losses ------------------------------------------------------------------------------------------
+def test_flow_matching_loss_matches_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    x0 = torch.randn(2, 3, 4, 4, generator=g)
+    z = torch.randn(2, 1, 5, generator=g)
+    tau = torch.tensor([0.25, 0.75])
+
+    def f(x_tau, t, zz):  # a known "denoiser": 0.5 * x_tau + t + mean(z)
+        return 0.5 * x_tau + t.view(-1, 1, 1, 1) + zz.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+
+    total = 0.0
+    for b in range(2):  # element by element, as written on paper
+        t = float(tau[b])
+        xt = (1 - t) * x0[b] + t * x1[b]
+        pred = 0.5 * xt + t + float(z[b].mean())
+        total += float(((pred - (x1[b] - x0[b])) ** 2).sum())
+    expected = total / x1.numel()
+    assert flow_matching_loss(f, x1, z, x0, tau).item() == pytest.approx(expected, rel=1e-6)
+    # the ideal velocity field gives zero loss
+    assert flow_matching_loss(lambda xt, t, zz: x1 - x0, x1, z, x0, tau).item() == 0.0
+    # the model's method is the same function with its own denoiser
+    enc = _make("diffusion")
+    X1, X0, Z = x1.repeat(1, 1, 8, 8), x0.repeat(1, 1, 8, 8), torch.zeros(2, 1, 8)  # (2, 3, 32, 32)
+    assert enc.flow_matching_loss(X1, Z, X0, tau).item() == pytest.approx(
+        flow_matching_loss(enc.denoiser, X1, Z, X0, tau).item())
+
+
+@pytest.mark.parametrize("kind", ["sigreg", "vicreg"])
+def test_jepa_regularizer_rises_on_collapse(kind):
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(512, 16, generator=g)
+    kw = {"generator": torch.Generator().manual_seed(1)} if kind == "sigreg" else {}
+    cases = {"iso": iso, "constant": torch.full((512, 16), 0.3),
+             "low_rank": torch.randn(512, 2, generator=g) @ torch.randn(2, 16, generator=g) / 2,
+             "shrunk": 0.05 * iso}
+    r = {}
+    for name, e in cases.items():
+        if kind == "sigreg":
+            kw["generator"].manual_seed(1)
+        r[name] = jepa_regularizer(e, kind, **kw).item()
+    assert r["iso"] < 0.2 * min(r["constant"], r["low_rank"], r["shrunk"]), r
+    # tokens (B, N, D) are flattened into samples
+    flat = [jepa_regularizer(e, kind, **({"generator": torch.Generator().manual_seed(2)} if kw else {})).item()
+            for e in (iso.view(128, 4, 16), iso)]
+    assert flat[0] == pytest.approx(flat[1])
+    with pytest.raises(ValueError, match="reg must be one of"):
+        jepa_regularizer(iso, "barlow")
+
+
+# --- training ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,steps", [("vae", 40), ("diffusion", 40), ("jepa", 40)])
+def test_training_loss_falls_and_checkpoint_loads(name, steps, dots, tmp_path):
+    from mpc.train_encoder import train_encoder
+
+    out = tmp_path / name
+    ckpt = train_encoder(name, dots, out, steps=steps, batch_size=16, lr=3e-3, save_every=25, progress=False,
+                         encoder_options=dict(SMALL[name], image_size=SIZE))
+    log = json.loads((out / "train_log.json").read_text())
+    losses = np.array(log["loss"])
+    assert len(losses) == steps and log["step"] == steps
+    assert losses[-10:].mean() < 0.8 * losses[:5].mean(), (losses[:5], losses[-10:])
+    assert (out / "loss.png").stat().st_size > 0
+    assert (out / "samples.png").exists() == (name != "jepa")
+    enc = encoders.make_encoder(name, checkpoint=ckpt)
+    assert enc.pretrained and not enc.trainable and enc.image_size == SIZE
+
+
+def test_jepa_embeddings_do_not_collapse(dots, tmp_path):
+    from mpc.train_encoder import train_jepa
+
+    ckpt = train_jepa(dots, tmp_path / "j", steps=40, batch_size=32, lr=3e-3, progress=False,
+                      encoder_options=dict(SMALL["jepa"], image_size=SIZE))
+    enc = encoders.make_encoder("jepa", checkpoint=ckpt)
+    assert enc.action_dim == 2
+    pos = np.random.default_rng(0).uniform(-0.8, 0.8, (128, 2))
+    z = enc.encode(render_dots(pos))[:, 0]  # (128, D)
+    assert z.std(0).mean() > 0.2  # spread out, not a point
+
+
+def test_train_encoder_command(dots, tmp_path):
+    from mpc.cli import main
+
+    out = tmp_path / "cmd"
+    rc = main(["train-encoder", "encoder=vae", f"data={dots}", f"out={out}", "steps=3", "batch_size=4",
+               "save_every=2", "progress=false", "encoder.image_size=32", "encoder.width=8", "encoder.dim=4"])
+    assert rc == 0 and (out / "encoder.safetensors").exists() and (out / "samples.png").exists()
+    assert json.loads((out / "train_log.json").read_text())["step"] == 3
+    with pytest.raises(ValueError, match="train-encoder trains one of"):
+        from mpc.train_encoder import train_encoder
+        train_encoder("dinov2", dots, tmp_path / "x", steps=1)
