@@ -1,6 +1,6 @@
 """``wmpc train``: fit a world model on a dataset's cached encoder latents.
 
-``wmpc train env=pointmass encoder=dinov2-vits14 model=tiny data=data/pointmass out=runs/pm``
+``wmpc train env=pointmass encoder=dinov2 model=tiny data=data/pointmass out=runs/pm``
 
 The trainer reads windows of cached latents (:class:`mpc.data.WindowDataset`; the cache for the
 chosen encoder is built once, on first use), builds a :class:`mpc.world_model.WorldModel` from the
@@ -732,7 +732,13 @@ def train_command(argv: list[str]) -> int:
 
     def task(cfg):
         run = train(cfg)
-        print(f"run folder: {run}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"run folder: {run}")
+            result = run / "eval_metrics.json"
+            if result.exists():
+                r = json.loads(result.read_text())
+                print(f"open-loop token MSE / copy-last-frame MSE: 1-step {r['ratio_1step']:.4f}, "
+                      f"{r['horizon']}-step {r['ratio'][-1]:.4f}")
         return run
 
     return hydra_command("train", task, argv, prog="wmpc train")
