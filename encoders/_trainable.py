@@ -86,6 +86,21 @@ class TrainableEncoder(Encoder):
                              f"encode(); got {got}")
         return tokens.to(self.device, torch.float32)
 
+    @staticmethod
+    def foreground_weights(x: torch.Tensor, fg_weight: float, threshold: float = 0.1) -> torch.Tensor | None:
+        """Per-pixel loss weights ``(B, 1, H, W)`` that up-weight what differs from the batch's background.
+
+        The background is the per-pixel median over the batch (static camera: the floor, walls);
+        pixels further than ``threshold`` from it (moving objects, a few pixels each) get weight
+        ``1 + fg_weight``, the rest 1, then weights are rescaled to mean 1. Small objects would
+        otherwise be ignored by a mean-squared loss. ``None`` when ``fg_weight`` is 0.
+        """
+        if fg_weight <= 0 or x.shape[0] < 3:
+            return None
+        diff = (x - x.median(dim=0, keepdim=True).values).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        w = 1.0 + fg_weight * (diff > threshold).to(x.dtype)
+        return w / w.mean()
+
     def training_loss(self, *args, **kwargs) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 

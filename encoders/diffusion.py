@@ -28,7 +28,8 @@ __all__ = ["DiffusionEncoder", "Denoiser", "flow_matching_loss", "weights_status
 
 
 def flow_matching_loss(denoiser: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                       x1: torch.Tensor, z: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+                       x1: torch.Tensor, z: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """Flow-matching loss ``mean((f(x_tau, tau, z) - (x1 - x0))**2)``, with ``x_tau = (1 - tau) x0 + tau x1``.
 
     Args:
@@ -37,13 +38,15 @@ def flow_matching_loss(denoiser: Callable[[torch.Tensor, torch.Tensor, torch.Ten
         z: conditioning tokens ``(B, N, D)``.
         x0: noise ``(B, C, H, W)``.
         tau: flow times ``(B,)`` in [0, 1] (tau = 1 is the clean image).
+        weights: optional per-pixel weights ``(B, 1, H, W)`` (mean 1) on the squared error.
 
     Returns:
         scalar loss (mean over all elements).
     """
     t = tau.view(-1, 1, 1, 1)
     x_tau = (1 - t) * x0 + t * x1
-    return (denoiser(x_tau, tau, z) - (x1 - x0)).pow(2).mean()
+    se = (denoiser(x_tau, tau, z) - (x1 - x0)).pow(2)
+    return (se * weights).mean() if weights is not None else se.mean()
 
 
 class Denoiser(nn.Module):
@@ -99,7 +102,8 @@ class DiffusionEncoder(TrainableEncoder):
     ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width", "num_keypoints")
 
     def __init__(self, image_size: int = 64, tokens: str = "vector", dim: int = 32, grid_size: int = 4,
-                 width: int = 32, latent_l2: float = 1e-3, seed: int = 0, num_keypoints: int = 16):
+                 width: int = 32, latent_l2: float = 1e-3, seed: int = 0, num_keypoints: int = 16,
+                 fg_weight: float = 10.0):
         """
         Args:
             image_size: input side S (a multiple of 8 by a power of two: 32, 64, 128, ...).
@@ -111,16 +115,18 @@ class DiffusionEncoder(TrainableEncoder):
             latent_l2: weight of a small penalty on mean(z**2) that keeps the token scale bounded.
             seed: seed of the weight initialisation.
             num_keypoints: spatial-softmax keypoints for ``tokens="keypoints"``.
+            fg_weight: extra loss weight on pixels that differ from the batch background (see
+                ``foreground_weights``), so small objects are not ignored; 0 turns it off.
 
         Raises:
             ValueError: unknown token mode or sizes that do not fit.
         """
         super().__init__(dict(image_size=int(image_size), tokens=tokens, dim=int(dim), grid_size=int(grid_size),
                               width=int(width), num_keypoints=int(num_keypoints), latent_l2=float(latent_l2),
-                              seed=int(seed)))
+                              seed=int(seed), fg_weight=float(fg_weight)))
         self.token_mode = tokens
         self._dim = int(dim)
-        self.latent_l2 = float(latent_l2)
+        self.latent_l2, self.fg_weight = float(latent_l2), float(fg_weight)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = ImageToTokens(self.image_size, tokens, self._dim, grid_size, width, num_keypoints)
@@ -138,9 +144,9 @@ class DiffusionEncoder(TrainableEncoder):
         return self.encoder(x)
 
     def flow_matching_loss(self, x1: torch.Tensor, z: torch.Tensor, x0: torch.Tensor,
-                           tau: torch.Tensor) -> torch.Tensor:
+                           tau: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """:func:`flow_matching_loss` with this model's denoiser."""
-        return flow_matching_loss(self.denoiser, x1, z, x0, tau)
+        return flow_matching_loss(self.denoiser, x1, z, x0, tau, weights)
 
     def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None
                       ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -148,7 +154,7 @@ class DiffusionEncoder(TrainableEncoder):
         z = self.encoder(x)
         x0 = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         tau = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-        fm = self.flow_matching_loss(x, z, x0, tau)
+        fm = self.flow_matching_loss(x, z, x0, tau, self.foreground_weights(x, self.fg_weight))
         zpen = z.pow(2).mean()
         loss = fm + self.latent_l2 * zpen
         return loss, {"loss": loss.item(), "flow": fm.item(), "z2": zpen.item()}

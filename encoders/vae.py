@@ -22,18 +22,20 @@ __all__ = ["VAEEncoder", "vae_loss", "weights_status"]
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             beta: float, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negative ELBO per pixel value: ``mse + beta * KL / (3 * H * W)``.
 
     Args:
         x, recon: ``(B, 3, H, W)`` target and reconstruction (both in [-1, 1] space).
         mu, logvar: ``(B, N, D)`` posterior parameters.
         beta: KL weight.
+        weights: optional per-pixel weights ``(B, 1, H, W)`` with mean 1 on the squared error.
 
     Returns:
         ``(loss, mse, kl)``, where ``kl`` is nats per image (mean over the batch).
     """
-    mse = F.mse_loss(recon, x)
+    se = (recon - x).pow(2)
+    mse = (se * weights).mean() if weights is not None else se.mean()
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=(1, 2)).mean()
     return mse + beta * kl / x[0].numel(), mse, kl
 
@@ -45,7 +47,8 @@ class VAEEncoder(TrainableEncoder):
     ARCH_KEYS = ("image_size", "tokens", "dim", "grid_size", "width", "num_keypoints")
 
     def __init__(self, image_size: int = 64, tokens: str = "vector", dim: int = 32, grid_size: int = 4,
-                 width: int = 32, beta: float = 1.0, seed: int = 0, num_keypoints: int = 16):
+                 width: int = 32, beta: float = 1.0, seed: int = 0, num_keypoints: int = 16,
+                 fg_weight: float = 10.0):
         """
         Args:
             image_size: input side S (frames are resized to S x S); S / grid_size (grid) or S / 4
@@ -58,15 +61,17 @@ class VAEEncoder(TrainableEncoder):
             beta: KL weight in the training loss.
             seed: seed of the weight initialisation.
             num_keypoints: spatial-softmax keypoints for ``tokens="keypoints"``.
+            fg_weight: extra reconstruction weight on pixels that differ from the batch background
+                (see ``foreground_weights``), so small objects are not ignored; 0 turns it off.
 
         Raises:
             ValueError: unknown token mode or sizes that do not fit.
         """
         super().__init__(dict(image_size=int(image_size), tokens=tokens, dim=int(dim), grid_size=int(grid_size),
                               width=int(width), num_keypoints=int(num_keypoints), beta=float(beta),
-                              seed=int(seed)))
+                              seed=int(seed), fg_weight=float(fg_weight)))
         self.token_mode = tokens
-        self.beta = float(beta)
+        self.beta, self.fg_weight = float(beta), float(fg_weight)
         self._dim = int(dim)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -105,7 +110,8 @@ class VAEEncoder(TrainableEncoder):
         mu, logvar = self.posterior(x)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         recon = self.decoder(mu + eps * (0.5 * logvar).exp())
-        loss, mse, kl = vae_loss(x, recon, mu, logvar, self.beta)
+        w = self.foreground_weights(x, self.fg_weight)
+        loss, mse, kl = vae_loss(x, recon, mu, logvar, self.beta, w)
         return loss, {"loss": loss.item(), "mse": mse.item(), "kl": kl.item()}
 
 

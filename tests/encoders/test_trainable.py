@@ -202,6 +202,18 @@ def test_flow_matching_loss_matches_hand_computation():
         flow_matching_loss(enc.denoiser, X1, Z, X0, tau).item())
 
 
+def test_foreground_weights_single_out_the_moving_dot():
+    from encoders._trainable import TrainableEncoder
+
+    x = _make("vae").preprocess(render_dots(np.array([[-0.5, -0.5], [0.0, 0.0], [0.5, 0.5], [0.5, -0.5]])))
+    w = TrainableEncoder.foreground_weights(x, fg_weight=10.0)
+    assert w.shape == (4, 1, SIZE, SIZE) and w.mean().item() == pytest.approx(1.0)
+    c = SIZE // 2
+    assert w[1, 0, c, c] > 5 * w[1, 0, 2, 2]  # the dot of frame 1 (at the centre) vs a floor pixel
+    assert w[0, 0, c, c] == w[0, 0, 2, 2]  # frame 0 has floor at the centre
+    assert TrainableEncoder.foreground_weights(x, fg_weight=0.0) is None
+
+
 @pytest.mark.parametrize("kind", ["sigreg", "vicreg"])
 def test_jepa_regularizer_rises_on_collapse(kind):
     g = torch.Generator().manual_seed(0)
