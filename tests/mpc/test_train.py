@@ -196,15 +196,13 @@ def _first_step_grads(rank: int, world: int, port: int, data: str, out: str, res
         ctx.close()
 
 
-def test_two_process_gloo_ddp_matches_single_process_gradients(dataset, tmp_path):
+def test_two_process_gloo_ddp_matches_single_process_gradients(dataset, tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        assert key not in os.environ
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(key, "0")  # restored after the test; each process sets its own values
     single = tmp_path / "single.pt"
     _first_step_grads(0, 1, 0, str(dataset), str(tmp_path / "one"), str(single))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(key, None)
     double = tmp_path / "double.pt"
     mp.spawn(_first_step_grads, args=(2, _free_port(), str(dataset), str(tmp_path / "two"), str(double)),
              nprocs=2, join=True)
