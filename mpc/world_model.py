@@ -237,8 +237,10 @@ class WorldModel(nn.Module):
             RuntimeError: no encoder attached.
         """
         if self.encoder is None:
+            why = getattr(self, "_encoder_error", None)
             raise RuntimeError("this world model has no encoder; pass encoder= to WorldModel(...) "
-                               "or WorldModel.load(path, encoder=...)")
+                               "or WorldModel.load(path, encoder=...)"
+                               + (f" (rebuilding the checkpoint's encoder failed: {why})" if why else ""))
         with torch.no_grad():
             return self.encoder.encode(images).to(self.device)
 
@@ -489,7 +491,8 @@ class WorldModel(nn.Module):
         header = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "encoder_fingerprint": self.config.encoder_fingerprint,
                   "normalization": self.normalization()}
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().to("cpu").contiguous().clone()  # clone: tied modules share storage
+                   for k, v in self.state_dict().items()}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
@@ -525,13 +528,17 @@ class WorldModel(nn.Module):
             raise ValueError(f"{path}: corrupt world-model header: {e}") from e
 
     @classmethod
-    def load(cls, path, encoder=None, device=None, config: WorldModelConfig | None = None,
+    def load(cls, path, encoder="auto", device=None, config: WorldModelConfig | None = None,
              overrides: dict | None = None) -> "WorldModel":
         """Load a checkpoint written by :meth:`save`.
 
         Args:
             path: checkpoint file.
-            encoder: frozen encoder to attach (its fingerprint must match the checkpoint's).
+            encoder: frozen encoder to attach (its fingerprint must match the checkpoint's);
+                ``"auto"`` (default) rebuilds the encoder the checkpoint names (``make_encoder(
+                config.encoder, **config.encoder_options)``) and attaches it when it can be built
+                (weights found, same fingerprint); otherwise the model loads without one and
+                :meth:`encode` says why. ``None``: attach nothing.
             device: where to put the model (default CPU).
             config: optional expected config; its shape-defining fields (and time encoding) must
                 match the checkpoint's.
@@ -586,6 +593,17 @@ class WorldModel(nn.Module):
                              f"unexpected {unexpected})")
         if device is not None:
             model.to(device)
+        if isinstance(encoder, str) and encoder == "auto":
+            encoder = None
+            if saved.encoder:
+                try:
+                    import encoders
+                    built = encoders.make_encoder(saved.encoder, **saved.encoder_options)
+                    model.attach_encoder(built.to(model.device))
+                except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+                    model._encoder_error = f"{type(e).__name__}: {e}"
+                    log.warning("%s: encoder %r not attached (%s); pass encoder=... to load()",
+                                path, saved.encoder, e)
         if encoder is not None:
             model.attach_encoder(encoder)
         return model.eval()
