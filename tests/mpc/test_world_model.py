@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
 import os
 
 import pytest
@@ -308,3 +310,26 @@ def test_runtime_switches_keep_results():
         z1, _ = m.rollout(zc, pc, a, pa)
         z2, _ = m2.rollout(zc, pc, a, pa)
     torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
+
+
+def test_load_rebuilds_the_checkpoint_encoder(tmp_path):
+    import encoders
+    from mpc.world_model import WorldModel, config_from_preset
+
+    opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
+    enc = encoders.make_encoder("dinov2", **opts)
+    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=3,
+                             encoder="dinov2", encoder_options=opts)
+    model = WorldModel(cfg, encoder=enc)
+    path = model.save(tmp_path / "m.safetensors")
+    img = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    loaded = WorldModel.load(path)
+    assert loaded.encoder is not None
+    torch.testing.assert_close(loaded.encode(img), model.encode(img))
+    # an encoder that cannot be rebuilt: the model still loads, encode() says why
+    cfg2 = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=3,
+                              encoder="dinov2", encoder_options={"weights": str(tmp_path / "missing.pth")})
+    path2 = WorldModel(cfg2).save(tmp_path / "m2.safetensors")
+    bare = WorldModel.load(path2)
+    with pytest.raises(RuntimeError, match="missing.pth"):
+        bare.encode(img)
