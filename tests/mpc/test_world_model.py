@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-
-import numpy as np
 import os
 
+import numpy as np
 import pytest
 import torch
 
