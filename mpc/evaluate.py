@@ -208,6 +208,8 @@ def eval_command(argv: list[str]) -> int:
     def task(cfg):
         planner_cfg = OmegaConf.to_container(cfg.planner, resolve=True) if "planner" in cfg else {}
         planner_name = planner_cfg.pop("name", "cem")
+        planner_cfg.pop("horizon", None)   # the eval's horizon (default: the planner config's)
+        planner_cfg.pop("seed", None)      # episodes seed their planners from the eval seed
         env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
         env_name = env_cfg.pop("name")
         r = evaluate(env_name, policy=cfg.policy, checkpoint=cfg.checkpoint, planner=planner_name,
