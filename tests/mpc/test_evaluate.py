@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import encoders
+from mpc.evaluate import evaluate, wilson_interval
+from mpc.world_model import WorldModel, config_from_preset
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
+
+
+def test_oracle_reaches_goals_random_does_not():
+    oracle = evaluate("wall", policy="oracle", episodes=4, steps=50, batch_envs=4, progress=False)
+    random = evaluate("wall", policy="random", episodes=4, steps=50, batch_envs=4, progress=False)
+    assert oracle.success_rate == 1.0 and oracle.mean_final_distance < oracle.mean_initial_distance
+    assert random.success_rate <= 0.5
+    assert oracle.per_episode[0]["seed"] == 1_000_000
+
+
+@pytest.fixture
+def wall_model(tmp_path):
+    opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
+    enc = encoders.make_encoder("dinov2", **opts)
+    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
+                             encoder="dinov2", encoder_options=opts)
+    return WorldModel(cfg, encoder=enc).save(tmp_path / "wall.safetensors")
+
+
+def test_eval_command_with_a_checkpoint_writes_results_and_video(tmp_path, wall_model):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "mpc.cli", "eval", "env=wall", f"checkpoint={wall_model}",
+                        "planner=cem", "planner.samples=16", "planner.iterations=2", "planner.topk=4",
+                        "episodes=3", "steps=4", "batch_envs=2", "videos=1", f"out={out}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "success" in r.stdout and "ms per replan" in r.stdout
+    res = json.loads((out / "results.json").read_text())
+    assert res["episodes"] == 3 and res["policy"] == "planner" and res["mean_plan_time_s"] > 0
+    assert res["mean_final_latent_distance"] is not None
+    assert (out / "episode_000.gif").exists()
+
+
+def test_eval_baseline_through_the_same_command(tmp_path):
+    out = tmp_path / "rand"
+    r = subprocess.run([sys.executable, "-m", "mpc.cli", "eval", "env=wall", "policy=oracle",
+                        "episodes=2", "steps=40", "videos=0", f"out={out}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["success_rate"] == 1.0
+
+
+def test_planner_policy_needs_a_checkpoint():
+    with pytest.raises(ValueError, match="checkpoint"):
+        evaluate("wall", policy="planner", episodes=1, steps=1, progress=False)
