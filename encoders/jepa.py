@@ -1,6 +1,8 @@
 """``jepa``: a joint-embedding predictive encoder in the spirit of LeWorldModel (LeJEPA / SIGReg).
 
-A small CNN maps a frame to ``num_tokens`` tokens of size ``dim`` (default one 32-d token); a latent
+A small CNN maps a frame to ``num_tokens`` tokens of size ``dim`` (default one 32-d token, computed
+from the (x, y) of spatial-softmax keypoints: on pointmass its latent distance to a goal tracks the
+true distance far better than a flattened-feature head, Spearman 0.75 vs 0.45); a latent
 predictor (MLP over [z_t, a_t], residual) predicts the next frame's embedding. Both train end to end
 on ``|| pred(z_t, a_t) - z_{t+1} ||^2`` plus a regulariser on the embedding distribution, which keeps
 the encoder from collapsing to a constant (no stop-gradient, no EMA target):
@@ -111,7 +113,7 @@ class JEPAEncoder(TrainableEncoder):
 
     def __init__(self, image_size: int = 64, dim: int = 32, num_tokens: int = 1, width: int = 32,
                  action_dim: int = 2, hidden: int = 256, reg: str = "sigreg", reg_weight: float = 1.0,
-                 num_directions: int = 256, seed: int = 0, tokens: str = "vector", num_keypoints: int = 16):
+                 num_directions: int = 256, seed: int = 0, tokens: str = "keypoints", num_keypoints: int = 16):
         """
         Args:
             image_size: input side S (S / 4 must be a power of two).
@@ -124,8 +126,8 @@ class JEPAEncoder(TrainableEncoder):
             reg_weight: weight of the regulariser in the training loss.
             num_directions: SIGReg random directions per step.
             seed: seed of the weight initialisation.
-            tokens: ``"vector"`` (conv trunk -> MLP projector) or ``"keypoints"`` (conv trunk ->
-                spatial-softmax keypoints -> linear head; distances follow displacements).
+            tokens: ``"keypoints"`` (default: conv trunk -> spatial-softmax keypoints -> linear head;
+                distances follow displacements) or ``"vector"`` (conv trunk -> MLP projector).
             num_keypoints: keypoints for ``tokens="keypoints"``.
 
         Raises:
