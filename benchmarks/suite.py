@@ -277,7 +277,9 @@ def ensure_model(run: Path, bench: dict, cfg, env: str, encoder: str, enc_settin
     from mpc.train import train as train_world_model
 
     es = encoder_settings(bench, encoder)
-    model = _deep_merge(_deep_merge(_load_config("model", bench["model"]), bench.get("model_options")), es["model"])
+    model = _load_config("model", bench["model"])
+    for changes in (bench.get("model_options"), bench["envs"][env].get("model"), es["model"]):
+        model = _deep_merge(model, changes)  # suite, then env, then encoder changes to the preset
     sched = _deep_merge(_load_config("train", bench.get("train_preset", "default")), bench.get("train"))
     env_cfg = {"name": env, **env_settings(bench, env)}
     key = _digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": sched,
@@ -480,63 +482,126 @@ def _skip_row(env: str, encoder: str, planner: str, status: str) -> dict:
     return {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": status}
 
 
+def _run_baselines(cfg: dict, env: str) -> None:
+    """Random-action and oracle rows of ``env`` (skipped when finished earlier)."""
+    bench, run = cfg["bench"], Path(cfg["out"])
+    for policy in bench.get("baselines", BASELINES):
+        path = run / "cells" / f"{_cell_name(env, policy, 'none')}.json"
+        with _locked(path):
+            if (_read_json(path) or {}).get("status") != "ok":
+                _write_json_atomic(path, {**run_baseline(run, bench, env, policy, bool(cfg["progress"])),
+                                          "format": CELL_FORMAT})
+
+
+def _run_encoder(cfg: dict, env: str, encoder: str, planners: list[str]) -> None:
+    """Every planner cell of ``(env, encoder)``; a missing pretrained encoder or a failure becomes rows."""
+    from omegaconf import OmegaConf
+
+    bench, run = cfg["bench"], Path(cfg["out"])
+    todo = [p for p in planners
+            if (_read_json(run / "cells" / f"{_cell_name(env, encoder, p)}.json") or {}).get("status") != "ok"]
+    probe_path = run / "probes" / f"{env}__{encoder}.json"
+    if not todo and (not bench["envs"][env].get("probe") or probe_path.exists()):
+        log.info("%s / %s: every cell finished earlier, skipped", env, encoder)
+        return
+    try:
+        run_cell(run, bench, OmegaConf.create(cfg), env, encoder, planners, _device(cfg["device"]),
+                 bool(cfg["progress"]), probe_path)
+    except EncoderUnavailable as e:
+        log.warning("%s / %s skipped: %s", env, encoder, e)
+        status = DINOV2_SKIP if encoder_settings(bench, encoder)["name"].startswith("dinov2") \
+            else f"skipped: no weights for {encoder}"
+        for p in todo:
+            _write_json_atomic(run / "cells" / f"{_cell_name(env, encoder, p)}.json",
+                               {**_skip_row(env, encoder, p, status), "format": CELL_FORMAT})
+    except Exception as e:  # noqa: BLE001 - recorded in the report, traceback in the log
+        if cfg.get("fail_fast", False):
+            raise
+        log.error("%s / %s failed:\n%s", env, encoder, traceback.format_exc())
+        for p in todo:
+            _write_json_atomic(run / "cells" / f"{_cell_name(env, encoder, p)}.json",
+                               {**_skip_row(env, encoder, p, f"failed: {type(e).__name__}: {e}"[:300]),
+                                "format": CELL_FORMAT})
+
+
+def _run_unit(cfg: dict, unit: tuple) -> None:
+    if unit[0] == "baselines":
+        _run_baselines(cfg, unit[1])
+    else:
+        _run_encoder(cfg, *unit[1:])
+
+
+def _preload_compiler() -> None:
+    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
+
+    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
+    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
+    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
+    """
+    import torch._dynamo  # noqa: F401
+
+
+def _init_worker(threads: int | None) -> None:
+    """Worker process of a parallel suite: torch threads and plain log lines."""
+    import torch
+
+    _preload_compiler()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(name)s] %(message)s")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def run_suite(cfg) -> Path:
     """Run (or resume) the suite described by ``cfg`` (the composed ``configs/bench.yaml``).
 
+    Datasets are collected first (``workers`` processes each); then the baselines of each env and
+    every ``(env, encoder)`` unit (train encoder, train world model, probe, evaluate each planner) run
+    ``jobs`` at a time in separate processes (``jobs: 1``: in this process), each with ``threads``
+    torch threads.
+
     Returns:
         the run folder (holding ``report.md``).
-    """
-    from omegaconf import OmegaConf
 
-    cfg = cfg if not isinstance(cfg, dict) else OmegaConf.create(cfg)
-    bench = _plain(cfg.bench)
-    run = Path(cfg.out)
+    Raises:
+        ValueError: an ``env``/``encoder``/``planner`` selection outside the suite.
+    """
+    import torch
+
+    c = _plain(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    bench = c["bench"]
+    run = Path(c["out"])
     run.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
-    progress = bool(cfg.progress)
+    device = _device(c.get("device"))
+    progress = bool(c.get("progress", False))
     t_start = time.perf_counter()
-    sel = _plain(cfg.get("select")) or {}
+    sel = c.get("select") or {}
     env_list = _selection(sel.get("env"), list(bench["envs"]), "env")
     enc_list = _selection(sel.get("encoder"), list(bench["encoders"]), "encoder")
     plan_list = _selection(sel.get("planner"), list(bench["planners"]), "planner")
-    log.info("suite %s in %s: envs %s, encoders %s, planners %s (device %s)", bench["name"], run,
-             env_list, enc_list, plan_list, device)
-
+    jobs = int(c.get("jobs") or bench.get("jobs") or 1)
+    threads = c.get("threads") or bench.get("threads")
+    log.info("suite %s in %s: envs %s, encoders %s, planners %s (device %s, %d job(s))", bench["name"], run,
+             env_list, enc_list, plan_list, device, jobs)
+    if threads:
+        torch.set_num_threads(int(threads))
+    _preload_compiler()
     for env in env_list:
-        for policy in bench.get("baselines", BASELINES):
-            path = run / "cells" / f"{_cell_name(env, policy, 'none')}.json"
-            old = _read_json(path)
-            if old is not None and old.get("status") == "ok":
-                continue
-            with _locked(path):
-                if (_read_json(path) or {}).get("status") != "ok":
-                    _write_json_atomic(path, {**run_baseline(run, bench, env, policy, progress),
-                                              "format": CELL_FORMAT})
-        for encoder in enc_list:
-            todo = [p for p in plan_list if (_read_json(run / "cells" / f"{_cell_name(env, encoder, p)}.json")
-                                             or {}).get("status") != "ok"]
-            probe_path = run / "probes" / f"{env}__{encoder}.json"
-            if not todo and (not bench["envs"][env].get("probe") or probe_path.exists()):
-                log.info("%s / %s: every cell finished earlier, skipped", env, encoder)
-                continue
-            try:
-                run_cell(run, bench, cfg, env, encoder, plan_list, device, progress, probe_path)
-            except EncoderUnavailable as e:
-                log.warning("%s / %s skipped: %s", env, encoder, e)
-                status = DINOV2_SKIP if encoder_settings(bench, encoder)["name"].startswith("dinov2") \
-                    else f"skipped: no weights for {encoder}"
-                for p in todo:
-                    _write_json_atomic(run / "cells" / f"{_cell_name(env, encoder, p)}.json",
-                                       {**_skip_row(env, encoder, p, status), "format": CELL_FORMAT})
-            except Exception as e:  # noqa: BLE001 - recorded in the report, traceback in the log
-                if cfg.get("fail_fast", False):
-                    raise
-                log.error("%s / %s failed:\n%s", env, encoder, traceback.format_exc())
-                for p in todo:
-                    _write_json_atomic(run / "cells" / f"{_cell_name(env, encoder, p)}.json",
-                                       {**_skip_row(env, encoder, p, f"failed: {type(e).__name__}: {e}"[:300]),
-                                        "format": CELL_FORMAT})
-    return write_suite_report(run, bench, cfg, time.perf_counter() - t_start, device)
+        ensure_dataset(run, bench, env, int(c.get("workers", 1)), progress)
+    units = [("baselines", env) for env in env_list]
+    units += [("encoder", env, enc, plan_list) for enc in enc_list for env in env_list]
+    if jobs <= 1:
+        for unit in units:
+            _run_unit(c, unit)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked GL or OpenMP state
+        with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(_run_unit, c, unit) for unit in units]
+            for f in cf.as_completed(futures):
+                f.result()  # re-raise a worker's error (fail_fast) here
+    return write_suite_report(run, bench, c, time.perf_counter() - t_start, device)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -599,7 +664,7 @@ def write_suite_report(run: Path, bench: dict, cfg, seconds: float, device: str)
             gifs.append(r["gifs"][0])
     compute = sum(float(r.get("eval_time_s") or 0) for r in rows)
     meta = {"suite": bench["name"], "machine": _machine(), "torch": torch.__version__, "device": device,
-            "total_time_s": seconds, "run": str(run), "select": _plain(cfg.get("select")),
+            "total_time_s": seconds, "run": str(run), "select": cfg.get("select"),
             "eval_seconds_all_cells": compute,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: int(bench.get("gifs", 6))])
