@@ -34,6 +34,9 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
         ax.errorbar(float(r["plan_time_ms"]), float(r["success_rate"]),
                     yerr=[[float(r["success_rate"]) - float(r["ci_low"])], [float(r["ci_high"]) - float(r["success_rate"])]],
                     fmt="o", capsize=3, label=f"{r['env']}/{r['encoder']}/{r['planner']}")
+    for k, r in enumerate(x for x in rows if x.get("status") == "ok" and x.get("policy") in ("random", "oracle")):
+        ax.axhline(float(r["success_rate"]), ls=":" if r["policy"] == "random" else "--", lw=0.8,
+                   color="grey", label=f"{r['env']} {r['policy']}" + (" actions" if r["policy"] == "random" else ""))
     ax.set_xscale("log")
     ax.set_xlabel("planning time per replan (ms, log)")
     ax.set_ylabel("success rate (95% CI)")
@@ -46,18 +49,26 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "") -> Path:
-    """Latent distance to the goal against true distance, one line per encoder.
+def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bins: int = 12) -> Path:
+    """Latent distance to the goal against true distance, one colour per encoder.
 
-    ``curves[encoder] = {"true": [...], "latent": [...]}`` (latent normalised to its maximum so
-    encoders of different scales share an axis).
+    ``curves[encoder] = {"true": [...], "latent": [...], "spearman": optional float}``. Latent
+    distances are divided by each encoder's largest one, so encoders of different scales share an
+    axis; faint dots are the individual (state, goal) pairs, the line the mean per bin of true distance.
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, c in curves.items():
-        t, l = np.asarray(c["true"]), np.asarray(c["latent"])
-        order = np.argsort(t)
-        ax.plot(t[order], l[order] / max(l.max(), 1e-12), ".-", ms=3, label=name)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (name, c) in enumerate(curves.items()):
+        t, l = np.asarray(c["true"], float), np.asarray(c["latent"], float)
+        l = l / max(l.max(), 1e-12)
+        colour = f"C{i}"
+        ax.scatter(t, l, s=4, alpha=0.15, color=colour, linewidths=0)
+        edges = np.linspace(t.min(), t.max(), bins + 1)
+        which = np.clip(np.digitize(t, edges[1:-1]), 0, bins - 1)
+        centres = [t[which == b].mean() for b in range(bins) if np.any(which == b)]
+        means = [l[which == b].mean() for b in range(bins) if np.any(which == b)]
+        label = name if c.get("spearman") is None else f"{name} (Spearman {c['spearman']:.2f})"
+        ax.plot(centres, means, "o-", ms=3, color=colour, label=label)
     ax.set_xlabel("true distance to goal")
     ax.set_ylabel("latent distance to goal (normalised)")
     ax.set_title(title)

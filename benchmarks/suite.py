@@ -649,7 +649,8 @@ def write_suite_report(run: Path, bench: dict, cfg, seconds: float, device: str)
         if p is None:
             continue
         monot[f"{p['env']}/{p['encoder']}"] = {"spearman": p["spearman"], "rising_fraction": p["rising_fraction"]}
-        curves_by_env.setdefault(p["env"], {})[p["encoder"]] = {"true": p["true"], "latent": p["latent"]}
+        curves_by_env.setdefault(p["env"], {})[p["encoder"]] = {"true": p["true"], "latent": p["latent"],
+                                                                 "spearman": p["spearman"]}
     figures = {}
     if any(r.get("status") == "ok" and r.get("plan_time_ms") not in (None, "") for r in rows):
         plot_success_vs_time(rows, run / "success_vs_time.png")
