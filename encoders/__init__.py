@@ -72,7 +72,8 @@ def encoder_status() -> list[dict]:
     """One row per backend for ``wmpc info``: name, whether weights are available and where.
 
     Backend modules may define ``weights_status() -> list[dict]`` with keys
-    ``name``, ``available`` (bool) and ``detail`` (str).
+    ``name``, ``available`` (bool), ``detail`` (str) and optionally ``status`` (a word shown
+    instead of available / not, e.g. ``"trainable"``).
     """
     _load_backends()
     rows = []

@@ -218,6 +218,6 @@ def build_trainable(cls: type[TrainableEncoder], checkpoint: str | os.PathLike |
 
 def trainable_status(name: str) -> list[dict]:
     """``weights_status`` row for a trainable backend (weights come from a checkpoint file)."""
-    return [{"name": name, "available": True,
-             "detail": f"trainable: `wmpc train-encoder encoder={name} data=DIR out=DIR`, then "
+    return [{"name": name, "available": False, "status": "trainable",
+             "detail": f"`wmpc train-encoder encoder={name} data=DIR out=DIR`, then "
                        f"checkpoint=OUT/encoder.safetensors (weights='random' for untrained)"}]

@@ -93,7 +93,7 @@ def info_command(argv: list[str]) -> int:
         if row is None:
             print(f"  {name:24s} ok")
         else:
-            mark = "weights available" if row["available"] else "no weights"
+            mark = row.get("status") or ("weights available" if row["available"] else "no weights")
             print(f"  {name:24s} {mark}: {row['detail']}")
     print("\nenvs: " + ", ".join(envs.list_envs()))
     print("commands: " + ", ".join(sorted(_commands())))
