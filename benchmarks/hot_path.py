@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of sections to skip: plans,switches,memory,planners")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per CPU measurement")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
+    ap.add_argument("--in-process", action="store_true",
+                    help="measure in this process (CPU peak memory then covers everything so far)")
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure:
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and not torch.cuda.is_available():
         print("--device cuda but torch sees no GPU", file=sys.stderr)
         return 2
-    isolate = not cuda
+    isolate = not cuda and not args.in_process
     threads = args.threads or torch.get_num_threads()
     skip = set(filter(None, args.skip.split(",")))
     parse = lambda s: tuple(int(v) for v in s.lower().split("x"))  # noqa: E731
@@ -321,34 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"           rollout rate {tflops:.1f} TFLOP/s (analytic FLOPs {w_roll['flops']:.3g}){frac}")
                 results[f"{size}_rollout"]["tflops"] = tflops
 
-    # 2. switches, each on its own (dino_wm rollout)
-    if "switches" not in skip:
-        S = 300 if cuda else (8 if args.quick else 30)
-        print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}")
-        base = {"size": "dino_wm", "batch": 1, "samples": S, "warmup": 1, "repeat": 3 if cuda else 1}
-        cases = [("uncached (full history, context per candidate)", {"kind": "rollout", "options": {"use_cache": False}}),
-                 ("KV cache, context per candidate", {"kind": "rollout_no_sharing"}),
-                 ("KV cache + prefix sharing (default)", {"kind": "rollout"})]
-        if cuda:
-            cases.append(("  + bf16 autocast", {"kind": "rollout", "predictor": {"autocast_bf16": True}}))
-        cases.append(("  + torch.compile", {"kind": "rollout", "predictor": {"compile": True}}))
-        if cuda:
-            cases.append(("  + bf16 + compile", {"kind": "rollout",
-                                                 "predictor": {"autocast_bf16": True, "compile": True}}))
-        sw = {}
-        for label, extra in cases:
-            sw[label] = run({**base, **extra})
-        results["switches"] = sw
-        ref_of = {1: 0, 2: 1, 3: 2, 4: 2, 5: 3 if cuda else 2}
-        labels = list(sw)
-        for i, label in enumerate(labels):
-            r = sw[label]
-            prev = sw[labels[ref_of[i]]] if i else None
-            extra = f"  switch alone {_ratio(prev, r)}" if prev is not None else ""
-            first = f" (first call {r['first_s']:.1f} s)" if "error" not in r and "compile" in label else ""
-            print(f"  {label:48s} {_fmt_s(r)} {_fmt_mb(r)}{extra}{first}")
-
-    # 3. memory bound: many candidates under a budget
+    # 2. memory bound: many candidates under a budget
     if "memory" not in skip:
         S = 300 if not args.quick else 16
         budget = 512 if not cuda else 2048
@@ -360,10 +335,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  unchunked {_fmt_s(un)} {_fmt_mb(un)}")
         print(f"  chunked   {_fmt_s(ch)} {_fmt_mb(ch)}  ({ch.get('chunk')} candidates per chunk)")
 
-    # 4. planners: overhead and rollouts to a cost
+    # 3. planners: overhead and rollouts to a cost
     if "planners" not in skip:
         from benchmarks import planner_stats
         results["planners"] = planner_stats.report(device, quick=args.quick)
+
+    # 4. switches, each on its own (dino_wm rollout)
+    if "switches" not in skip:
+        S = 300 if cuda else (8 if args.quick else 30)
+        print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}")
+        base = {"size": "dino_wm", "batch": 1, "samples": S, "warmup": 1, "repeat": 3 if cuda else 1}
+        cases = [("uncached (full history, context per candidate)", {"kind": "rollout", "options": {"use_cache": False}}),
+                 ("KV cache, context per candidate", {"kind": "rollout_no_sharing"}),
+                 ("KV cache + prefix sharing (default)", {"kind": "rollout"})]
+        if cuda:
+            cases.append(("  + bf16 autocast", {"kind": "rollout", "predictor": {"autocast_bf16": True}}))
+        if cuda:  # one compiled case per device (compilation takes a while)
+            cases.append(("  + bf16 + torch.compile", {"kind": "rollout",
+                                                       "predictor": {"autocast_bf16": True, "compile": True}}))
+        else:
+            cases.append(("  + torch.compile", {"kind": "rollout", "predictor": {"compile": True}}))
+        sw = {}
+        for label, extra in cases:
+            sw[label] = run({**base, **extra})
+        results["switches"] = sw
+        ref_of = {1: 0, 2: 1, 3: 2, 4: 3 if cuda else 2}  # the case without the switch
+        labels = list(sw)
+        for i, label in enumerate(labels):
+            r = sw[label]
+            prev = sw[labels[ref_of[i]]] if i else None
+            extra = f"  switch alone {_ratio(prev, r)}" if prev is not None else ""
+            first = f" (first call {r['first_s']:.1f} s)" if "error" not in r and "compile" in label else ""
+            print(f"  {label:48s} {_fmt_s(r)} {_fmt_mb(r)}{extra}{first}")
 
     if args.json:
         with open(args.json, "w") as f:
