@@ -163,3 +163,21 @@ def test_latent_probe_of_a_position_encoder_is_monotone():
                                [[[0.1, 0.45], [0.9, 0.45]], [[0.25, 0.1], [0.25, 0.9]]], points=9)
     assert len(probe["true"]) == len(probe["latent"]) == 2 * 3 * 9
     assert probe["spearman"] > 0.95 and probe["rising_fraction"] == 1.0
+
+
+def test_bench_command_sweeps_cells_into_one_run_folder(tmp_path):
+    tiny = ["bench.envs.wall.data.episodes=4", "bench.envs.wall.data.steps=10", "bench.envs.wall.options.image_size=32",
+            "bench.train.steps=2", "bench.train.batch_size=8", "bench.train.val_every=2", "bench.train.ckpt_every=2",
+            "bench.train.eval_windows=4", "bench.encoders.vae.train.steps=2", "bench.encoders.jepa.train.steps=2",
+            "bench.encoders.vae.options.width=4", "bench.encoders.jepa.options.width=4",
+            "bench.planners.cem.samples=4", "bench.planners.cem.iterations=1", "bench.eval.episodes=1",
+            "bench.eval.steps=2", "bench.eval.batch_envs=1", "bench.eval.videos=0", "bench.baselines=[random]",
+            "jobs=1", "workers=1", "device=cpu"]
+    rc = suite.bench_command(["-m", "suite=quick", "env=wall", "encoder=vae,jepa", "planner=cem",
+                              f"out={tmp_path}", *tiny])
+    assert rc == 0
+    cells = sorted(p.name for p in (tmp_path / "cells").glob("*.json"))
+    assert cells == ["wall__jepa__cem.json", "wall__random__none.json", "wall__vae__cem.json"]
+    assert (tmp_path / "jobs" / "0").is_dir() and (tmp_path / "jobs" / "1").is_dir()
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["encoder"] for r in rows} == {"vae", "jepa", "(random actions)"}
