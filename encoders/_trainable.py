@@ -44,6 +44,11 @@ class TrainableEncoder(Encoder):
     def __init__(self, config: dict):
         super().__init__(config["image_size"])
         self.config = dict(config)
+        # Token standardisation, set from training frames when training ends (identity until then):
+        # encode() returns (forward_tokens - token_shift) / token_scale, so world models and planners
+        # see unit-scale tokens whatever scale the backend's loss left them at.
+        self.register_buffer("token_shift", torch.zeros(int(config.get("dim", 1))))  # (D,)
+        self.register_buffer("token_scale", torch.ones(1))  # (1,): one scale keeps distances' shape
 
     @property
     def variant(self) -> str:  # type: ignore[override]
@@ -65,6 +70,22 @@ class TrainableEncoder(Encoder):
         self.train()
         return self
 
+    def encode(self, images) -> torch.Tensor:
+        """Images -> standardised tokens ``(B, N, D)``: ``(forward_tokens - token_shift) / token_scale``."""
+        return (super().encode(images) - self.token_shift) / self.token_scale
+
+    @torch.no_grad()
+    def set_token_stats(self, tokens: torch.Tensor) -> None:
+        """Standardise :meth:`encode` with raw tokens ``(M, N, D)`` of training frames (``forward_tokens``).
+
+        ``token_shift`` becomes the per-dim mean; ``token_scale`` the root mean over dims of the
+        per-dim variance (one scale for all dims, so latent distances keep their shape).
+        """
+        z = tokens.detach().reshape(-1, tokens.shape[-1]).float()  # (M*N, D)
+        self.token_shift.copy_(z.mean(0))
+        self.token_scale.copy_(z.var(0).mean().sqrt().clamp_min(1e-8).reshape(1))
+        self._weights_digest = None
+
     def to_normalized(self, images) -> torch.Tensor:
         """Images (any accepted form) -> ``(B, 3, S, S)`` in [-1, 1] on the encoder's device."""
         return self.preprocess(images)
@@ -74,7 +95,9 @@ class TrainableEncoder(Encoder):
         return (x * 0.5 + 0.5).clamp(0.0, 1.0)
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Check ``tokens`` is ``(B, N, D)`` for this encoder; returns it on the encoder's device.
+        """Check ``tokens`` (as :meth:`encode` returns them) is ``(B, N, D)`` for this encoder.
+
+        Returns the raw tokens the decoder works on (standardisation undone), on the encoder's device.
 
         Raises:
             ValueError: wrong rank or shape.
@@ -84,7 +107,7 @@ class TrainableEncoder(Encoder):
             got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"expected tokens of shape (B, {self.num_tokens}, {self.dim}) as returned by "
                              f"encode(); got {got}")
-        return tokens.to(self.device, torch.float32)
+        return tokens.to(self.device, torch.float32) * self.token_scale + self.token_shift
 
     @staticmethod
     def foreground_weights(x: torch.Tensor, fg_weight: float, threshold: float = 0.1) -> torch.Tensor | None:
@@ -185,6 +208,7 @@ class TrainableEncoder(Encoder):
         config.update({k: v for k, v in options.items() if k not in cls.ARCH_KEYS})
         enc = cls(**config)
         missing, unexpected = enc.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in ("token_shift", "token_scale")]  # older files: identity
         shape_bad = [k for k, v in enc.state_dict().items() if k in state and state[k].shape != v.shape]
         if missing or unexpected or shape_bad:
             raise ValueError(f"encoder checkpoint {str(path)!r} does not fit its config (missing {missing}, "

@@ -144,6 +144,14 @@ def _resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def _set_token_stats(enc, batch_fn: Callable[[np.random.Generator], tuple], seed: int, batches: int = 16) -> None:
+    """Standardise the encoder's tokens with ``batches`` training batches (first item: frames)."""
+    rng = np.random.default_rng(seed + 1)
+    with torch.no_grad():
+        z = torch.cat([enc.forward_tokens(batch_fn(rng)[0]) for _ in range(batches)])  # (M, N, D)
+    enc.set_token_stats(z)
+
+
 # --- the loop ----------------------------------------------------------------------------------------
 def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps: int, lr: float,
          save_every: int, seed: int, progress: bool, preview: np.ndarray | None, info: dict) -> Path:
@@ -187,6 +195,7 @@ def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
         if step % save_every == 0 and step != steps:
             write_outputs(step)
+    _set_token_stats(enc, batch_fn, seed)
     write_outputs(steps)
     _plot_loss(out / "loss.png", losses)
     if preview is not None:

@@ -278,3 +278,33 @@ def test_train_encoder_command(dots, tmp_path):
     with pytest.raises(ValueError, match="train-encoder trains one of"):
         from mpc.train_encoder import train_encoder
         train_encoder("dinov2", dots, tmp_path / "x", steps=1)
+
+
+@pytest.mark.parametrize("name", ["vae", "jepa"])
+def test_trained_tokens_are_standardised(name, dots, tmp_path):
+    from mpc.train_encoder import load_frames, train_encoder
+
+    ckpt = train_encoder(name, dots, tmp_path / name, steps=3, batch_size=16,
+                         encoder_options=dict(SMALL[name], image_size=SIZE), progress=False)
+    enc = encoders.make_encoder(name, checkpoint=ckpt)
+    frames = load_frames(dots)
+    z = enc.encode(frames).reshape(-1, enc.dim)  # standardised
+    assert z.mean(0).abs().max() < 0.3 and z.var(0).mean().sqrt().item() == pytest.approx(1.0, abs=0.2)
+    with torch.no_grad():
+        raw = enc.forward_tokens(enc.preprocess(frames)).reshape(-1, enc.dim)
+    assert torch.allclose(z * enc.token_scale + enc.token_shift, raw, atol=1e-4)
+    assert torch.allclose(enc.check_tokens(enc.encode(frames[:4])), raw[:4].view(4, 1, -1), atol=1e-4)
+
+
+def test_checkpoint_without_token_stats_loads_as_identity(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    enc = _make("vae")
+    path = enc.save(tmp_path / "enc.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("token_")}
+    save_file(state, str(path), metadata=meta)  # as written before tokens were standardised
+    old = encoders.make_encoder("vae", checkpoint=path)
+    assert torch.equal(old.token_shift, torch.zeros(8)) and torch.equal(old.token_scale, torch.ones(1))
