@@ -39,8 +39,9 @@ from mpc.objectives import make_objective
 from mpc.world_model import WorldModel, config_from_preset, load_preset
 
 A, P, H, T = 2, 4, 5, 3  # env action dim, proprio dim, horizon, context frames
+# the tiny preset is meant for 64-token latents (configs/model/tiny.yaml)
 SIZES = {  # name -> preset and latent shape
-    "tiny": {"preset": "tiny", "N": 16, "D": 32, "what": "tiny preset, 16 x 32 tokens (VAE grid)"},
+    "tiny": {"preset": "tiny", "N": 64, "D": 32, "what": "tiny preset, 64 x 32 tokens (VAE 8 x 8 grid)"},
     "dino_wm": {"preset": "dino_wm", "N": 196, "D": 384,
                 "what": "dino_wm preset, 196 x 384 tokens (DINOv2 ViT-S/14 at 224 px)"},
 }
@@ -48,12 +49,12 @@ PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense tensor
 
 
 # --- building blocks ---------------------------------------------------------------------------
-def build_model(size: str, device, **predictor) -> WorldModel:
-    """A randomly initialised world model of ``size`` (see ``SIZES``) with predictor overrides."""
+def build_model(size: str, device, tokens: int | None = None, **predictor) -> WorldModel:
+    """A randomly initialised world model of ``size`` (see ``SIZES``; ``tokens`` overrides N)."""
     spec = SIZES[size]
     pre = load_preset(spec["preset"])
     pre["predictor"].update(dropout=0.0, **predictor)
-    cfg = config_from_preset(pre, num_tokens=spec["N"], token_dim=spec["D"], env_action_dim=A,
+    cfg = config_from_preset(pre, num_tokens=tokens or spec["N"], token_dim=spec["D"], env_action_dim=A,
                              proprio_dim=P)
     torch.manual_seed(0)
     return WorldModel(cfg).to(device).eval()
@@ -247,9 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dino-plan", default=None, help="SxI of the dino_wm plan (CPU default 30x2, CUDA 300x30)")
     ap.add_argument("--ref-dino-iters", type=int, default=None,
                     help="iterations the reference's dino_wm plan actually runs (time scaled to the plan's)")
+    ap.add_argument("--ref-tiny-iters", type=int, default=None,
+                    help="iterations the reference's tiny plan actually runs (time scaled to the plan's)")
+    ap.add_argument("--switch-samples", type=int, default=None, help="S of the switch table (CPU 10, CUDA 300)")
+    ap.add_argument("--memory-samples", type=int, default=None, help="S of the memory-bound case (CPU 32, CUDA 300)")
     ap.add_argument("--tiny-plan", default=None, help="SxI of the tiny plan (default 300x30)")
     ap.add_argument("--envs", type=int, default=4, help="envs planned at once at tiny size")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: plans,switches,memory,planners")
+    ap.add_argument("--only", default="", help="comma list of the only sections to run")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per CPU measurement")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     ap.add_argument("--in-process", action="store_true",
@@ -268,10 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     isolate = not cuda and not args.in_process
     threads = args.threads or torch.get_num_threads()
     skip = set(filter(None, args.skip.split(",")))
+    if args.only:
+        skip |= {"plans", "switches", "memory", "planners"} - set(args.only.split(","))
     parse = lambda s: tuple(int(v) for v in s.lower().split("x"))  # noqa: E731
-    dino_S, dino_I = parse(args.dino_plan or ("300x30" if cuda else ("8x1" if args.quick else "30x2")))
+    dino_S, dino_I = parse(args.dino_plan or ("300x30" if cuda else ("8x1" if args.quick else "10x2")))
     tiny_S, tiny_I = parse(args.tiny_plan or ("64x3" if args.quick else "300x30"))
     ref_dino_I = min(args.ref_dino_iters or dino_I, dino_I)
+    ref_tiny_I = min(args.ref_tiny_iters or tiny_I, tiny_I)
     B = args.envs
     common = {"device": str(device), "threads": threads if not cuda else None}
     results: dict = {"device": str(device), "threads": threads, "torch": torch.__version__}
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. plans and rollouts, wmpc against the reference
     if "plans" not in skip:
         print(f"\n## CEM plan (horizon {H}) and one rollout: wmpc vs reference (best of the timed calls)")
-        rows = [("dino_wm", 1, dino_S, dino_I, ref_dino_I), ("tiny", B, tiny_S, tiny_I, tiny_I)]
+        rows = [("dino_wm", 1, dino_S, dino_I, ref_dino_I), ("tiny", B, tiny_S, tiny_I, ref_tiny_I)]
         for size, b, S, I, rI in rows:
             topk = max(2, min(30, S // 10))
             wm_opts = {"autocast_bf16": True} if cuda else {}
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. memory bound: many candidates under a budget
     if "memory" not in skip:
-        S = 300 if not args.quick else 16
+        S = args.memory_samples or (300 if cuda else (16 if args.quick else 32))
         budget = 512 if not cuda else 2048
         print(f"\n## Memory bound: dino_wm rollout, 1 env, S = {S}, H = {H}, memory_budget_mb = {budget}")
         base = {"size": "dino_wm", "batch": 1, "samples": S, "kind": "rollout"}
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. switches, each on its own (dino_wm rollout)
     if "switches" not in skip:
-        S = 300 if cuda else (8 if args.quick else 30)
+        S = args.switch_samples or (300 if cuda else (8 if args.quick else 10))
         print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}")
         base = {"size": "dino_wm", "batch": 1, "samples": S, "warmup": 1, "repeat": 3 if cuda else 1}
         cases = [("uncached (full history, context per candidate)", {"kind": "rollout", "options": {"use_cache": False}}),

@@ -1,6 +1,6 @@
 """Planner overhead and rollouts-to-a-cost on the tiny world model's latent cost (used by hot_path).
 
-For each registered sampling/gradient planner on the ``tiny`` size (random weights, 4 envs):
+For each registered sampling/gradient planner on the ``tiny`` preset (16 tokens, random weights, 4 envs):
 
 * planner-only time per iteration (cost ``actions.sum``, no model) against the time per iteration
   with the world-model rollout + latent MSE as the cost: the planner's own share of an iteration;
@@ -23,11 +23,12 @@ from mpc.objectives import make_objective
 __all__ = ["report", "PLANNERS"]
 
 TARGET_FRACTION = 0.05
-PLANNERS = {  # name -> options (iteration budgets kept equal-ish: about 3000 rollouts per env)
-    "cem": {"samples": 300, "iterations": 10, "topk": 30},
-    "icem": {"samples": 300, "iterations": 10, "topk": 30},
-    "mppi": {"samples": 300, "iterations": 10, "elites": 30},
-    "cem_gd": {"samples": 300, "iterations": 8, "topk": 30, "refine": 4, "steps": 20},
+TOKENS = 16  # the tiny preset on 16 tokens (4 x 4 grid) keeps this table quick on a CPU
+PLANNERS = {  # name -> options (budgets kept equal-ish: about 1000 rollouts per env)
+    "cem": {"samples": 100, "iterations": 10, "topk": 10},
+    "icem": {"samples": 100, "iterations": 10, "topk": 10, "min_samples": 20},
+    "mppi": {"samples": 100, "iterations": 10, "elites": 10},
+    "cem_gd": {"samples": 100, "iterations": 8, "topk": 10, "refine": 4, "steps": 5},
     "gd": {"restarts": 8, "steps": 100},
 }
 QUICK = {"cem": {"samples": 32, "iterations": 3, "topk": 4},
@@ -56,7 +57,7 @@ def report(device, quick: bool = False, envs: int = 4) -> dict:
     from mpc.planners import make_planner
 
     device = torch.device(device)
-    model = build_model("tiny", device)
+    model = build_model("tiny", device, tokens=TOKENS)
     B = envs
     x = make_inputs(model, B, 1, seed=1)
     objective = make_objective("last")
@@ -76,7 +77,7 @@ def report(device, quick: bool = False, envs: int = 4) -> dict:
         return actions.sum((-1, -2))
 
     table = QUICK if quick else PLANNERS
-    print(f"\n## Planners on the tiny model's latent cost ({B} envs, H = {H}); target cost "
+    print(f"\n## Planners on the tiny model's latent cost ({TOKENS} tokens, {B} envs, H = {H}); target cost "
           f"{target:.4g} = {TARGET_FRACTION:g} x median random cost")
     print(f"  {'planner':8s} {'iters':>5s} {'rollouts':>8s} {'planner-only':>13s} {'with model':>11s} "
           f"{'overhead':>8s} {'rollouts to target':>19s} {'final cost':>10s}")

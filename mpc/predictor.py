@@ -182,10 +182,16 @@ class Attention(nn.Module):
         """
         *batch, M, W = x.shape
         h = self.heads
-        qkv = self.qkv(x).unflatten(-1, (3, h, W // h))  # (*batch, M, 3, h, hd)
-        q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)  # each (*batch, h, M, hd)
-        if rope is not None:
-            q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
+        if rope is not None and cos.shape[-2] == 1:
+            # every token sits at the same frame: rotating q and k equals rotating the q/k rows of
+            # the projection once ((3W, W) numbers) instead of the (*batch, h, M, hd) activations
+            qkv = F.linear(x, *self._rotated_qkv(rope, cos, sin)).unflatten(-1, (3, h, W // h))
+            q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)  # each (*batch, h, M, hd)
+        else:
+            qkv = self.qkv(x).unflatten(-1, (3, h, W // h))  # (*batch, M, 3, h, hd)
+            q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)  # each (*batch, h, M, hd)
+            if rope is not None:
+                q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
         if past:
             shape = (*batch, h, -1, W // h)
             keys = torch.cat([pk.expand(shape) for pk, _ in past] + [k], dim=-2)  # (*batch, h, Mk, hd)
@@ -200,6 +206,17 @@ class Attention(nn.Module):
                                              attn_mask=mask, dropout_p=drop)
         out = out.unflatten(0, q.shape[:-3]).movedim(-3, -2).flatten(-2)  # (*batch, M, W)
         return self.proj_drop(self.proj(out)), k, v
+
+    def _rotated_qkv(self, rope: FrameRope, cos, sin):
+        """The qkv weight ``(3W, W)`` and bias ``(3W,)`` with the q and k rows rotated to one frame."""
+        w, b = self.qkv.weight, self.qkv.bias
+        W = w.shape[1]
+        hd = W // self.heads
+        wqk = w[:2 * W].unflatten(0, (2, self.heads, hd)).transpose(-1, -2)  # (2, h, W, hd)
+        bqk = b[:2 * W].unflatten(0, (2, self.heads, 1, hd))  # (2, h, 1, hd)
+        wqk = rope.rotate(wqk, cos, sin).transpose(-1, -2).flatten(0, 2)  # (2W, W)
+        bqk = rope.rotate(bqk, cos, sin).flatten()  # (2W,)
+        return torch.cat([wqk, w[2 * W:]]), torch.cat([bqk, b[2 * W:]])
 
 
 class Block(nn.Module):
@@ -360,7 +377,7 @@ class TransformerPredictor(nn.Module):
         """
         x = self.embed(z, proprio, actions)  # (B, S, N, W)
         pos = cache["pos"]
-        cos, sin = self._angles(pos.reshape(1))
+        cos, sin = self.rope.angles(pos.reshape(1))  # (1, rot/2): one frame index for all tokens
         frames = cache["frames"]
         new = []
         for i, blk in enumerate(self.blocks):

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mpc.predictor import PredictorConfig, make_predictor, sdpa_context
+from mpc.rollout_utils import candidate_chunk
 
 __all__ = ["WorldModelConfig", "WorldModel", "FORMAT_VERSION", "RUNTIME_OPTIONS", "load_preset",
            "config_from_preset"]
@@ -193,6 +194,10 @@ class WorldModel(nn.Module):
         if encoder is not None:
             self.attach_encoder(encoder)
         self._compiled_step = None
+        # memory bound of the rollout (runtime settings, not saved): candidates per env are split
+        # into chunks so that B x chunk <= max_batch and the estimated working memory fits the budget
+        self.max_batch: int | None = None
+        self.memory_budget_mb: float | str | None = "auto"
 
     # --- properties ---
     action_dim = property(lambda self: self.config.action_dim, doc="Am = frameskip * A")
@@ -362,7 +367,8 @@ class WorldModel(nn.Module):
             self._compiled_step = torch.compile(self.predictor.step, dynamic=False)
         return self._compiled_step
 
-    def rollout(self, z_context, proprio_context, actions, past_actions=None, use_cache: bool = True):
+    def rollout(self, z_context, proprio_context, actions, past_actions=None, use_cache: bool = True,
+                max_batch: int | None = None, memory_budget_mb: float | str | None = None):
         """Roll ``S`` candidate action sequences forward ``H`` steps from a context of T frames.
 
         Args:
@@ -374,6 +380,11 @@ class WorldModel(nn.Module):
                 frames (zeros when None).
             use_cache: reuse per-frame K/V (rope transformer, mlp, gru) and compute the context once
                 per env; False recomputes the full history each step (reference semantics).
+            max_batch: run at most this many rollouts (B x candidates) at once (default
+                ``self.max_batch``, None: no cap).
+            memory_budget_mb: working-memory budget in MiB, ``"auto"`` (half of what the device
+                has available) or None (default ``self.memory_budget_mb``, ``"auto"``). Candidates
+                are split into chunks along S (see :mod:`mpc.rollout_utils`); results are the same.
 
         Returns:
             ``(z_pred, proprio_pred)``: ``(S, H, N, D)`` / ``(B, S, H, N, D)`` predicted tokens of
@@ -412,13 +423,23 @@ class WorldModel(nn.Module):
         a = self._norm_actions(actions)  # (B, S, H, Am)
         pcfg = self.config.predictor
         cacheable = pcfg.kind != "transformer" or pcfg.time_encoding == "rope"
+        if use_cache and cacheable:
+            run = self._rollout_cached
+        elif pcfg.kind == "transformer" and pcfg.time_encoding == "absolute":
+            run = self._rollout_window
+        else:
+            run = self._rollout_full
+        bf16 = pcfg.autocast_bf16 and self.device.type == "cuda"
+        chunk = candidate_chunk(self.config, B, S, T, H,
+                                max_batch=self.max_batch if max_batch is None else max_batch,
+                                memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
+                                                  else memory_budget_mb),
+                                use_cache=run is self._rollout_cached, dtype_bytes=2 if bf16 else 4,
+                                device=self.device)
         with self._run_ctx():
-            if use_cache and cacheable:
-                zs, ps = self._rollout_cached(z_context, pc, pa, a)
-            elif pcfg.kind == "transformer" and pcfg.time_encoding == "absolute":
-                zs, ps = self._rollout_window(z_context, pc, pa, a)
-            else:
-                zs, ps = self._rollout_full(z_context, pc, pa, a)
+            parts = [run(z_context, pc, pa, part) for part in torch.split(a, chunk, dim=1)]
+        zs = parts[0][0] if len(parts) == 1 else torch.cat([z for z, _ in parts], 1)
+        ps = parts[0][1] if len(parts) == 1 else torch.cat([p for _, p in parts], 1)
         z_pred = zs.float()  # (B, S, H, N, D)
         p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P)
         if not batched:

@@ -16,7 +16,7 @@ from mpc.world_model import config_from_preset
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_model("tiny", "cpu")
+    return build_model("tiny", "cpu", tokens=16)
 
 
 def test_chunked_rollout_equals_unchunked(tiny):
@@ -98,3 +98,17 @@ def test_compiled_rollout_equals_eager():
             pytest.skip(f"torch.compile (inductor) cannot compile here: {type(e).__name__}: {e}")
     torch.testing.assert_close(z2, z1, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(p2, p1, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "uncached"])
+def test_rollout_memory_bound_options_keep_results(tiny, use_cache):
+    x = make_inputs(tiny, batch=2, samples=5)
+    with torch.no_grad():
+        z1, p1 = tiny.rollout(x["zc"], x["pc"], x["actions"], x["pa"], use_cache=use_cache,
+                              memory_budget_mb=None)
+        for opts in ({"max_batch": 2}, {"max_batch": 7}, {"memory_budget_mb": 1e-3}):
+            z2, p2 = tiny.rollout(x["zc"], x["pc"], x["actions"], x["pa"], use_cache=use_cache, **opts)
+            torch.testing.assert_close(z2, z1, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(p2, p1, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="max_batch"):
+        tiny.rollout(x["zc"], x["pc"], x["actions"], x["pa"], max_batch=0)
