@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             r_plan = run({"size": size, "kind": "ref_plan", "batch": b, "samples": S, "iterations": rI,
                           "topk": topk})
             if "error" not in r_plan and rI != I:
-                r_plan = {**r_plan, "seconds": r_plan["seconds"] * I / rI, "scaled_from_iters": rI}
+                r_plan = {**r_plan, "seconds": r_plan["seconds"] * I / rI, "cpu_s": r_plan["cpu_s"] * I / rI,
+                          "scaled_from_iters": rI}
             w_roll = run({"size": size, "kind": "rollout", "batch": b, "samples": S,
                           "predictor": wm_opts, "warmup": 1, "repeat": 3 if cuda else 1})
             r_roll = run({"size": size, "kind": "ref_rollout", "batch": b, "samples": S,
