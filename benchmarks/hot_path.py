@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.hot_path [--quick] [--device cuda] [--json OUT.json]``.
 
-In one run on one machine this prints, for the ``tiny`` size (tiny preset on 16 x 32 VAE-grid
+In one run on one machine this prints, for the ``tiny`` size (tiny preset on 64 x 32 VAE-grid
 latents, 4 envs at once) and the ``dino_wm`` size (196 tokens x 384, depth 6, 16 heads, MLP 2048):
 
 1. time and peak memory of a full CEM plan (S candidates x I iterations, horizon 5) and of one
