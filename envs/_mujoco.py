@@ -13,6 +13,8 @@ import weakref
 import mujoco
 import numpy as np
 
+from .base import GoalEnv
+
 __all__ = ["MujocoScene"]
 
 _LIVE: "weakref.WeakSet[MujocoScene]" = weakref.WeakSet()
@@ -118,3 +120,40 @@ class MujocoScene:
 
     def __del__(self) -> None:
         self.close()
+
+
+class MujocoGoalEnv(GoalEnv):
+    """GoalEnv hooks for a :class:`MujocoScene` whose state is ``qpos + qvel`` of 2 joints each.
+
+    Subclasses build ``self._scene`` and set ``physics_steps``; they add goal sampling, the
+    success distance and the oracle.
+    """
+
+    def _set_state(self, state: np.ndarray) -> None:
+        if state.shape != (4,):
+            raise ValueError(f"{type(self).__name__} state is qpos + qvel of shape (4,), got {state.shape}")
+        self._scene.set_qpos_qvel(state[:2], state[2:])
+
+    def _get_state(self) -> np.ndarray:
+        return np.concatenate([self._scene.data.qpos, self._scene.data.qvel])
+
+    def _apply_action(self, action: np.ndarray) -> None:
+        self._scene.step(action, self.physics_steps)
+
+    def _render(self) -> np.ndarray:
+        return self._scene.render()
+
+    def _proprio(self) -> np.ndarray:
+        return self._get_state().astype(np.float32)
+
+    def render_state(self, state: np.ndarray) -> np.ndarray:
+        """Render ``state`` (4,) on a separate MjData: the episode is not touched.
+
+        Returns:
+            uint8 (image_size, image_size, 3).
+        """
+        return self._scene.render(qpos=np.asarray(state, dtype=np.float64)[:2])
+
+    def close(self) -> None:
+        self._scene.close()
+

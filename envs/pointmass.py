@@ -9,13 +9,12 @@ import numpy as np
 from dm_control.suite import point_mass
 from gymnasium import spaces
 
-from ._mujoco import MujocoScene
-from .base import GoalEnv
+from ._mujoco import MujocoGoalEnv, MujocoScene
 
 __all__ = ["PointMassEnv"]
 
 
-class PointMassEnv(GoalEnv):
+class PointMassEnv(MujocoGoalEnv):
     """Reach a goal position with a point mass in a walled square arena.
 
     ## Description
@@ -101,40 +100,12 @@ class PointMassEnv(GoalEnv):
         zeros = np.zeros(2)
         return np.concatenate([start, zeros]), np.concatenate([goal, zeros])
 
-    def _set_state(self, state: np.ndarray) -> None:
-        if state.shape != (4,):
-            raise ValueError(f"PointMass state is qpos + qvel of shape (4,), got {state.shape}")
-        self._scene.set_qpos_qvel(state[:2], state[2:])
-
-    def _get_state(self) -> np.ndarray:
-        return np.concatenate([self._scene.data.qpos, self._scene.data.qvel])
-
-    def _apply_action(self, action: np.ndarray) -> None:
-        self._scene.step(action, self.physics_steps)
-
-    def _render(self) -> np.ndarray:
-        return self._scene.render()
-
-    def _proprio(self) -> np.ndarray:
-        return self._get_state().astype(np.float32)
-
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         return float(np.linalg.norm(np.asarray(state)[:2] - np.asarray(goal_state)[:2]))
 
     # --- public -----------------------------------------------------------------------
-    def render_state(self, state: np.ndarray) -> np.ndarray:
-        """Render ``state`` (4,) on a separate MjData: the episode is not touched.
-
-        Returns:
-            uint8 (image_size, image_size, 3).
-        """
-        return self._scene.render(qpos=np.asarray(state, dtype=np.float64)[:2])
-
     def oracle_action(self) -> np.ndarray:
         """A PD controller toward the goal position (float32 (2,), clipped to [-1, 1])."""
         state = self._get_state()
         error = self._goal_state[:2] - state[:2]
         return np.clip(60.0 * error - 3.0 * state[2:], -1.0, 1.0).astype(np.float32)
-
-    def close(self) -> None:
-        self._scene.close()

@@ -9,8 +9,7 @@ import numpy as np
 from dm_control.suite import reacher
 from gymnasium import spaces
 
-from ._mujoco import MujocoScene
-from .base import GoalEnv
+from ._mujoco import MujocoGoalEnv, MujocoScene
 
 __all__ = ["ReacherEnv", "joint_error"]
 
@@ -31,7 +30,7 @@ def joint_error(state: np.ndarray, goal_state: np.ndarray) -> np.ndarray:
     return np.stack([shoulder, diff[..., 1]], axis=-1)
 
 
-class ReacherEnv(GoalEnv):
+class ReacherEnv(MujocoGoalEnv):
     """Reach a goal configuration of a two-link planar arm.
 
     ## Description
@@ -116,35 +115,10 @@ class ReacherEnv(GoalEnv):
         zeros = np.zeros(2)
         return np.concatenate([start, zeros]), np.concatenate([goal, zeros])
 
-    def _set_state(self, state: np.ndarray) -> None:
-        if state.shape != (4,):
-            raise ValueError(f"Reacher state is qpos + qvel of shape (4,), got {state.shape}")
-        self._scene.set_qpos_qvel(state[:2], state[2:])
-
-    def _get_state(self) -> np.ndarray:
-        return np.concatenate([self._scene.data.qpos, self._scene.data.qvel])
-
-    def _apply_action(self, action: np.ndarray) -> None:
-        self._scene.step(action, self.physics_steps)
-
-    def _render(self) -> np.ndarray:
-        return self._scene.render()
-
-    def _proprio(self) -> np.ndarray:
-        return self._get_state().astype(np.float32)
-
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         return float(np.linalg.norm(joint_error(state, goal_state)))
 
     # --- public -----------------------------------------------------------------------
-    def render_state(self, state: np.ndarray) -> np.ndarray:
-        """Render ``state`` (4,) on a separate MjData: the episode is not touched.
-
-        Returns:
-            uint8 (image_size, image_size, 3).
-        """
-        return self._scene.render(qpos=np.asarray(state, dtype=np.float64)[:2])
-
     def oracle_action(self) -> np.ndarray:
         """A PD controller in joint space toward the goal (float32 (2,), clipped to [-1, 1])."""
         state = self._get_state()
@@ -152,6 +126,3 @@ class ReacherEnv(GoalEnv):
         return np.clip(self._KP * error - self._KD * state[2:], -1.0, 1.0).astype(np.float32)
 
     _KP, _KD = 10.0, 0.3
-
-    def close(self) -> None:
-        self._scene.close()
