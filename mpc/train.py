@@ -721,7 +721,9 @@ def train(cfg) -> Path:
         cfg = OmegaConf.create(cfg)
     ctx = setup_distributed(cfg.get("device"))
     try:
-        return Trainer(cfg, ctx).fit()
+        run_dir = Trainer(cfg, ctx).fit()
+        ctx.barrier()  # leave together: rank 0 holds the rendezvous store, it must not go first
+        return run_dir
     finally:
         ctx.close()
 

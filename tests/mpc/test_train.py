@@ -192,6 +192,7 @@ def _first_step_grads(rank: int, world: int, port: int, data: str, out: str, res
         if rank == 0:
             torch.save({n: p.grad.clone() for n, p in trainer.model.named_parameters()
                         if p.grad is not None}, result)
+        ctx.barrier()  # leave together: rank 0 holds the store, it must not exit first
     finally:
         ctx.close()
 
