@@ -15,7 +15,7 @@ import numpy as np
 
 from .base import GoalEnv
 
-__all__ = ["MujocoScene"]
+__all__ = ["MujocoScene", "MujocoGoalEnv", "free_renderer"]
 
 _LIVE: "weakref.WeakSet[MujocoScene]" = weakref.WeakSet()
 
@@ -24,6 +24,20 @@ _FLAGS_OFF = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION
 
 
 _ATEXIT_REGISTERED = False
+
+
+def free_renderer(renderer) -> None:
+    """Close a ``mujoco.Renderer`` (None is fine) with its own GL context current.
+
+    MjrContext.free() deletes GL objects in whichever context is current: making the renderer's
+    own context current first keeps another env's framebuffer with the same ids alive.
+    """
+    if renderer is None:
+        return
+    gl_context = getattr(renderer, "_gl_context", None)
+    if gl_context is not None:
+        gl_context.make_current()
+    renderer.close()
 
 
 def _close_all() -> None:
@@ -109,13 +123,7 @@ class MujocoScene:
     def close(self) -> None:
         """Free the GL context (safe to call twice)."""
         renderer, self._renderer = getattr(self, "_renderer", None), None
-        if renderer is not None:
-            # MjrContext.free() deletes GL objects in whichever context is current: make ours
-            # current first, or another env's framebuffer would be deleted with the same ids.
-            gl_context = getattr(renderer, "_gl_context", None)
-            if gl_context is not None:
-                gl_context.make_current()
-            renderer.close()
+        free_renderer(renderer)
         _LIVE.discard(self)
 
     def __del__(self) -> None:

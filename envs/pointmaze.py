@@ -22,6 +22,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
+from ._mujoco import free_renderer  # noqa: E402
 from .base import GoalEnv  # noqa: E402
 
 # gymnasium_robotics prints a notice about its Adroit envs to stderr on import; not used here.
@@ -218,13 +219,7 @@ class PointMazeEnv(GoalEnv):
     def close(self) -> None:
         """Free the GL context (safe to call twice)."""
         renderer, self._renderer = getattr(self, "_renderer", None), None
-        if renderer is not None:
-            # MjrContext.free() deletes GL objects in whichever context is current: make ours
-            # current first, or another env's framebuffer with the same ids would go instead.
-            gl_context = getattr(renderer, "_gl_context", None)
-            if gl_context is not None:
-                gl_context.make_current()
-            renderer.close()
+        free_renderer(renderer)
         _LIVE.discard(self)
 
     def __del__(self) -> None:
