@@ -52,6 +52,22 @@ def cem_loop(planner: Planner, run: Run, mean: torch.Tensor, std: torch.Tensor, 
     return elites, elite_cost
 
 
+def cem_options(samples, iterations, topk, var_scale, min_std) -> dict:
+    """Checked CEM options (shared by ``cem`` and ``cem_gd``).
+
+    Raises:
+        ValueError: non-positive values or ``topk > samples``.
+    """
+    opts = dict(samples=_positive_int("samples", samples, 2),
+                iterations=_positive_int("iterations", iterations),
+                topk=_positive_int("topk", topk, 2),
+                var_scale=_positive("var_scale", var_scale),
+                min_std=_positive("min_std", min_std, allow_zero=True))
+    if opts["topk"] > opts["samples"]:
+        raise ValueError(f"topk ({topk}) must not exceed samples ({samples})")
+    return opts
+
+
 @register_planner("cem")
 class CEM(Planner):
     """Cross-entropy method over (B, S, H, A) candidates.
@@ -74,15 +90,8 @@ class CEM(Planner):
                  samples: int = 300, iterations: int = 30, topk: int = 30,
                  var_scale: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)
-        self.samples = _positive_int("samples", samples, 2)
-        self.iterations = _positive_int("iterations", iterations)
-        self.topk = _positive_int("topk", topk, 2)
-        if self.topk > self.samples:
-            raise ValueError(f"topk ({topk}) must not exceed samples ({samples})")
-        self.var_scale = _positive("var_scale", var_scale)
-        self.min_std = _positive("min_std", min_std, allow_zero=True)
-        self.options = dict(samples=self.samples, iterations=self.iterations, topk=self.topk,
-                            var_scale=self.var_scale, min_std=self.min_std)
+        self.options = cem_options(samples, iterations, topk, var_scale, min_std)
+        vars(self).update(self.options)
 
     def _optimize(self, run: Run, init: torch.Tensor) -> dict:
         B, H, A = init.shape

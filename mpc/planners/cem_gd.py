@@ -11,7 +11,7 @@ import torch
 
 from . import register_planner
 from .base import Planner, Run
-from .cem import _positive, _positive_int, cem_loop
+from .cem import _positive, _positive_int, cem_loop, cem_options
 from .gd import _OPTIMIZERS, gradient_descent
 
 
@@ -39,13 +39,8 @@ class CEMGD(Planner):
                  min_std: float = 0.0, refine: int = 8, steps: int = 50, lr: float = 0.05,
                  optimizer: str = "adam", backtrack: bool = True):
         super().__init__(action_space, horizon, seed, device)
-        self.samples = _positive_int("samples", samples, 2)
-        self.iterations = _positive_int("iterations", iterations)
-        self.topk = _positive_int("topk", topk, 2)
-        if self.topk > self.samples:
-            raise ValueError(f"topk ({topk}) must not exceed samples ({samples})")
-        self.var_scale = _positive("var_scale", var_scale)
-        self.min_std = _positive("min_std", min_std, allow_zero=True)
+        cem = cem_options(samples, iterations, topk, var_scale, min_std)
+        vars(self).update(cem)
         self.refine = _positive_int("refine", refine)
         if self.refine > self.topk:
             raise ValueError(f"refine ({refine}) must not exceed topk ({topk})")
@@ -55,9 +50,8 @@ class CEMGD(Planner):
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
         self.optimizer = optimizer
         self.backtrack = bool(backtrack)
-        self.options = dict(samples=self.samples, iterations=self.iterations, topk=self.topk,
-                            var_scale=self.var_scale, min_std=self.min_std, refine=self.refine,
-                            steps=self.steps, lr=self.lr, optimizer=optimizer, backtrack=self.backtrack)
+        self.options = dict(cem, refine=self.refine, steps=self.steps, lr=self.lr, optimizer=optimizer,
+                            backtrack=self.backtrack)
 
     def _optimize(self, run: Run, init: torch.Tensor) -> dict:
         B, H, A = init.shape
