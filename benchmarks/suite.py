@@ -695,7 +695,7 @@ def translate_argv(argv: list[str]) -> list[str]:
 
 def bench_command(argv: list[str]) -> int:
     """``wmpc bench suite=<quick|dino_wm> [env=..] [encoder=..] [planner=..] [out=DIR]`` (hydra; ``-m`` sweeps)."""
-    from mpc.cli import hydra_command
+    from mpc.commands.cli import hydra_command
 
     def task(cfg):
         report = run_suite(cfg)

@@ -968,7 +968,7 @@ def _collect_task(cfg) -> Path:
 
 def collect_command(argv: list[str]) -> int:
     """``wmpc collect env=<name> episodes=N steps=T policy=uniform out=<dir> workers=K seed=S``."""
-    from mpc.cli import env_overrides, hydra_command
+    from mpc.commands.cli import env_overrides, hydra_command
 
     return hydra_command("collect", _collect_task, env_overrides(argv), "wmpc collect")
 
@@ -991,6 +991,6 @@ def _encode_task(cfg) -> Path:
 
 def encode_command(argv: list[str]) -> int:
     """``wmpc encode data=<dir> encoder=<name> dtype=float16``: fill the latent cache."""
-    from mpc.cli import hydra_command
+    from mpc.commands.cli import hydra_command
 
     return hydra_command("encode", _encode_task, argv, "wmpc encode")

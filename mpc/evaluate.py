@@ -203,7 +203,7 @@ def eval_command(argv: list[str]) -> int:
     """``wmpc eval env=<name> checkpoint=<path> planner=<name> episodes=50 steps=50``."""
     from omegaconf import OmegaConf
 
-    from .cli import env_overrides, hydra_command
+    from mpc.commands.cli import env_overrides, hydra_command
 
     def task(cfg):
         planner_cfg = OmegaConf.to_container(cfg.planner, resolve=True) if "planner" in cfg else {}

@@ -730,7 +730,7 @@ def train(cfg) -> Path:
 
 def train_command(argv: list[str]) -> int:
     """``wmpc train key=value ...`` (hydra over ``configs/train.yaml``)."""
-    from mpc.cli import hydra_command
+    from mpc.commands.cli import hydra_command
 
     def task(cfg):
         run = train(cfg)

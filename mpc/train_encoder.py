@@ -325,6 +325,6 @@ def _train_encoder_task(cfg) -> Path:
 
 def train_encoder_command(argv: list[str]) -> int:
     """``wmpc train-encoder encoder=<vae|diffusion|jepa> data=<dir> out=<dir> steps=N batch_size=B lr=LR``."""
-    from mpc.cli import hydra_command
+    from mpc.commands.cli import hydra_command
 
     return hydra_command("train_encoder", _train_encoder_task, argv, "wmpc train-encoder")

@@ -268,7 +268,7 @@ def test_jepa_embeddings_do_not_collapse(dots, tmp_path):
 
 
 def test_train_encoder_command(dots, tmp_path):
-    from mpc.cli import main
+    from mpc.commands.cli import main
 
     out = tmp_path / "cmd"
     rc = main(["train-encoder", "encoder=vae", f"data={dots}", f"out={out}", "steps=3", "batch_size=4",

@@ -1,13 +1,13 @@
 import subprocess
 import sys
 
-from mpc import cli
+from mpc.commands import cli
 
 GYM_ID = "tests.mpc.fake_envs:FakeGoal-v0"
 
 
 def _wmpc(*args):
-    return subprocess.run([sys.executable, "-m", "mpc.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "mpc.commands", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_help_lists_every_registered_command():

@@ -322,7 +322,7 @@ def test_split_is_disjoint_by_episode(dataset):
 # ----------------------------------------------------------------------------- commands
 def test_collect_cli_on_user_gym_id(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "mpc.cli", "collect", f"env={GYM_ID}", "episodes=3", "steps=6",
+    cmd = [sys.executable, "-m", "mpc.commands", "collect", f"env={GYM_ID}", "episodes=3", "steps=6",
            "policy=repeat", "+policy_options.k=2", "image_size=16", f"out={out}", "seed=3", "progress=false"]
     res = subprocess.run(cmd, env=SUBPROCESS_ENV, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]

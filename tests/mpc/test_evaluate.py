@@ -35,7 +35,7 @@ def wall_model(tmp_path):
 
 def test_eval_command_with_a_checkpoint_writes_results_and_video(tmp_path, wall_model):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "mpc.cli", "eval", "env=wall", f"checkpoint={wall_model}",
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_model}",
                         "planner=cem", "planner.samples=16", "planner.iterations=2", "planner.topk=4",
                         "episodes=3", "steps=4", "batch_envs=2", "videos=1", f"out={out}"],
                        capture_output=True, text=True, timeout=300)
@@ -49,7 +49,7 @@ def test_eval_command_with_a_checkpoint_writes_results_and_video(tmp_path, wall_
 
 def test_eval_baseline_through_the_same_command(tmp_path):
     out = tmp_path / "rand"
-    r = subprocess.run([sys.executable, "-m", "mpc.cli", "eval", "env=wall", "policy=oracle",
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", "policy=oracle",
                         "episodes=2", "steps=40", "videos=0", f"out={out}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "results.json").read_text())["success_rate"] == 1.0

@@ -21,7 +21,7 @@ import torch
 
 import encoders
 from encoders.base import Encoder
-from mpc.cli import CONFIG_DIR
+from mpc.commands.cli import CONFIG_DIR
 from tests.mpc.fake_envs import FakeGoalEnv
 
 ENV_ID = "tests.mpc.test_train:BlobGoal-v0"

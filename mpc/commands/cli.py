@@ -7,25 +7,18 @@ apps built with :func:`hydra_command`, so every config value is overridable as `
 """
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+from mpc._config import config_dir
+from mpc._io import package_version
+
+CONFIG_DIR = str(config_dir())
 
 
-def _version() -> str:
-    try:
-        return metadata.version("wmpc")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
-
-
-def _commands() -> dict[str, metadata.EntryPoint]:
+def commands() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group="wmpc.commands")}
 
 
@@ -70,55 +63,25 @@ def env_overrides(argv: list[str]) -> list[str]:
     return [a for a in out if a not in extra] + [f"+{a}" for a in extra]
 
 
-def info_command(argv: list[str]) -> int:
-    """``wmpc info``: versions, device, encoder backends and whether their weights are available."""
-    argparse.ArgumentParser(prog="wmpc info", description=info_command.__doc__).parse_args(argv)
-    import numpy
-    import torch
-
-    import encoders
-    import envs
-
-    print(f"wmpc {_version()}  (python {platform.python_version()}, {platform.system()} {platform.machine()})")
-    print(f"torch {torch.__version__}  numpy {numpy.__version__}")
-    if torch.cuda.is_available():
-        print(f"device: cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s))")
-    else:
-        print(f"device: cpu ({os.cpu_count()} cores; no CUDA device found)")
-    print(f"MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
-    print("\nencoders:")
-    status = {row["name"]: row for row in encoders.encoder_status()}
-    for name in encoders.list_encoders():
-        row = status.get(name)
-        if row is None:
-            print(f"  {name:24s} ok")
-        else:
-            mark = row.get("status") or ("weights available" if row["available"] else "no weights")
-            print(f"  {name:24s} {mark}: {row['detail']}")
-    print("\nenvs: " + ", ".join(envs.list_envs()))
-    print("commands: " + ", ".join(sorted(_commands())))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _commands()
+    registered = commands()
     usage = "wmpc <command> [key=value ...]\n\ncommands:\n" + "\n".join(
-        f"  {name}" for name in sorted(commands)) + "\n\n`wmpc <command> --help` shows a command's options."
+        f"  {name}" for name in sorted(registered)) + "\n\n`wmpc <command> --help` shows a command's options."
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("wmpc: model-predictive control in the latent space of a world model\n\nusage: " + usage)
         return 0
     if argv[0] in ("-V", "--version"):
-        print(f"wmpc {_version()}")
+        print(f"wmpc {package_version()}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in commands:
+    if name not in registered:
         import difflib
-        close = difflib.get_close_matches(name, list(commands), n=1)
+        close = difflib.get_close_matches(name, list(registered), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(f"wmpc: unknown command {name!r}.{hint}\n\nusage: {usage}", file=sys.stderr)
         return 2
-    fn = commands[name].load()
+    fn = registered[name].load()
     rc = fn(rest)
     return int(rc or 0)
 

@@ -1,0 +1,5 @@
+import sys
+
+from mpc.commands.cli import main
+
+sys.exit(main())

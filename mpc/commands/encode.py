@@ -1,0 +1,2 @@
+"""``wmpc encode``."""
+from mpc.data import encode_command as main  # noqa: F401

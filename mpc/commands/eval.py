@@ -1,0 +1,2 @@
+"""``wmpc eval``."""
+from mpc.evaluate import eval_command as main  # noqa: F401
