@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import warnings
 from typing import Any, Callable, Mapping
 
 from .base import Callback, CostFn, Planner, PlanResult, Run
@@ -26,6 +27,8 @@ __all__ = ["Planner", "PlanResult", "Run", "CostFn", "Callback", "make_planner",
 
 _REGISTRY: dict[str, tuple[Callable[..., Planner], dict[str, Any]]] = {}
 _BASE_ARGS = ("action_space", "horizon", "seed", "device")
+# option names of wmpc 0.1 -> their names now; accepted with a FutureWarning until wmpc 0.3
+RENAMED_OPTIONS = {"topk": "elites", "var_scale": "init_std", "alpha": "momentum"}
 
 
 def register_planner(name: str, **preset: Any):
@@ -68,6 +71,19 @@ def planner_options(name: str) -> dict[str, Any]:
     return {**opts, **preset}
 
 
+def _renamed(name: str, options: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """Map old option names (:data:`RENAMED_OPTIONS`) onto today's, with a FutureWarning."""
+    out = dict(options)
+    for old, new in RENAMED_OPTIONS.items():
+        if old in out and old not in known and new in known:
+            if new in out:
+                raise ValueError(f"planner {name!r} got both {old!r} and its new name {new!r}; keep {new!r}")
+            warnings.warn(f"planner option {old!r} is now called {new!r} (same meaning); the old name "
+                          "works until wmpc 0.3", FutureWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
+
+
 def make_planner(name: str, action_space, horizon: int = 5, seed: int = 0, device=None,
                  **options: Any) -> Planner:
     """Build a planner by name.
@@ -88,6 +104,7 @@ def make_planner(name: str, action_space, horizon: int = 5, seed: int = 0, devic
     """
     _check_name(name)
     known = planner_options(name)
+    options = _renamed(name, options, known)
     unknown = [k for k in options if k not in known]
     if unknown:
         hints = []
@@ -115,11 +132,9 @@ def make_planner_from_config(cfg: Mapping[str, Any], action_space, horizon: int 
         ValueError: missing ``name``, unknown planner or option.
     """
     cfg = dict(cfg.items()) if not isinstance(cfg, dict) else dict(cfg)
-    try:  # plain containers from an OmegaConf node
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-        cfg = {k: OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v for k, v in cfg.items()}
-    except ImportError:  # omegaconf is a dependency; plain dicts work without it
-        pass
+    from mpc._config import to_plain
+
+    cfg = {k: to_plain(v) for k, v in cfg.items()}
     if "name" not in cfg:
         raise ValueError(f"planner config needs a 'name' key (one of {', '.join(list_planners())}); got keys {sorted(cfg)}")
     name = cfg.pop("name")

@@ -1,7 +1,7 @@
 """Cross-entropy method (CEM), as used for latent planning in DINO-WM.
 
 Rubinstein 1999; DINO-WM (Zhou et al. 2024, https://arxiv.org/abs/2411.04983) defaults:
-300 samples, 30 iterations, top 30 elites, horizon 5, var_scale 1.
+300 samples, 30 iterations, top 30 elites, horizon 5, init_std 1.
 
 Each iteration samples S sequences around a per-problem Gaussian (mean (B, H, A), std (B, H, A)),
 clips them into the Box, keeps the current mean as candidate 0 (so an iteration never loses its
@@ -31,7 +31,7 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
 
 
 def cem_loop(planner: Planner, run: Run, mean: torch.Tensor, std: torch.Tensor, samples: int,
-             iterations: int, topk: int, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+             iterations: int, num_elites: int, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Run CEM iterations from ``mean``/``std`` (B, H, A); returns the last (elites, elite costs).
 
     Elites are (B, K, H, A) and their costs (B, K), sorted best first.
@@ -43,8 +43,8 @@ def cem_loop(planner: Planner, run: Run, mean: torch.Tensor, std: torch.Tensor, 
         cand = planner.clip(mean[:, None] + std[:, None] * noise)            # (B, S, H, A)
         cand[:, 0] = planner.clip(mean)                                      # keep the mean
         cost = run.evaluate(cand)                                            # (B, S)
-        elite_cost, idx = torch.topk(cost, topk, dim=1, largest=False)       # (B, K), sorted
-        elites = torch.gather(cand, 1, idx[:, :, None, None].expand(B, topk, H, A))  # (B, K, H, A)
+        elite_cost, idx = torch.topk(cost, num_elites, dim=1, largest=False)   # (B, K), sorted
+        elites = torch.gather(cand, 1, idx[:, :, None, None].expand(B, num_elites, H, A))  # (B, K, H, A)
         mean = elites.mean(dim=1)                                            # (B, H, A)
         std = torch.maximum(elites.std(dim=1), floor)                        # (B, H, A)
         if run.end_iteration(mean=mean, std=std):
@@ -52,19 +52,19 @@ def cem_loop(planner: Planner, run: Run, mean: torch.Tensor, std: torch.Tensor, 
     return elites, elite_cost
 
 
-def cem_options(samples, iterations, topk, var_scale, min_std) -> dict:
+def cem_options(samples, iterations, elites, init_std, min_std) -> dict:
     """Checked CEM options (shared by ``cem`` and ``cem_gd``).
 
     Raises:
-        ValueError: non-positive values or ``topk > samples``.
+        ValueError: non-positive values or ``elites > samples``.
     """
     opts = dict(samples=_positive_int("samples", samples, 2),
                 iterations=_positive_int("iterations", iterations),
-                topk=_positive_int("topk", topk, 2),
-                var_scale=_positive("var_scale", var_scale),
+                elites=_positive_int("elites", elites, 2),
+                init_std=_positive("init_std", init_std),
                 min_std=_positive("min_std", min_std, allow_zero=True))
-    if opts["topk"] > opts["samples"]:
-        raise ValueError(f"topk ({topk}) must not exceed samples ({samples})")
+    if opts["elites"] > opts["samples"]:
+        raise ValueError(f"elites ({elites}) must not exceed samples ({samples})")
     return opts
 
 
@@ -76,25 +76,25 @@ class CEM(Planner):
         action_space, horizon, seed, device: see :class:`~mpc.planners.base.Planner`.
         samples: S, candidates per iteration (candidate 0 is the current mean).
         iterations: refits of the Gaussian.
-        topk: K, elites used to refit mean and std.
-        var_scale: initial std as a fraction of the Box half-width (1 = DINO-WM on [-1, 1]).
+        elites: K, the lowest-cost candidates used to refit mean and std.
+        init_std: initial std as a fraction of the Box half-width (1 = DINO-WM on [-1, 1]).
         min_std: std floor as a fraction of the Box half-width (0 = none, as in DINO-WM).
 
     Raises:
-        ValueError: ``topk > samples`` or non-positive sizes.
+        ValueError: ``elites > samples`` or non-positive sizes.
     """
 
     name = "cem"
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
-                 samples: int = 300, iterations: int = 30, topk: int = 30,
-                 var_scale: float = 1.0, min_std: float = 0.0):
+                 samples: int = 300, iterations: int = 30, elites: int = 30,
+                 init_std: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)
-        self.options = cem_options(samples, iterations, topk, var_scale, min_std)
+        self.options = cem_options(samples, iterations, elites, init_std, min_std)
         vars(self).update(self.options)
 
     def _optimize(self, run: Run, init: torch.Tensor) -> dict:
         B, H, A = init.shape
-        std = (self.var_scale * self.half).expand(B, H, A)                  # (B, H, A)
-        cem_loop(self, run, init, std, self.samples, self.iterations, self.topk, self.min_std)
+        std = (self.init_std * self.half).expand(B, H, A)                  # (B, H, A)
+        cem_loop(self, run, init, std, self.samples, self.iterations, self.elites, self.min_std)
         return {}

@@ -21,7 +21,7 @@ class CEMGD(Planner):
 
     Args:
         action_space, horizon, seed, device: see :class:`~mpc.planners.base.Planner`.
-        samples, iterations, topk, var_scale, min_std: the CEM phase (see :class:`~mpc.planners.cem.CEM`).
+        samples, iterations, elites, init_std, min_std: the CEM phase (see :class:`~mpc.planners.cem.CEM`).
         refine: R, elites refined by gradient descent (the best-ever sequence is one of them).
         steps: gradient steps.
         lr: gradient step size (Adam: fraction of the Box half-width per step).
@@ -29,21 +29,21 @@ class CEMGD(Planner):
         backtrack: undo cost-increasing steps and halve that elite's step size.
 
     Raises:
-        ValueError: ``refine > topk``, ``topk > samples`` or bad values.
+        ValueError: ``refine > elites``, ``elites > samples`` or bad values.
     """
 
     name = "cem_gd"
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
-                 samples: int = 300, iterations: int = 15, topk: int = 30, var_scale: float = 1.0,
+                 samples: int = 300, iterations: int = 15, elites: int = 30, init_std: float = 1.0,
                  min_std: float = 0.0, refine: int = 8, steps: int = 50, lr: float = 0.05,
                  optimizer: str = "adam", backtrack: bool = True):
         super().__init__(action_space, horizon, seed, device)
-        cem = cem_options(samples, iterations, topk, var_scale, min_std)
+        cem = cem_options(samples, iterations, elites, init_std, min_std)
         vars(self).update(cem)
         self.refine = _positive_int("refine", refine)
-        if self.refine > self.topk:
-            raise ValueError(f"refine ({refine}) must not exceed topk ({topk})")
+        if self.refine > self.elites:
+            raise ValueError(f"refine ({refine}) must not exceed elites ({elites})")
         self.steps = _positive_int("steps", steps, 0)
         self.lr = _positive("lr", lr)
         if optimizer not in _OPTIMIZERS:
@@ -55,8 +55,8 @@ class CEMGD(Planner):
 
     def _optimize(self, run: Run, init: torch.Tensor) -> dict:
         B, H, A = init.shape
-        std = (self.var_scale * self.half).expand(B, H, A)                  # (B, H, A)
-        elites, _ = cem_loop(self, run, init, std, self.samples, self.iterations, self.topk, self.min_std)
+        std = (self.init_std * self.half).expand(B, H, A)                  # (B, H, A)
+        elites, _ = cem_loop(self, run, init, std, self.samples, self.iterations, self.elites, self.min_std)
         cem_iterations = run.iterations
         if run.stopped:
             return {"cem_iterations": cem_iterations}

@@ -7,7 +7,7 @@ Changes to CEM, each an option:
 - population decay: iteration i samples ``max(samples * decay**-i, min_samples)`` sequences;
 - elite keeping: a fraction ``keep_elites`` of the previous iteration's elites joins the next
   population; after :meth:`ICEM.shift`, the shifted elites of the last call join the first one;
-- momentum on mean and std (``alpha``), and the mean is added as a candidate in the last iteration.
+- momentum on mean and std (``momentum``), and the mean is added as a candidate in the last iteration.
 
 The best sequence ever evaluated is returned.
 """
@@ -48,34 +48,34 @@ class ICEM(Planner):
         action_space, horizon, seed, device: see :class:`~mpc.planners.base.Planner`.
         samples: population of the first iteration.
         iterations: refits.
-        topk: K, elites per iteration.
+        elites: K, elites per iteration.
         beta: colored-noise exponent (0 white, 1 pink, 2 red/brown; the paper uses 2-2.5 for long
             horizons of smooth controls, 0.5 keeps short-horizon analytic costs converging).
         decay: population shrink factor per iteration (gamma in the paper).
-        min_samples: population floor (default ``max(2 * topk, samples // 2)``).
+        min_samples: population floor (default ``max(2 * elites, samples // 2)``).
         keep_elites: fraction of elites carried to the next iteration (and the next call after ``shift``).
-        alpha: momentum of mean and std (weight of the previous value; the paper uses 0.1, 0 converges faster on static costs).
+        momentum: momentum of mean and std (weight of the previous value; the paper uses 0.1, 0 converges faster on static costs).
         init_std: initial std, fraction of the Box half-width.
         min_std: std floor, fraction of the Box half-width.
 
     Raises:
-        ValueError: ``topk`` larger than the smallest population, or bad values.
+        ValueError: ``elites`` larger than the smallest population, or bad values.
     """
 
     name = "icem"
 
     def __init__(self, action_space, horizon: int = 5, seed: int = 0, device=None, *,
-                 samples: int = 400, iterations: int = 30, topk: int = 30, beta: float = 0.5,
+                 samples: int = 400, iterations: int = 30, elites: int = 30, beta: float = 0.5,
                  decay: float = 1.25, min_samples: int | None = None, keep_elites: float = 0.3,
-                 alpha: float = 0.0, init_std: float = 1.0, min_std: float = 0.0):
+                 momentum: float = 0.0, init_std: float = 1.0, min_std: float = 0.0):
         super().__init__(action_space, horizon, seed, device)
         self.samples = _positive_int("samples", samples, 2)
         self.iterations = _positive_int("iterations", iterations)
-        self.topk = _positive_int("topk", topk, 2)
+        self.elites = _positive_int("elites", elites, 2)
         self.min_samples = _positive_int("min_samples", min_samples if min_samples is not None
-                                         else min(max(2 * self.topk, self.samples // 2), self.samples), 2)
-        if self.topk > min(self.min_samples, self.samples):
-            raise ValueError(f"topk ({topk}) must not exceed samples ({samples}) or min_samples "
+                                         else min(max(2 * self.elites, self.samples // 2), self.samples), 2)
+        if self.elites > min(self.min_samples, self.samples):
+            raise ValueError(f"elites ({elites}) must not exceed samples ({samples}) or min_samples "
                              f"({self.min_samples})")
         self.beta = _positive("beta", beta, allow_zero=True)
         self.decay = float(decay)
@@ -84,14 +84,14 @@ class ICEM(Planner):
         if not 0.0 <= float(keep_elites) <= 1.0:
             raise ValueError(f"keep_elites must be in [0, 1], got {keep_elites!r}")
         self.keep_elites = float(keep_elites)
-        if not 0.0 <= float(alpha) < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-        self.alpha = float(alpha)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
         self.init_std = _positive("init_std", init_std)
         self.min_std = _positive("min_std", min_std, allow_zero=True)
-        self.options = dict(samples=self.samples, iterations=self.iterations, topk=self.topk,
+        self.options = dict(samples=self.samples, iterations=self.iterations, elites=self.elites,
                             beta=self.beta, decay=self.decay, min_samples=self.min_samples,
-                            keep_elites=self.keep_elites, alpha=self.alpha, init_std=self.init_std,
+                            keep_elites=self.keep_elites, momentum=self.momentum, init_std=self.init_std,
                             min_std=self.min_std)
         self._elites: torch.Tensor | None = None   # (B, K, H, A) last call's elites
         self._carry: torch.Tensor | None = None    # shifted elites for the next call
@@ -114,7 +114,7 @@ class ICEM(Planner):
 
     def _optimize(self, run: Run, init: torch.Tensor) -> dict:
         B, H, A = init.shape
-        K = self.topk
+        K = self.elites
         n_keep = int(round(self.keep_elites * K))
         mean = init
         std = (self.init_std * self.half).expand(B, H, A)                   # (B, H, A)
@@ -133,8 +133,8 @@ class ICEM(Planner):
             cost = run.evaluate(cand)                                         # (B, S')
             _, idx = torch.topk(cost, K, dim=1, largest=False)               # (B, K), sorted
             elites = torch.gather(cand, 1, idx[:, :, None, None].expand(B, K, H, A))  # (B, K, H, A)
-            mean = self.alpha * mean + (1 - self.alpha) * elites.mean(1)
-            std = torch.maximum(self.alpha * std + (1 - self.alpha) * elites.std(1), floor)
+            mean = self.momentum * mean + (1 - self.momentum) * elites.mean(1)
+            std = torch.maximum(self.momentum * std + (1 - self.momentum) * elites.std(1), floor)
             kept = elites[:, :n_keep] if n_keep else None
             if run.end_iteration(mean=mean, std=std):
                 break

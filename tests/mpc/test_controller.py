@@ -15,7 +15,7 @@ def test_controller_drives_linear_system_to_goal(linear_model, replan_every):
     envs = [PointEnv(s, g) for s, g in zip(starts, goals)]
     goal_imgs = np.stack([render_point(g) for g in goals])
     ctrl = MPCController(linear_model, "cem", horizon=4, replan_every=replan_every, action_space=BOX,
-                         planner_options={"samples": 64, "iterations": 5, "topk": 8})
+                         planner_options={"samples": 64, "iterations": 5, "elites": 8})
     obs = [e.obs() for e in envs]
     for _ in range(15):
         batch = {"pixels": np.stack([o["pixels"] for o in obs]), "proprio": np.stack([o["proprio"] for o in obs])}
@@ -32,7 +32,7 @@ def test_controller_drives_linear_system_to_goal(linear_model, replan_every):
 
 def test_encodes_once_per_replan_not_inside_planner(linear_model):
     ctrl = MPCController(linear_model, "cem", horizon=3, replan_every=3, action_space=BOX,
-                         planner_options={"samples": 32, "iterations": 4, "topk": 4})
+                         planner_options={"samples": 32, "iterations": 4, "elites": 4})
     env = PointEnv([0.0, 0.0], [0.3, 0.3])
     goal = render_point(env.goal)
     for _ in range(6):
@@ -47,12 +47,12 @@ def test_plan_single_and_batch(linear_model):
     obs = render_point(np.array([0.0, 0.0]))
     goal = render_point(np.array([0.4, -0.4]))
     actions = plan(obs, goal, model=linear_model, planner="cem", horizon=3, action_space=BOX,
-                   samples=128, iterations=6, topk=10)
+                   samples=128, iterations=6, elites=10)
     assert actions.shape == (3, 2)
     end = np.clip(0.2 * actions.sum(0), -0.9, 0.9)
     assert np.linalg.norm(end - np.array([0.4, -0.4])) < 0.05
     batch = plan(np.stack([obs, obs]), np.stack([goal, goal]), model=linear_model, horizon=3,
-                 action_space=BOX, samples=64, iterations=3, topk=8)
+                 action_space=BOX, samples=64, iterations=3, elites=8)
     assert batch.shape == (2, 3, 2)
 
 

@@ -192,12 +192,12 @@ def test_nan_costs_never_win(name):
 
 
 def test_unknown_name_and_option_raise_with_hints():
-    with pytest.raises(ValueError, match="did you mean 'topk'"):
-        make_planner("cem", SYM, horizon=H, top_k=10)
+    with pytest.raises(ValueError, match="did you mean 'elites'"):
+        make_planner("cem", SYM, horizon=H, elite=10)
     with pytest.raises(ValueError, match="Did you mean 'icem'"):
         make_planner("icme", SYM, horizon=H)
-    with pytest.raises(ValueError, match="topk"):
-        make_planner("cem", SYM, horizon=H, samples=10, topk=20)
+    with pytest.raises(ValueError, match="elites"):
+        make_planner("cem", SYM, horizon=H, samples=10, elites=20)
     with pytest.raises(ValueError, match="optimizer"):
         make_planner("gd", SYM, horizon=H, optimizer="rmsprop")
 
@@ -242,7 +242,7 @@ def test_icem_carries_shifted_elites_into_the_next_call():
         seen.append(a.shape[1])
         return cost_fn(a)
     planner.optimize(record, batch=B, init=init)
-    n_keep = round(planner.keep_elites * planner.topk)
+    n_keep = round(planner.keep_elites * planner.elites)
     assert seen[0] == planner.population(0) + n_keep
     elites = planner._elites
     planner.shift(planner.shift(res.actions))             # two executed steps: elites move twice
