@@ -17,6 +17,18 @@ from gymnasium import spaces
 __all__ = ["GoalEnv"]
 
 
+def whole_number(name: str, value, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum`` (integral floats such as 64.0 pass).
+
+    Raises:
+        ValueError: not a number, not whole, or below ``minimum``.
+    """
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
 class GoalEnv(gym.Env):
     """Base class for wmpc goal-reaching tasks (see the module docstring for the contract).
 
@@ -36,12 +48,8 @@ class GoalEnv(gym.Env):
     success_threshold: float = 0.0
 
     def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array"):
-        if int(image_size) <= 0:
-            raise ValueError(f"image_size must be a positive int, got {image_size}")
-        if int(frameskip) < 1:
-            raise ValueError(f"frameskip must be >= 1, got {frameskip}")
-        self.image_size = int(image_size)
-        self.frameskip = int(frameskip)
+        self.image_size = whole_number("image_size", image_size, minimum=1)
+        self.frameskip = whole_number("frameskip", frameskip, minimum=1)
         self.render_mode = render_mode
         self._goal_state: np.ndarray | None = None
         self._goal_image: np.ndarray | None = None

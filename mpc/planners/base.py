@@ -102,7 +102,7 @@ class Run:
             track: update the best-ever plan (off for intermediate, non-returnable points).
 
         Returns:
-            (B, S) costs; NaN costs become +inf so they never win.
+            (B, S) costs; NaN and -inf costs become +inf so they never win.
 
         Raises:
             ValueError: the cost function returned a wrong shape.
@@ -114,7 +114,10 @@ class Run:
             raise ValueError(f"cost_fn must map actions (B, S, H, A) = {tuple(actions.shape)} to costs "
                              f"(B, S) = {(B, S)}; it returned {shape}. Reduce over H, A (and tokens) "
                              "inside cost_fn.")
-        cost = torch.nan_to_num(cost.float(), nan=math.inf)
+        if not torch.is_floating_point(cost):
+            raise ValueError(f"cost_fn must return floating-point costs (B, S); it returned {cost.dtype}")
+        # NaN and -inf (a broken cost, which would otherwise win every time) never win
+        cost = torch.nan_to_num(cost.float(), nan=math.inf, neginf=math.inf)
         self.rollouts += S
         if track:
             self.update_best(actions.detach(), cost.detach())
@@ -143,9 +146,19 @@ class Run:
         return self.stopped
 
     def result(self, start: float, **info: Any) -> PlanResult:
+        """The best plan per problem and the run's info.
+
+        Raises:
+            ValueError: every candidate of some problem cost NaN or +inf (there is no plan to give).
+        """
         device = self.best_cost.device
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        lost = torch.isinf(self.best_cost).nonzero().flatten().tolist()
+        if lost:
+            raise ValueError(f"every candidate of problem(s) {lost} cost NaN or +inf, so there is no plan; "
+                             "check the cost function (a world model or goal that gives NaN, or an "
+                             "objective that is infinite everywhere)")
         history = (torch.stack(self.history) if self.history
                    else torch.empty(0, self.B, device=device))
         return PlanResult(self.best_actions, self.best_cost,
