@@ -7,6 +7,7 @@ apps built with :func:`hydra_command`, so every config value is overridable as `
 """
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -35,16 +36,65 @@ def hydra_command(config_name: str, task: Callable, argv: list[str], prog: str) 
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
     def _app(cfg: DictConfig):
-        result["value"] = task(cfg)
-        return result["value"]
+        try:
+            result["value"] = task(cfg)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after hydra's job book-keeping
+            result.setdefault("error", e)
+        return result.get("value")
 
-    saved = sys.argv
+    saved, saved_full = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # hydra re-raises; main() prints one line (or the traceback)
     try:
         _app()
+        if "error" in result:
+            raise result["error"]
     finally:
         sys.argv = saved
+        if saved_full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full
     return 0
+
+
+# errors that mean "the user asked for something wrong": their message says what to do
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+                KeyError, TypeError)
+
+
+def _user_error_types() -> tuple[type, ...]:
+    types = list(_USER_ERRORS)
+    try:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+        types += [HydraException, OmegaConfBaseException]
+    except ImportError:  # pragma: no cover
+        pass
+    from mpc._io import LockHeld
+    return (*types, LockHeld)
+
+
+def report_error(prog: str, err: BaseException) -> int:
+    """Print ``err`` as one ``wmpc <command>: error: ...`` message on stderr; returns the exit code.
+
+    User errors (bad values, missing files, config mistakes) print their message alone; anything
+    else also names its type and points at ``--debug`` for the traceback.
+    """
+    message = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    message = message.split("\nConfig search path:")[0].rstrip()  # hydra's search path: noise here
+    head, sep, options = message.partition("\n\nAvailable options in ")
+    if sep:  # hydra lists the choices one per line: fold them into the line
+        group, _, names = options.partition(":")
+        message = f"{head}; available {group.strip(chr(39))} configs: {', '.join(names.split())}"
+    if isinstance(err, _user_error_types()):
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    print(f"{prog}: error: {type(err).__name__}: {message}\n(run the same command with --debug for the "
+          "traceback)", file=sys.stderr)
+    return 1
 
 
 def env_overrides(argv: list[str]) -> list[str]:
@@ -67,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     registered = commands()
     usage = "wmpc <command> [key=value ...]\n\ncommands:\n" + "\n".join(
-        f"  {name}" for name in sorted(registered)) + "\n\n`wmpc <command> --help` shows a command's options."
+        f"  {name}" for name in sorted(registered)) + "\n\n`wmpc <command> --help` shows a command's options; `--debug` shows the traceback of an error."
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("wmpc: model-predictive control in the latent space of a world model\n\nusage: " + usage)
         return 0
@@ -81,8 +131,21 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(f"wmpc: unknown command {name!r}.{hint}\n\nusage: {usage}", file=sys.stderr)
         return 2
-    fn = registered[name].load()
-    rc = fn(rest)
+    debug = "--debug" in rest
+    rest = [a for a in rest if a != "--debug"]
+    prog = f"wmpc {name}"
+    try:
+        fn = registered[name].load()
+        rc = fn(rest)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - every error becomes one line unless --debug
+        if debug:
+            raise
+        return report_error(prog, e)
     return int(rc or 0)
 
 

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mpc.commands import cli
 
 GYM_ID = "tests.mpc.fake_envs:FakeGoal-v0"
@@ -40,3 +42,19 @@ def test_env_overrides():
     assert cli.env_overrides(["env=pusht", "episodes=2"]) == ["env=pusht", "episodes=2"]  # has a yaml
     assert cli.env_overrides([f"env={GYM_ID}", "env.speed=2", "seed=1"]) == [
         "~env", f"+env.name={GYM_ID}", "seed=1", "+env.speed=2"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["collect", "env=pointmass", "episodes=1", "steps=2", "policy=bogus"], "unknown policy 'bogus'"),
+    (["train", "data=/nonexistent/data", "encoder=nosuch"], "available encoder configs: diffusion"),
+    (["collect", "env=wall", "episodes=0"], "episodes"),
+])
+def test_user_errors_are_one_message_without_traceback(tmp_path, args, words):
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", *args, f"out={tmp_path / 'out'}"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
+    assert r.stderr.startswith(f"wmpc {args[0]}: error: ") and words in r.stderr, r.stderr
+    debug = subprocess.run([sys.executable, "-m", "mpc.commands", *args, f"out={tmp_path / 'out'}", "--debug"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
