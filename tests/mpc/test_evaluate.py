@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import encoders
-from mpc.evaluate import evaluate, wilson_interval
+from mpc.evaluation import evaluate, wilson_interval
 from mpc.world_model import WorldModel, config_from_preset
 
 
