@@ -185,13 +185,12 @@ class WorldModel(nn.Module):
         _check_finite(name, x)
         return x
 
-    def _autocast(self):
-        if self.config.predictor.autocast_bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _bf16(self) -> bool:
+        """Whether the predictor runs under bf16 autocast (asked for, and on CUDA)."""
+        return self.config.predictor.autocast_bf16 and self.device.type == "cuda"
 
-    def _run_ctx(self):
-        return self._autocast()
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else contextlib.nullcontext()
 
     # --- teacher forcing ---
     def forward(self, z, proprio, actions):
@@ -215,7 +214,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"expected z (B, L, N, D), proprio (B, L, P), actions (B, L-1, Am) with "
                              f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
                              f"{tuple(actions.shape)}")
-        with self._run_ctx():
+        with self._autocast():
             zp, pp = self.predictor(z[:, :-1], self._norm_proprio(proprio[:, :-1]),
                                     self._norm_actions(actions))
         return zp.float(), pp.float()
@@ -295,13 +294,12 @@ class WorldModel(nn.Module):
         else:  # absolute positions (DINO-WM) see the last num_hist frames; the rest the whole history
             absolute = pcfg.kind == "transformer" and pcfg.time_encoding == "absolute"
             run = functools.partial(self._rollout_recompute, window=self.num_hist if absolute else None)
-        bf16 = pcfg.autocast_bf16 and self.device.type == "cuda"
         chunk = candidate_chunk(self.config, B, S, T, H,
                                 max_batch=self.max_batch if max_batch is None else max_batch,
                                 memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
                                                   else memory_budget_mb),
-                                use_cache=cached, dtype_bytes=2 if bf16 else 4, device=self.device)
-        with self._run_ctx():
+                                use_cache=cached, dtype_bytes=2 if self._bf16() else 4, device=self.device)
+        with self._autocast():
             zs, ps = chunked_rollout(lambda zc_, pc_, part, pa_: run(zc_, pc_, pa_, part),
                                      zc, pc, a, pa, chunk=chunk)
         z_pred = zs.float()  # (B, S, H, N, D)
