@@ -10,6 +10,7 @@ planning time per replan, and the final latent and true-state distances. Baselin
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,10 @@ def _apply_options(settings: EvalSettings, planning: PlannerSettings, options: d
     names = [{f.name for f in dataclasses.fields(s)} for s in (settings, planning)]
     unknown = set(options) - names[0] - names[1]
     if unknown:
-        raise TypeError(f"evaluate() got unknown options {sorted(unknown)}; valid: "
-                        f"{sorted(names[0] | names[1])}")
+        valid = sorted(names[0] | names[1])
+        close = [m for k in sorted(unknown) for m in difflib.get_close_matches(k, valid, n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TypeError(f"evaluate() got unknown options {sorted(unknown)}.{hint} Valid: {valid}")
     return tuple(dataclasses.replace(s, **{k: v for k, v in options.items() if k in n})
                  for s, n in zip((settings, planning), names))
 
