@@ -86,24 +86,7 @@ def cached_per_candidate(model: WorldModel, zc, pc, pa, a):
 
     Same inputs/outputs as ``WorldModel.rollout`` (batched); used to time prefix sharing alone.
     """
-    pred = model.predictor
-    B, S = a.shape[:2]
-    an = model._norm_actions(a)
-    pn = model._norm_proprio(pc)
-    pan = model._norm_actions(pa)
-    rep = lambda x: x.unsqueeze(1).expand(B, S, *x.shape[1:]).reshape(B * S, *x.shape[1:])  # noqa: E731
-    with model._run_ctx():
-        cache = pred.prefill(rep(zc[:, :-1]), rep(pn[:, :-1]), rep(pan))  # (B*S, 1, ...) entries
-        cache["frames"] = [[(k.reshape(B, S, *k.shape[2:]), v.reshape(B, S, *v.shape[2:]))
-                            for k, v in f] for f in cache["frames"]]
-        z_cur = zc[:, -1:].expand(B, S, *zc.shape[2:])
-        p_cur = pn[:, -1:].expand(B, S, pn.shape[-1])
-        zs, ps = [], []
-        for h in range(a.shape[2]):
-            z_cur, p_cur, cache = pred.step(cache, z_cur, p_cur, an[:, :, h])
-            zs.append(z_cur)
-            ps.append(p_cur)
-    return torch.stack(zs, 2).float(), model._denorm_proprio(torch.stack(ps, 2).float())
+    return model.rollout(zc, pc, a, pa, share_prefix=False)
 
 
 def rollout_flops(model: WorldModel, batch: int, samples: int, horizon: int = H, context: int = T,
@@ -158,7 +141,7 @@ def measure(spec: dict) -> dict:
     elif kind == "rollout":
         fn = lambda: model.rollout(x["zc"], x["pc"], x["actions"], x["pa"], **options)  # noqa: E731
     elif kind == "rollout_budget":
-        from mpc.rollout_utils import candidate_chunk, chunked_rollout
+        from mpc.memory import candidate_chunk, chunked_rollout
         chunk = candidate_chunk(model.config, B, S, T, H, memory_budget_mb=spec["budget_mb"],
                                 device=device)
         options["chunk"] = chunk

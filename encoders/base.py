@@ -21,10 +21,6 @@ import torch.nn.functional as F
 
 __all__ = ["Encoder", "to_float_images", "tensor_digest"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def to_float_images(images, device: torch.device | str | None = None) -> torch.Tensor:
     """Check an image batch and turn it into float ``(B, 3, H, W)`` in [0, 1].
 

@@ -1,9 +1,12 @@
-"""Goal-reaching environments: ``make_env(name, **options)`` and ``list_envs()``.
+"""Goal-reaching environments: ``make_env(name, **options)`` and ``list_envs(tag=None)``.
 
 Each env is also registered with gymnasium as ``wmpc/<Name>-v0``. Any gymnasium id works where
 wmpc takes ``env=``: ``"my_pkg.envs:MyTask-v0"`` imports ``my_pkg.envs`` first (gymnasium's
 convention), so users bring their own robots and simulators as long as the observation follows the
 contract in :mod:`envs.base`.
+
+Envs carry tags that name subsets (see :data:`TAGS`): ``list_envs("quick")`` gives the envs of the
+CPU suite, ``list_envs("mujoco")`` the ones that need MuJoCo and a GL context.
 """
 from __future__ import annotations
 
@@ -16,20 +19,40 @@ from .base import GoalEnv
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-__all__ = ["GoalEnv", "make_env", "list_envs", "ENVS"]
+__all__ = ["GoalEnv", "make_env", "list_envs", "ENVS", "TAGS"]
 
 # name -> (entry point "module:Class", gymnasium id, tags)
 ENVS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+# tag -> the subset it names
+TAGS = {
+    "quick": "small and fast to render: the CPU suite (configs/bench/quick.yaml)",
+    "dino_wm": "the DINO-WM protocol's envs (configs/bench/dino_wm.yaml)",
+    "mujoco": "simulated with MuJoCo: needs a GL context (MUJOCO_GL=egl or osmesa) to render",
+}
 
 
 def _register(name: str, entry_point: str, gym_id: str, tags: tuple[str, ...] = ()) -> None:
+    unknown = set(tags) - set(TAGS)
+    if unknown:
+        raise ValueError(f"env {name!r}: unknown tags {sorted(unknown)}; known tags: {sorted(TAGS)}")
     ENVS[name] = (entry_point, gym_id, tags)
     if gym_id not in gym.registry:
         gym.register(id=gym_id, entry_point=entry_point)
 
 
 def list_envs(tag: str | None = None) -> list[str]:
-    """Names of wmpc envs (optionally only those carrying ``tag``, e.g. ``"quick"``)."""
+    """Names of wmpc envs, sorted; with ``tag``, only those carrying it.
+
+    Args:
+        tag: one of :data:`TAGS` (``"quick"``, ``"dino_wm"``, ``"mujoco"``), or None for all.
+
+    Raises:
+        ValueError: an unknown tag (with the closest known one).
+    """
+    if tag is not None and tag not in TAGS:
+        close = difflib.get_close_matches(tag, list(TAGS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown env tag {tag!r}.{hint} Known tags: {', '.join(sorted(TAGS))}")
     return sorted(n for n, (_, _, tags) in ENVS.items() if tag is None or tag in tags)
 
 

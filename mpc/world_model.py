@@ -9,145 +9,29 @@ planning goes through :meth:`WorldModel.rollout`, which rolls ``S`` candidate ac
 computes the shared context once per env (prefix sharing), which equals the uncached reference
 (``use_cache=False``: recompute the full history every step) to float rounding.
 
-Checkpoints are one safetensors file: weights plus a JSON header (config, encoder fingerprint,
-normalisation, format version) in the safetensors metadata, written atomically.
+The config and its presets live in :mod:`mpc.presets`, checkpoint files in :mod:`mpc.checkpoint`
+(both re-exported here); ``save`` / ``load`` / ``read_header`` delegate to the latter.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import logging
-import os
-import tempfile
-from dataclasses import dataclass, field
+import functools
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpc.predictor import PredictorConfig, make_predictor, sdpa_context
-from mpc.rollout_utils import candidate_chunk
+from mpc import checkpoint
+from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS
+from mpc.memory import candidate_chunk, chunked_rollout
+from mpc.predictor import make_predictor, sdpa_context
+from mpc.presets import WorldModelConfig, config_from_preset, load_preset
 
 __all__ = ["WorldModelConfig", "WorldModel", "FORMAT_VERSION", "RUNTIME_OPTIONS", "load_preset",
            "config_from_preset"]
 
-log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-_META_KEY = "wmpc_world_model"
-# predictor fields that change how the model runs, not what it computes: may differ on load
-RUNTIME_OPTIONS = ("attn_backend", "autocast_bf16", "compile", "dropout")
 _STAT_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
-
-
-@dataclass
-class WorldModelConfig:
-    """Everything that defines a world model's shapes and meaning (stored in checkpoints)."""
-
-    num_tokens: int  # N tokens per frame
-    token_dim: int  # D
-    env_action_dim: int  # A (one env step)
-    proprio_dim: int  # P
-    frameskip: int = 1  # env steps per model step; Am = frameskip * A
-    encoder: str | None = None  # encoder registry name (for information and `encode`)
-    encoder_options: dict[str, Any] = field(default_factory=dict)  # make_encoder options
-    encoder_fingerprint: str | None = None  # fingerprint of the encoder the latents came from
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    proprio_loss_weight: float = 1.0  # weight of the proprio MSE in the loss
-
-    def __post_init__(self):
-        if isinstance(self.predictor, dict):
-            self.predictor = PredictorConfig.from_dict(self.predictor)
-        for name in ("num_tokens", "token_dim", "env_action_dim", "frameskip"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.proprio_dim) < 0:
-            raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
-
-    @property
-    def action_dim(self) -> int:
-        """Am = frameskip * A."""
-        return self.frameskip * self.env_action_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["predictor"] = self.predictor.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown world model options {sorted(unknown)}; valid: {sorted(names)}")
-        d = dict(d)
-        d["predictor"] = PredictorConfig.from_dict(dict(d.get("predictor") or {}))
-        d["encoder_options"] = dict(d.get("encoder_options") or {})
-        return cls(**d)
-
-
-_PRESET_ONLY = ("name", "num_tokens", "token_dim")
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """Read ``configs/model/<name>.yaml`` as a plain dict.
-
-    Raises:
-        ValueError: no such preset (the message lists the available ones).
-    """
-    import yaml
-
-    import configs
-    folder = Path(configs.__file__).parent / "model"
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ValueError(f"unknown model preset {name!r}; available: {names}")
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def config_from_preset(preset, *, num_tokens: int, token_dim: int, env_action_dim: int,
-                       proprio_dim: int, encoder: str | None = None,
-                       encoder_options: dict | None = None,
-                       encoder_fingerprint: str | None = None) -> "WorldModelConfig":
-    """Build a :class:`WorldModelConfig` from a model preset (``configs/model/*.yaml``) and data shapes.
-
-    Args:
-        preset: preset name, or its dict / omegaconf node (``cfg.model`` in hydra commands).
-        num_tokens, token_dim: N and D of the latents (checked against the preset's expected
-            values when those are not null).
-        env_action_dim, proprio_dim: A and P of the dataset.
-        encoder, encoder_options, encoder_fingerprint: the encoder the latents come from.
-
-    Returns:
-        the config.
-
-    Raises:
-        ValueError: the latents' N or D differ from the preset's expected ones, or bad options.
-    """
-    if isinstance(preset, str):
-        preset = load_preset(preset)
-    elif not isinstance(preset, dict):
-        from omegaconf import OmegaConf
-        preset = OmegaConf.to_container(preset, resolve=True)
-    preset = dict(preset)
-    for key, got in (("num_tokens", num_tokens), ("token_dim", token_dim)):
-        want = preset.get(key)
-        if want is not None and int(want) != int(got):
-            raise ValueError(f"model preset {preset.get('name', '?')!r} expects {key}={want}, the "
-                             f"latents have {got}; pick an encoder that matches or set "
-                             f"model.{key}=null")
-    rest = {k: v for k, v in preset.items() if k not in _PRESET_ONLY}
-    return WorldModelConfig.from_dict({**rest, "num_tokens": int(num_tokens),
-                                       "token_dim": int(token_dim),
-                                       "env_action_dim": int(env_action_dim),
-                                       "proprio_dim": int(proprio_dim), "encoder": encoder,
-                                       "encoder_options": dict(encoder_options or {}),
-                                       "encoder_fingerprint": encoder_fingerprint})
 
 
 def _check_finite(name: str, x: torch.Tensor):
@@ -191,6 +75,7 @@ class WorldModel(nn.Module):
         self.register_buffer("proprio_mean", torch.zeros(P))
         self.register_buffer("proprio_std", torch.ones(P))
         self.encoder = None
+        self.encoder_error: str | None = None  # why load() could not rebuild the checkpoint's encoder
         if encoder is not None:
             self.attach_encoder(encoder)
         self._compiled_step = None
@@ -242,7 +127,7 @@ class WorldModel(nn.Module):
             RuntimeError: no encoder attached.
         """
         if self.encoder is None:
-            why = getattr(self, "_encoder_error", None)
+            why = self.encoder_error
             raise RuntimeError("this world model has no encoder; pass encoder= to WorldModel(...) "
                                "or WorldModel.load(path, encoder=...)"
                                + (f" (rebuilding the checkpoint's encoder failed: {why})" if why else ""))
@@ -300,13 +185,12 @@ class WorldModel(nn.Module):
         _check_finite(name, x)
         return x
 
-    def _autocast(self):
-        if self.config.predictor.autocast_bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _bf16(self) -> bool:
+        """Whether the predictor runs under bf16 autocast (asked for, and on CUDA)."""
+        return self.config.predictor.autocast_bf16 and self.device.type == "cuda"
 
-    def _run_ctx(self):
-        return self._autocast()
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else contextlib.nullcontext()
 
     # --- teacher forcing ---
     def forward(self, z, proprio, actions):
@@ -330,7 +214,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"expected z (B, L, N, D), proprio (B, L, P), actions (B, L-1, Am) with "
                              f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
                              f"{tuple(actions.shape)}")
-        with self._run_ctx():
+        with self._autocast():
             zp, pp = self.predictor(z[:, :-1], self._norm_proprio(proprio[:, :-1]),
                                     self._norm_actions(actions))
         return zp.float(), pp.float()
@@ -368,7 +252,8 @@ class WorldModel(nn.Module):
         return self._compiled_step
 
     def rollout(self, z_context, proprio_context, actions, past_actions=None, use_cache: bool = True,
-                max_batch: int | None = None, memory_budget_mb: float | str | None = None):
+                max_batch: int | None = None, memory_budget_mb: float | str | None = None,
+                share_prefix: bool = True):
         """Roll ``S`` candidate action sequences forward ``H`` steps from a context of T frames.
 
         Args:
@@ -384,7 +269,10 @@ class WorldModel(nn.Module):
                 ``self.max_batch``, None: no cap).
             memory_budget_mb: working-memory budget in MiB, ``"auto"`` (half of what the device
                 has available) or None (default ``self.memory_budget_mb``, ``"auto"``). Candidates
-                are split into chunks along S (see :mod:`mpc.rollout_utils`); results are the same.
+                are split into chunks along S (see :mod:`mpc.memory`); results are the same.
+            share_prefix: with the cache, compute the shared context once per env (True) or once
+                per candidate (False: B x S contexts, the same result; for timing prefix sharing).
+                The recomputing rollouts always run the context per candidate.
 
         Returns:
             ``(z_pred, proprio_pred)``: ``(S, H, N, D)`` / ``(B, S, H, N, D)`` predicted tokens of
@@ -392,6 +280,39 @@ class WorldModel(nn.Module):
 
         Raises:
             ValueError: wrong shapes, mismatched B or T, or non-finite values.
+        """
+        zc, pc, a, pa, batched = self._rollout_inputs(z_context, proprio_context, actions, past_actions)
+        B, T = zc.shape[:2]
+        S, H = a.shape[1:3]
+        pc = self._norm_proprio(pc)  # (B, T, P)
+        pa = self._norm_actions(pa)  # (B, T-1, Am)
+        a = self._norm_actions(a)  # (B, S, H, Am)
+        pcfg = self.config.predictor
+        cached = use_cache and (pcfg.kind != "transformer" or pcfg.time_encoding == "rope")
+        if cached:
+            run = functools.partial(self._rollout_cached, share_prefix=share_prefix)
+        else:  # absolute positions (DINO-WM) see the last num_hist frames; the rest the whole history
+            absolute = pcfg.kind == "transformer" and pcfg.time_encoding == "absolute"
+            run = functools.partial(self._rollout_recompute, window=self.num_hist if absolute else None)
+        chunk = candidate_chunk(self.config, B, S, T, H,
+                                max_batch=self.max_batch if max_batch is None else max_batch,
+                                memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
+                                                  else memory_budget_mb),
+                                use_cache=cached, dtype_bytes=2 if self._bf16() else 4, device=self.device)
+        with self._autocast():
+            zs, ps = chunked_rollout(lambda zc_, pc_, part, pa_: run(zc_, pc_, pa_, part),
+                                     zc, pc, a, pa, chunk=chunk)
+        z_pred = zs.float()  # (B, S, H, N, D)
+        p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P)
+        if not batched:
+            z_pred, p_pred = z_pred[0], p_pred[0]
+        return z_pred, p_pred
+
+    def _rollout_inputs(self, z_context, proprio_context, actions, past_actions):
+        """Check the rollout's inputs and give them a leading B axis (past actions default to 0).
+
+        Returns:
+            ``(z (B, T, N, D), proprio (B, T, P), actions (B, S, H, Am), past (B, T-1, Am), batched)``.
         """
         N, D, P, Am = self.num_tokens, self.token_dim, self.proprio_dim, self.action_dim
         z_context = self._check("z_context", z_context, (3, 4), (N, D))
@@ -402,12 +323,11 @@ class WorldModel(nn.Module):
         if not batched:
             z_context, proprio_context, actions = (z_context[None], proprio_context[None], actions[None])
         B, T = z_context.shape[:2]
-        S, H = actions.shape[1:3]
         if proprio_context.shape[:2] != (B, T) or actions.shape[0] != B:
             raise ValueError(f"expected z_context (B, T, N, D), proprio_context (B, T, P) and actions "
                              f"(B, S, H, Am) with the same B and T; got {tuple(z_context.shape)}, "
                              f"{tuple(proprio_context.shape)}, {tuple(actions.shape)}")
-        if H < 1 or S < 1:
+        if actions.shape[2] < 1 or actions.shape[1] < 1:
             raise ValueError(f"actions need S >= 1 candidates and H >= 1 steps, got {tuple(actions.shape)}")
         if past_actions is None:
             past_actions = z_context.new_zeros(B, T - 1, Am)
@@ -418,36 +338,21 @@ class WorldModel(nn.Module):
             if past_actions.shape[:2] != (B, T - 1):
                 raise ValueError(f"past_actions must be (T-1, Am) / (B, T-1, Am) = ({B}, {T - 1}, {Am})"
                                  f" here, got {tuple(past_actions.shape)}")
-        pc = self._norm_proprio(proprio_context)  # (B, T, P)
-        pa = self._norm_actions(past_actions)  # (B, T-1, Am)
-        a = self._norm_actions(actions)  # (B, S, H, Am)
-        pcfg = self.config.predictor
-        cacheable = pcfg.kind != "transformer" or pcfg.time_encoding == "rope"
-        if use_cache and cacheable:
-            run = self._rollout_cached
-        elif pcfg.kind == "transformer" and pcfg.time_encoding == "absolute":
-            run = self._rollout_window
-        else:
-            run = self._rollout_full
-        bf16 = pcfg.autocast_bf16 and self.device.type == "cuda"
-        chunk = candidate_chunk(self.config, B, S, T, H,
-                                max_batch=self.max_batch if max_batch is None else max_batch,
-                                memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
-                                                  else memory_budget_mb),
-                                use_cache=run is self._rollout_cached, dtype_bytes=2 if bf16 else 4,
-                                device=self.device)
-        with self._run_ctx():
-            parts = [run(z_context, pc, pa, part) for part in torch.split(a, chunk, dim=1)]
-        zs = parts[0][0] if len(parts) == 1 else torch.cat([z for z, _ in parts], 1)
-        ps = parts[0][1] if len(parts) == 1 else torch.cat([p for _, p in parts], 1)
-        z_pred = zs.float()  # (B, S, H, N, D)
-        p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P)
-        if not batched:
-            z_pred, p_pred = z_pred[0], p_pred[0]
-        return z_pred, p_pred
+        return z_context, proprio_context, actions, past_actions, batched
 
-    def _rollout_cached(self, zc, pc, pa, a):
-        """KV-cached rollout; the T-1 shared context frames run once per env (batch B)."""
+    def _rollout_cached(self, zc, pc, pa, a, share_prefix: bool = True):
+        """KV-cached rollout on normalised inputs; ``(B, S, H, N, D)``, ``(B, S, H, P)`` out.
+
+        With ``share_prefix`` the T-1 context frames run once per env (batch B) and the cache
+        broadcasts over S; without it every candidate becomes an env of its own (batch B x S).
+        """
+        if not share_prefix:
+            B, S = a.shape[:2]
+            def per_candidate(x):  # (B, ...) -> (B*S, ...)
+                return x.unsqueeze(1).expand(B, S, *x.shape[1:]).reshape(B * S, *x.shape[1:])
+            z, p = self._rollout_cached(per_candidate(zc), per_candidate(pc), per_candidate(pa),
+                                        a.reshape(B * S, 1, *a.shape[2:]))  # (B*S, 1, H, ...)
+            return z.reshape(B, S, *z.shape[2:]), p.reshape(B, S, *p.shape[2:])
         cache = self.predictor.prefill(zc[:, :-1], pc[:, :-1], pa)  # batch (B,) -> (B, 1) entries
         step = self._step_fn()
         z_cur, p_cur = zc[:, -1:], pc[:, -1:]  # (B, 1, N, D), (B, 1, P): broadcast over S
@@ -460,35 +365,22 @@ class WorldModel(nn.Module):
                 ps.append(p_cur)
         return torch.stack(zs, 2), torch.stack(ps, 2)
 
-    def _rollout_full(self, zc, pc, pa, a):
-        """Reference rollout: recompute the whole history every step."""
-        B, S, H = a.shape[:3]
-        zh = zc.unsqueeze(1).expand(B, S, *zc.shape[1:])  # (B, S, T, N, D)
-        ph = pc.unsqueeze(1).expand(B, S, *pc.shape[1:])  # (B, S, T, P)
-        ah = torch.cat([pa.unsqueeze(1).expand(B, S, *pa.shape[1:]), a], 2)  # (B, S, T-1+H, Am)
-        T = zc.shape[1]
-        zs, ps = [], []
-        for h in range(H):
-            zo, po = self.predictor(zh, ph, ah[:, :, :T + h])  # (B, S, T+h, N, D)
-            z_next, p_next = zo[:, :, -1], po[:, :, -1]
-            zs.append(z_next)
-            ps.append(p_next)
-            zh = torch.cat([zh, z_next.unsqueeze(2)], 2)
-            ph = torch.cat([ph, p_next.unsqueeze(2)], 2)
-        return torch.stack(zs, 2), torch.stack(ps, 2)
+    def _rollout_recompute(self, zc, pc, pa, a, window: int | None = None):
+        """Rollout that runs the predictor over the last ``window`` frames every step (None: all).
 
-    def _rollout_window(self, zc, pc, pa, a):
-        """Absolute positions (DINO-WM): recompute the last ``num_hist`` frames every step."""
+        ``window=None`` is the reference semantics (the whole history, every step);
+        ``window=num_hist`` is DINO-WM's absolute-position rollout.
+        """
         B, S, H = a.shape[:3]
-        w = self.num_hist
-        zh = zc[:, -w:].unsqueeze(1).expand(B, S, *zc[:, -w:].shape[1:])  # (B, S, <=w, N, D)
-        ph = pc[:, -w:].unsqueeze(1).expand(B, S, *pc[:, -w:].shape[1:])
-        ah = torch.cat([pa.unsqueeze(1).expand(B, S, *pa.shape[1:]), a], 2)  # (B, S, T-1+H, Am)
         T = zc.shape[1]
+        w = T + H if window is None else window  # T + H frames never exceed a full-history window
+        zh = zc[:, -w:].unsqueeze(1).expand(B, S, *zc[:, -w:].shape[1:])  # (B, S, <=w, N, D)
+        ph = pc[:, -w:].unsqueeze(1).expand(B, S, *pc[:, -w:].shape[1:])  # (B, S, <=w, P)
+        ah = torch.cat([pa.unsqueeze(1).expand(B, S, *pa.shape[1:]), a], 2)  # (B, S, T-1+H, Am)
         zs, ps = [], []
         for h in range(H):
             n = zh.shape[2]  # frames T+h-n .. T+h-1 are in the window
-            zo, po = self.predictor(zh, ph, ah[:, :, T + h - n:T + h])
+            zo, po = self.predictor(zh, ph, ah[:, :, T + h - n:T + h])  # (B, S, n, N, D)
             z_next, p_next = zo[:, :, -1], po[:, :, -1]
             zs.append(z_next)
             ps.append(p_next)
@@ -496,7 +388,7 @@ class WorldModel(nn.Module):
             ph = torch.cat([ph, p_next.unsqueeze(2)], 2)[:, :, -w:]
         return torch.stack(zs, 2), torch.stack(ps, 2)
 
-    # --- checkpoints ---
+    # --- checkpoints (see mpc.checkpoint) ---
     def save(self, path) -> Path:
         """Write weights + config (one safetensors file) atomically.
 
@@ -506,23 +398,7 @@ class WorldModel(nn.Module):
         Returns:
             the path written.
         """
-        from safetensors.torch import save_file
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
-                  "encoder_fingerprint": self.config.encoder_fingerprint,
-                  "normalization": self.normalization()}
-        tensors = {k: v.detach().to("cpu").contiguous().clone()  # clone: tied modules share storage
-                   for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(header)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return checkpoint.save(self, path)
 
     @staticmethod
     def read_header(path) -> dict:
@@ -531,22 +407,7 @@ class WorldModel(nn.Module):
         Raises:
             FileNotFoundError: no such file. ValueError: not a wmpc world-model checkpoint.
         """
-        from safetensors import safe_open
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no world-model checkpoint at {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as e:  # noqa: BLE001 - safetensors raises several types
-            raise ValueError(f"{path} is not a readable safetensors checkpoint (corrupt or "
-                             f"truncated?): {e}") from e
-        if _META_KEY not in meta:
-            raise ValueError(f"{path} has no wmpc world-model header; was it written by WorldModel.save?")
-        try:
-            return json.loads(meta[_META_KEY])
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: corrupt world-model header: {e}") from e
+        return checkpoint.read_header(path)
 
     @classmethod
     def load(cls, path, encoder="auto", device=None, config: WorldModelConfig | None = None,
@@ -572,59 +433,5 @@ class WorldModel(nn.Module):
         Raises:
             ValueError: corrupt file, other format version, mismatched config or encoder fingerprint.
         """
-        from safetensors.torch import load_file
-        header = cls.read_header(path)
-        version = header.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path} has world-model format version {version}, this wmpc reads "
-                             f"version {FORMAT_VERSION}; retrain or convert the checkpoint")
-        saved = WorldModelConfig.from_dict(header["config"])
-        overrides = dict(overrides or {})
-        bad = set(overrides) - set(RUNTIME_OPTIONS)
-        if bad:
-            raise ValueError(f"only runtime options {RUNTIME_OPTIONS} may be overridden on load, "
-                             f"got {sorted(bad)}")
-        if config is not None:
-            if isinstance(config, dict):
-                config = WorldModelConfig.from_dict(config)
-            exp, got = config.predictor, saved.predictor
-            if exp.time_encoding != got.time_encoding:
-                raise ValueError(f"checkpoint {path} uses time_encoding={got.time_encoding!r}, the "
-                                 f"requested config uses {exp.time_encoding!r}; the encoding is "
-                                 "part of the trained model and cannot change on load")
-            a = {k: v for k, v in config.to_dict().items() if k not in ("predictor", "encoder_options")}
-            b = {k: v for k, v in saved.to_dict().items() if k not in ("predictor", "encoder_options")}
-            pa = {k: v for k, v in exp.to_dict().items() if k not in RUNTIME_OPTIONS}
-            pb = {k: v for k, v in got.to_dict().items() if k not in RUNTIME_OPTIONS}
-            diff = sorted([k for k in a if a[k] != b.get(k) and k != "encoder_fingerprint"]
-                          + [f"predictor.{k}" for k in pa if pa[k] != pb.get(k)])
-            if diff:
-                raise ValueError(f"checkpoint {path} does not match the requested config in {diff}")
-            overrides = {**{k: getattr(exp, k) for k in RUNTIME_OPTIONS}, **overrides}
-        if overrides:
-            saved.predictor = dataclasses.replace(saved.predictor, **overrides)
-        model = cls(saved)
-        try:
-            tensors = load_file(str(path))
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: cannot read weights (corrupt or truncated?): {e}") from e
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not match the config (missing {missing}, "
-                             f"unexpected {unexpected})")
-        if device is not None:
-            model.to(device)
-        if isinstance(encoder, str) and encoder == "auto":
-            encoder = None
-            if saved.encoder:
-                try:
-                    import encoders
-                    built = encoders.make_encoder(saved.encoder, **saved.encoder_options)
-                    model.attach_encoder(built.to(model.device))
-                except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
-                    model._encoder_error = f"{type(e).__name__}: {e}"
-                    log.warning("%s: encoder %r not attached (%s); pass encoder=... to load()",
-                                path, saved.encoder, e)
-        if encoder is not None:
-            model.attach_encoder(encoder)
-        return model.eval()
+        return checkpoint.load(cls, path, encoder=encoder, device=device, config=config,
+                               overrides=overrides)

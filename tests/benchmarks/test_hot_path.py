@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks.hot_path import build_model, cached_per_candidate, make_inputs, measure, rollout_flops
-from mpc.rollout_utils import candidate_chunk, chunked_rollout, rollout_bytes_per_candidate
+from mpc.memory import candidate_chunk, chunked_rollout, rollout_bytes_per_candidate
 from mpc.world_model import config_from_preset
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import encoders
-from mpc.evaluate import evaluate, wilson_interval
+from mpc.evaluation import evaluate, wilson_interval
 from mpc.world_model import WorldModel, config_from_preset
 
 
@@ -58,3 +58,13 @@ def test_eval_baseline_through_the_same_command(tmp_path):
 def test_planner_policy_needs_a_checkpoint():
     with pytest.raises(ValueError, match="checkpoint"):
         evaluate("wall", policy="planner", episodes=1, steps=1, progress=False)
+
+
+def test_settings_objects_equal_keyword_options():
+    from mpc.evaluation import EvalSettings
+    a = evaluate("wall", policy="oracle", episodes=2, steps=5, batch_envs=2, videos=0, progress=False)
+    b = evaluate("wall", policy="oracle", settings=EvalSettings(episodes=2, steps=5, batch_envs=2, videos=0),
+                 progress=False)
+    assert a.per_episode == b.per_episode
+    with pytest.raises(TypeError, match="Did you mean episodes"):
+        evaluate("wall", policy="oracle", episods=2, progress=False)

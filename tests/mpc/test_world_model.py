@@ -332,3 +332,16 @@ def test_load_rebuilds_the_checkpoint_encoder(tmp_path):
     bare = WorldModel.load(path2)
     with pytest.raises(RuntimeError, match="missing.pth"):
         bare.encode(img)
+
+
+@pytest.mark.parametrize("name,over", [("tiny", {}), ("tiny_mlp", {}), ("tiny_mlp", {"kind": "gru"})],
+                         ids=["tiny", "tiny_mlp", "gru"])
+def test_rollout_without_prefix_sharing_equals_shared(name, over):
+    """share_prefix=False runs the context once per candidate: same predictions."""
+    m, n = _preset_model(name, **over)
+    zc, pc, a, pa = context(B=2, T=3, S=4, H=3, Am=m.action_dim, n=n)
+    with torch.no_grad():
+        z1, p1 = m.rollout(zc, pc, a, pa)
+        z2, p2 = m.rollout(zc, pc, a, pa, share_prefix=False, max_batch=6)  # chunks of 3 candidates
+    torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(p1, p2, atol=1e-5, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""Memory bound of the rollout: split the candidate axis S into chunks that fit a memory budget.
+"""Rollout memory: estimate what one candidate costs and split the candidates S into chunks that fit.
 
 A rollout's working memory grows linearly with the candidates it runs at once (B envs x S
 candidates): the KV cache, the attention scores, the MLP hidden activations and the predicted

@@ -1,0 +1,190 @@
+"""Closed-loop goal reaching: run a policy on evaluation episodes and measure success.
+
+Runs ``episodes`` episodes (seeds ``seed + i``, disjoint from collection seeds by default),
+``batch_envs`` envs at a time with one policy call per step for all of them (the planner policy
+plans them in one batched call), and reports the success rate with a 95% Wilson interval, the mean
+planning time per replan, and the final latent and true-state distances. Baselines (``random``,
+``oracle``, see :mod:`mpc.evaluation.policies`) run through the same loop. With ``out`` it writes
+``results.json`` and a side-by-side GIF (observation | goal) of the first ``videos`` episodes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mpc._io import atomic_write, write_json
+from mpc.evaluation.metrics import EvalResult, summarize
+from mpc.evaluation.policies import Policy, PlannerSettings, check_policy, make_policy
+
+__all__ = ["EvalSettings", "evaluate"]
+
+
+@dataclass
+class EvalSettings:
+    """Which episodes an evaluation runs and what it records."""
+
+    episodes: int = 50  # evaluation episodes (episode i uses seed + i)
+    steps: int = 50  # env steps per episode
+    batch_envs: int = 10  # envs run side by side (one policy call per step for all)
+    seed: int = 1_000_000  # seed of the first episode (far from collection seeds)
+    env_options: dict | None = None  # make_env options (e.g. image_size, frameskip)
+    videos: int = 2  # episodes saved as side-by-side GIFs in `out`
+
+
+def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path | None = None,
+             model=None, out: str | Path | None = None, device: str | None = None,
+             progress: bool = True, settings: EvalSettings | None = None,
+             planning: PlannerSettings | None = None, **options) -> EvalResult:
+    """Evaluate goal reaching. See the module docstring.
+
+    Args:
+        env_name: a wmpc env name or a gymnasium id (``"pkg.mod:Id-v0"``).
+        policy: ``"planner"`` (MPC with the world model), ``"random"`` or ``"oracle"``.
+        checkpoint / model: the world model (path or object) for ``policy="planner"``.
+        out: run folder for ``results.json`` and GIFs (nothing written when None).
+        device: where the world model loads and plans (default: the model's device).
+        progress: show a progress bar.
+        settings: episodes, steps, envs at once, seed, env options, videos (:class:`EvalSettings`).
+        planning: planner, its options, objective, alpha, horizon, replan_every
+            (:class:`~mpc.evaluation.policies.PlannerSettings`).
+        **options: any field of either settings by name (``episodes=4``, ``planner="mppi"``),
+            taking precedence over ``settings`` / ``planning``.
+
+    Returns:
+        an :class:`~mpc.evaluation.metrics.EvalResult`.
+
+    Raises:
+        ValueError: unknown policy, or ``policy="planner"`` without a checkpoint or model.
+        TypeError: an option that is no settings field.
+    """
+    from tqdm import tqdm
+
+    import envs as envs_pkg
+
+    check_policy(policy)
+    settings, planning = _apply_options(settings or EvalSettings(), planning or PlannerSettings(),
+                                        options)
+    env_options = dict(settings.env_options or {})
+    model = _world_model(checkpoint, model, device) if policy == "planner" else None
+    if model is not None and getattr(model, "image_size", None) is not None:
+        env_options.setdefault("image_size", model.image_size)
+    rows, plan_times, latent_distances, frames = [], [], [], {}
+    bar = tqdm(total=settings.episodes, desc=f"eval {env_name} ({policy})", disable=not progress)
+    for bi in range(math.ceil(settings.episodes / settings.batch_envs)):  # one batch of envs at a time
+        ids = list(range(bi * settings.batch_envs,
+                         min(settings.episodes, (bi + 1) * settings.batch_envs)))
+        envs = [envs_pkg.make_env(env_name, **env_options) for _ in ids]
+        try:
+            actor = make_policy(policy, envs, seed=settings.seed + bi, model=model,
+                                settings=planning, device=device)
+            batch_rows, final_pixels, goals = _run_episodes(envs, ids, actor, settings, frames)
+        finally:
+            for e in envs:
+                e.close()
+        rows += batch_rows
+        plan_times += list(actor.plan_times)
+        if model is not None:
+            latent_distances += _latent_distances(model, final_pixels, goals)
+        bar.update(len(ids))
+    bar.close()
+    result = summarize(rows, env=env_name, policy=policy,
+                       planner=planning.planner if policy == "planner" else None,
+                       steps=settings.steps, plan_times=plan_times,
+                       latent_distances=latent_distances,
+                       labels=[] if planning.alpha == 0 else ["goal-proprio"])
+    if out is not None:
+        _write_run(Path(out), result, frames)
+    return result
+
+
+def _apply_options(settings: EvalSettings, planning: PlannerSettings, options: dict):
+    """Copies of both settings with ``options`` applied to whichever declares each name."""
+    names = [{f.name for f in dataclasses.fields(s)} for s in (settings, planning)]
+    unknown = set(options) - names[0] - names[1]
+    if unknown:
+        valid = sorted(names[0] | names[1])
+        close = [m for k in sorted(unknown) for m in difflib.get_close_matches(k, valid, n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TypeError(f"evaluate() got unknown options {sorted(unknown)}.{hint} Valid: {valid}")
+    return tuple(dataclasses.replace(s, **{k: v for k, v in options.items() if k in n})
+                 for s, n in zip((settings, planning), names))
+
+
+def _world_model(checkpoint, model, device):
+    """The given model, or the one saved at ``checkpoint``."""
+    if model is not None:
+        return model
+    if checkpoint is None:
+        raise ValueError("policy=planner needs checkpoint=PATH (a world model saved by `wmpc train`)")
+    from mpc.world_model import WorldModel
+
+    return WorldModel.load(checkpoint, device=device)
+
+
+def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSettings,
+                  frames: dict[int, list]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Run one episode in each of the B ``envs`` until all reached their goals or time ran out.
+
+    An env that reached its goal holds still while the others go on. Frames of episodes below
+    ``settings.videos`` are appended to ``frames``.
+
+    Returns:
+        ``(rows, final pixels (B, H, W, 3), goal images (B, H, W, 3))``, one row per episode.
+    """
+    resets = [e.reset(seed=settings.seed + i) for e, i in zip(envs, ids)]
+    obs = [o for o, _ in resets]
+    infos = [inf for _, inf in resets]
+    goals = np.stack([inf["goal_image"] for inf in infos])  # (B, H, W, 3)
+    init_d = [float(inf.get("distance", np.nan)) for inf in infos]
+    done = np.zeros(len(ids), bool)
+    reached = np.array([bool(inf.get("is_success", False)) for inf in infos])
+    for _ in range(settings.steps):
+        batch_obs = {"pixels": np.stack([o["pixels"] for o in obs]),  # (B, H, W, 3)
+                     "proprio": np.stack([o["proprio"] for o in obs])}  # (B, P)
+        actions = policy.act(batch_obs, {"goal_image": goals})  # (B, A)
+        for j, e in enumerate(envs):
+            if ids[j] < settings.videos:
+                frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], goals[j]))
+            if done[j]:
+                continue  # an env that reached its goal holds still
+            obs[j], _, term, trunc, infos[j] = e.step(actions[j])
+            reached[j] |= bool(infos[j]["is_success"])
+            done[j] = reached[j] or term or trunc
+        if done.all():
+            break
+    rows = [{"episode": i, "seed": settings.seed + i, "reached": bool(reached[j]),
+             "final_success": bool(infos[j]["is_success"]), "initial_distance": init_d[j],
+             "final_distance": float(infos[j].get("distance", np.nan))} for j, i in enumerate(ids)]
+    return rows, np.stack([o["pixels"] for o in obs]), goals
+
+
+def _latent_distances(model, pixels: np.ndarray, goals: np.ndarray) -> list[float]:
+    """Token MSE between the encoded final observations and goals, one value per env."""
+    with torch.no_grad():
+        z_final = model.encode(pixels)  # (B, N, D)
+        z_goal = model.encode(goals)
+        return ((z_final - z_goal) ** 2).mean(dim=(1, 2)).cpu().tolist()
+
+
+def _side_by_side(obs_px: np.ndarray, goal_px: np.ndarray) -> np.ndarray:
+    """One GIF frame: observation | goal, with a white 2-pixel separator."""
+    sep = np.full((obs_px.shape[0], 2, 3), 255, np.uint8)
+    return np.concatenate([obs_px, sep, goal_px], axis=1)
+
+
+def _write_run(out: Path, result: EvalResult, frames: dict[int, list]) -> None:
+    """``results.json`` and one ``episode_<i>.gif`` per recorded episode, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", dataclasses.asdict(result))
+    if frames:
+        import imageio.v2 as imageio
+
+        for ep, episode_frames in frames.items():
+            atomic_write(out / f"episode_{ep:03d}.gif",
+                         lambda tmp: imageio.mimsave(tmp, episode_frames, duration=0.1, loop=0))

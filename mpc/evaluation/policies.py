@@ -1,0 +1,124 @@
+"""The policies of the closed-loop evaluation: MPC with a world model, and two baselines.
+
+Every policy acts for a batch of B envs at once through one method::
+
+    act(obs, info) -> actions float32 (B, A)
+        obs:  {"pixels": uint8 (B, H, W, 3), "proprio": float (B, P)}   the envs' observations
+        info: {"goal_image": uint8 (B, H, W, 3)}                         what the episode asks for
+
+- ``planner``: :class:`~mpc.controller.MPCController` plans in the world model's latent space.
+- ``random``: uniform actions in the env's action space (seeded).
+- ``oracle``: each env's scripted controller (``env.unwrapped.oracle_action()``), an upper bound.
+
+:func:`make_policy` builds one by name for one batch of envs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+__all__ = ["POLICIES", "Policy", "PlannerSettings", "PlannerPolicy", "RandomPolicy", "OraclePolicy",
+           "check_policy", "make_policy"]
+
+POLICIES = ("planner", "random", "oracle")
+
+
+class Policy(Protocol):
+    """What the closed loop needs of a policy."""
+
+    plan_times: Sequence[float]  # seconds of each replan so far (empty for the baselines)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        """Actions ``(B, A)`` for the batch of observations (see the module docstring)."""
+
+
+@dataclass
+class PlannerSettings:
+    """How the ``planner`` policy plans (the baselines ignore these)."""
+
+    planner: str = "cem"  # registered planner name (mpc.planners)
+    planner_options: dict | None = None  # make_planner options (samples, iterations, ...)
+    objective: str = "last"  # last: MSE on the last predicted frame (DINO-WM); all: every step
+    alpha: float = 0.0  # weight of the goal-proprio term (0: plan from images alone)
+    horizon: int = 5  # H, planning horizon in model steps
+    replan_every: int = 1  # model steps executed from each plan before replanning
+
+
+class PlannerPolicy:
+    """MPC in the latent space of ``model`` (one batched plan per replan for all B envs)."""
+
+    def __init__(self, model, action_space, settings: PlannerSettings, *, seed: int, device=None):
+        from mpc.controller import MPCController
+        from mpc.objectives import make_objective
+
+        s = settings
+        objective = make_objective(s.objective, alpha=s.alpha) if s.alpha else s.objective
+        self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
+                                        replan_every=s.replan_every, action_space=action_space,
+                                        planner_options=s.planner_options, seed=seed, device=device)
+
+    @property
+    def plan_times(self) -> list[float]:
+        return self.controller.plan_times
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return self.controller.act(obs, info["goal_image"])
+
+
+class RandomPolicy:
+    """Uniform actions in ``action_space``, drawn from a generator seeded with ``seed``."""
+
+    plan_times = ()
+
+    def __init__(self, action_space, *, seed: int):
+        self.action_space = action_space
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        sp = self.action_space
+        return self.rng.uniform(sp.low, sp.high, size=(len(obs["pixels"]), *sp.shape)).astype(np.float32)
+
+
+class OraclePolicy:
+    """Each env's scripted controller: reads the true state, so it sets an upper bound."""
+
+    plan_times = ()
+
+    def __init__(self, envs: Sequence):
+        self.envs = list(envs)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return np.stack([e.unwrapped.oracle_action() for e in self.envs]).astype(np.float32)
+
+
+def check_policy(name: str) -> None:
+    """Raises ValueError unless ``name`` is one of :data:`POLICIES`."""
+    if name not in POLICIES:
+        raise ValueError(f"policy must be 'planner', 'random' or 'oracle', got {name!r}")
+
+
+def make_policy(name: str, envs: Sequence, *, seed: int, model=None,
+                settings: PlannerSettings | None = None, device=None) -> Policy:
+    """Build the policy ``name`` for one batch of envs.
+
+    Args:
+        name: ``"planner"``, ``"random"`` or ``"oracle"``.
+        envs: the B envs it will act in (all with the same action space).
+        seed: seeds the planner or the random actions.
+        model, settings, device: the world model, its planning settings and device
+            (``planner`` only).
+
+    Raises:
+        ValueError: unknown name, or ``planner`` without a model.
+    """
+    check_policy(name)
+    if name == "planner":
+        if model is None:
+            raise ValueError("policy=planner needs a world model")
+        return PlannerPolicy(model, envs[0].action_space, settings or PlannerSettings(), seed=seed,
+                             device=device)
+    if name == "random":
+        return RandomPolicy(envs[0].action_space, seed=seed)
+    return OraclePolicy(envs)
