@@ -37,7 +37,7 @@ def image_like(draw):
     if kind in ("nan", "inf") and x.size:
         x.flat[rng.integers(0, x.size)] = np.nan if kind == "nan" else np.inf
     with np.errstate(invalid="ignore"):
-        arr = (x * (255 if dtype == np.uint8 and kind == "unit" else 1)).astype(dtype)
+        arr = np.asarray((x * (255 if dtype == np.uint8 and kind == "unit" else 1)).astype(dtype))
     return torch.from_numpy(arr) if draw(st.booleans()) else arr
 
 

@@ -36,7 +36,7 @@ def wall_model(tmp_path):
 def test_eval_command_with_a_checkpoint_writes_results_and_video(tmp_path, wall_model):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_model}",
-                        "planner=cem", "planner.samples=16", "planner.iterations=2", "planner.topk=4",
+                        "planner=cem", "planner.samples=16", "planner.iterations=2", "planner.elites=4",
                         "episodes=3", "steps=4", "batch_envs=2", "videos=1", f"out={out}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
