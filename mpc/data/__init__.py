@@ -15,10 +15,10 @@ A dataset is a directory of HDF5 files, readable with ``h5py`` alone::
 
 Each ``episode_%06d.h5`` holds, for an episode of ``T`` steps:
 
-    pixels   (T+1, H, W, 3) uint8     frame t is the observation before action t
-    proprio  (T+1, P)       float32
-    actions  (T, A)         float32   the action applied between frame t and frame t+1
-    states   (T+1, S)       float64   only if the env reports ``info["state"]``
+    pixels   (T+1, H, W, 3)    uint8     frame t is the observation before action t
+    proprio  (T+1, P)          float32
+    actions  (T, A)            float32   the action applied between frame t and frame t+1
+    states   (T+1, state_dim)  float64   only if the env reports ``info["state"]``
     attrs:   seed (int), length (T), complete (True), format_version
 
 Every dataset carries an HDF5 Fletcher-32 checksum, so damaged bytes fail on read instead of

@@ -56,7 +56,7 @@ def rollout_episode(env, actions: np.ndarray, seed: int) -> dict[str, np.ndarray
 
     Returns:
         dict with ``pixels`` (T+1,H,W,3) uint8, ``proprio`` (T+1,P) float32, ``actions`` (T,A)
-        float32 and, if the env reports ``info["state"]``, ``states`` (T+1,S) float64.
+        float32 and, if the env reports ``info["state"]``, ``states`` (T+1, state_dim) float64.
 
     Raises:
         ValueError: an observation that is not ``{"pixels": uint8 (H,W,3), "proprio": (P,)}``.

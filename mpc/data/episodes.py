@@ -43,7 +43,7 @@ class EpisodeDataset:
     Attributes:
         root: the dataset directory. meta: ``dataset.json``. stats: ``stats.json`` (per env action).
         paths: the E episode files. lengths: (E,) int steps per episode. shapes: dict of per-frame
-        shapes (``pixels`` (H,W,3), ``proprio`` (P,), ``actions`` (A,), ``states`` (S,) if present).
+        shapes (``pixels`` (H,W,3), ``proprio`` (P,), ``actions`` (A,), ``states`` (state_dim,) if present).
     """
 
     def __init__(self, root: str | os.PathLike):

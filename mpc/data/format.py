@@ -151,7 +151,7 @@ def compute_stats(episodes_dir: Path, num_episodes: int) -> dict[str, Any]:
 
     Returns:
         dict with ``action_mean``/``action_std`` (A,), ``proprio_mean``/``proprio_std`` (P,),
-        ``state_mean``/``state_std`` (S,) when states exist, ``num_episodes``, ``num_frames``,
+        ``state_mean``/``state_std`` (state_dim,) when states exist, ``num_episodes``, ``num_frames``,
         ``num_transitions`` (all as lists/ints, JSON-ready).
     """
     sums: dict[str, list] = {}

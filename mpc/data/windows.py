@@ -74,32 +74,12 @@ class WindowDataset:
         self.episodes = load_dataset(root)
         self.root, self.meta = self.episodes.root, self.episodes.meta
         self.num_hist, self.num_pred, self.frameskip = int(num_hist), int(num_pred), int(frameskip)
-        self.window = L = self.num_hist + self.num_pred
+        self.window = self.num_hist + self.num_pred
         self.source = source
         train_ids, val_ids = split_episodes(len(self.episodes), val_fraction, seed)
-        ids = {"train": train_ids, "val": val_ids, "all": np.arange(len(self.episodes))}[split]
-        self.episode_ids = ids
-
-        span = (L - 1) * self.frameskip  # env steps covered by a window
-        counts = np.maximum(self.episodes.lengths[ids] - span + 1, 0)  # windows per episode
-        if len(ids) and counts.sum() == 0:
-            raise ValueError(f"no episode of {self.root} is long enough for a window of {L} frames "
-                             f"{self.frameskip} steps apart ({span} steps; longest episode has "
-                             f"{int(self.episodes.lengths.max())}); lower num_hist/num_pred/frameskip")
-        self._win_local = np.repeat(np.arange(len(ids)), counts)                      # (W,)
-        first = np.repeat(np.cumsum(counts) - counts, counts)
-        self._win_start = np.arange(int(counts.sum())) - first                        # (W,)
-
-        # frames and actions of this split's episodes, concatenated
-        frames = self.episodes.lengths[ids] + 1
-        self._frame_offset = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
-        self._action_offset = self._frame_offset - np.arange(len(ids))
-        parts = [self.episodes.read(int(e), ("proprio", "actions")) for e in ids]
-        P, A = self.episodes.shapes["proprio"][0], self.episodes.shapes["actions"][0]
-        self._proprio = np.concatenate([p["proprio"] for p in parts]) if parts else np.zeros((0, P), np.float32)
-        self._actions = np.concatenate([p["actions"] for p in parts]) if parts else np.zeros((0, A), np.float32)
-        self.proprio_dim, self.env_action_dim = int(P), int(A)
-        self.action_dim = self.frameskip * int(A)
+        self.episode_ids = ids = {"train": train_ids, "val": val_ids, "all": np.arange(len(self.episodes))}[split]
+        self._index_windows(ids)
+        self._read_arrays(ids)
 
         self.fingerprint, self._tokens = None, None
         if source == "latents":
@@ -116,6 +96,31 @@ class WindowDataset:
         stats["action_mean"] = list(np.tile(stats["action_mean"], self.frameskip))
         stats["action_std"] = list(np.tile(stats["action_std"], self.frameskip))
         self.stats = stats
+
+    def _index_windows(self, ids: np.ndarray) -> None:
+        """Window ``j`` -> (position in ``ids``, start step): ``_win_local`` and ``_win_start`` (W,)."""
+        L = self.window
+        span = (L - 1) * self.frameskip  # env steps covered by a window
+        counts = np.maximum(self.episodes.lengths[ids] - span + 1, 0)  # windows per episode
+        if len(ids) and counts.sum() == 0:
+            raise ValueError(f"no episode of {self.root} is long enough for a window of {L} frames "
+                             f"{self.frameskip} steps apart ({span} steps; longest episode has "
+                             f"{int(self.episodes.lengths.max())}); lower num_hist/num_pred/frameskip")
+        self._win_local = np.repeat(np.arange(len(ids)), counts)                      # (W,)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        self._win_start = np.arange(int(counts.sum())) - first                        # (W,)
+
+    def _read_arrays(self, ids: np.ndarray) -> None:
+        """Proprio (F, P) and actions (F - len(ids), A) of episodes ``ids``, concatenated, with offsets."""
+        frames = self.episodes.lengths[ids] + 1
+        self._frame_offset = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+        self._action_offset = self._frame_offset - np.arange(len(ids))
+        parts = [self.episodes.read(int(e), ("proprio", "actions")) for e in ids]
+        P, A = self.episodes.shapes["proprio"][0], self.episodes.shapes["actions"][0]
+        self._proprio = np.concatenate([p["proprio"] for p in parts]) if parts else np.zeros((0, P), np.float32)
+        self._actions = np.concatenate([p["actions"] for p in parts]) if parts else np.zeros((0, A), np.float32)
+        self.proprio_dim, self.env_action_dim = int(P), int(A)
+        self.action_dim = self.frameskip * int(A)
 
     def __len__(self) -> int:
         return len(self._win_start)
