@@ -22,6 +22,8 @@ import encoders  # noqa: E402
 import envs  # noqa: E402
 from encoders.base import Encoder  # noqa: E402
 from mpc import data  # noqa: E402
+from mpc._io import folder_lock  # noqa: E402
+from mpc.commands.encode import main as encode_command  # noqa: E402
 from mpc.data import (DatasetError, WindowDataset, cache_path, collect, encode_dataset,  # noqa: E402
                       load_dataset, make_actions, rollout_episode, split_episodes)
 
@@ -152,7 +154,7 @@ def test_rerun_with_other_settings_fails(tmp_path):
 
 def test_concurrent_collection_into_one_folder_is_refused(tmp_path):
     out = _collect(tmp_path / "d", episodes=1)
-    with data._folder_lock(out, "a test"):
+    with folder_lock(out, "a test"):
         with pytest.raises(DatasetError, match="another process is running wmpc collect"):
             _collect(out, episodes=2)
     assert len(_collect(out, episodes=2) and load_dataset(out)) == 2  # lock released
@@ -341,8 +343,8 @@ def test_fewer_episodes_rerun_updates_stats(tmp_path):
 
 
 def test_encode_cli(dataset):
-    rc = data.encode_command([f"data={dataset}", "~encoder", "+encoder.name=test-fake", "+encoder.seed=5",
-                              "+encoder.image_size=16", "dtype=float32", "device=cpu", "progress=false"])
+    rc = encode_command([f"data={dataset}", "~encoder", "+encoder.name=test-fake", "+encoder.seed=5",
+                          "+encoder.image_size=16", "dtype=float32", "device=cpu", "progress=false"])
     assert rc == 0
     enc = FakeEncoder(image_size=16, seed=5)
     w = WindowDataset(dataset, enc.fingerprint, num_hist=1, num_pred=1, split="all")

@@ -1,0 +1,182 @@
+"""The on-disk format of a dataset: file layout, episode files, their checks and errors.
+
+Everything that reads or writes an HDF5 file of a dataset or of its latent cache goes through
+here: :func:`write_h5` (atomic, checksummed), :func:`open_h5` / :func:`read_h5` (read errors become
+a :class:`DatasetError` that names the file and the fix), :func:`check_episode` (the layout of one
+episode file) and :func:`files_to_redo` (the resume scan). The layout itself is described in the
+docstring of :mod:`mpc.data`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mpc._io import LockHeld, atomic_path, folder_lock, write_json
+
+__all__ = ["FORMAT_VERSION", "DatasetError", "compute_stats"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "dataset.json"       # <root>/dataset.json: how the dataset was collected
+STATS_FILE = "stats.json"        # <root>/stats.json: action/proprio/state mean and std
+EPISODES_DIR = "episodes"        # <root>/episodes/episode_%06d.h5
+EPISODE_FILE = "episode_{:06d}.h5"
+REDO_COLLECT = "re-run the same `wmpc collect` command"
+
+
+class DatasetError(ValueError):
+    """A dataset or latent cache that is missing, incomplete, damaged or does not match the request."""
+
+
+def damaged(path: Path, err: BaseException, redo: str) -> DatasetError:
+    """The error for a file that cannot be read; ``redo`` says how to write it again."""
+    return DatasetError(f"{path} is truncated or damaged ({type(err).__name__}: {err}). "
+                        f"Delete it and {redo} to redo it.")
+
+
+@contextlib.contextmanager
+def dataset_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while ``what`` (``"wmpc collect"``, ``"wmpc encode"``) writes into it.
+
+    Raises:
+        DatasetError: another process holds it (the call fails at once instead of waiting).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(folder, what, wait=False))
+        except LockHeld:
+            raise DatasetError(f"another process is running {what} into {folder}; wait for it to finish "
+                               "(or stop it) before starting a second one") from None
+        yield
+
+
+def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any],
+             compression: str | None = None) -> None:
+    """Write ``arrays`` (chunked one frame each, Fletcher-32 checksummed) and ``attrs`` atomically.
+
+    The attribute ``complete=True`` is written last, so a file without it was never finished.
+    """
+    import h5py
+
+    comp = None if compression in (None, "none", "None") else compression
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            for key, arr in arrays.items():
+                chunks = (1, *arr.shape[1:]) if arr.ndim >= 2 and arr.shape[0] else True
+                f.create_dataset(key, data=arr, chunks=chunks if arr.size else None,
+                                 compression=comp if arr.size else None, fletcher32=bool(arr.size))
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs["complete"] = True  # last thing written before close
+
+
+@contextlib.contextmanager
+def open_h5(path: Path, redo: str = REDO_COLLECT):
+    """``h5py.File(path, "r")``; a read error inside the block becomes :func:`damaged`.
+
+    Raises:
+        DatasetError: the file (or something read in the block) is unreadable; ``DatasetError``\\ s
+            raised in the block pass unchanged.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise damaged(path, e, redo) from e
+
+
+def read_h5(path: Path, keys: tuple[str, ...] | None = None, redo: str = REDO_COLLECT) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (all when ``None``; absent ones are skipped) of an HDF5 file."""
+    with open_h5(path, redo) as f:
+        return {k: f[k][()] for k in (keys or tuple(f.keys())) if k in f}
+
+
+def check_episode(path: Path) -> dict[str, tuple]:
+    """Open an episode file and check its layout. Returns ``{name: shape}`` plus ``length`` (T).
+
+    Raises:
+        DatasetError: unreadable file, missing dataset, incomplete flag, inconsistent shapes.
+    """
+    with open_h5(path) as f:
+        if not bool(f.attrs.get("complete", False)):
+            raise DatasetError(f"{path} is marked incomplete. Delete it and {REDO_COLLECT} to redo it.")
+        missing = [k for k in ("pixels", "proprio", "actions") if k not in f]
+        if missing:
+            raise DatasetError(f"{path} lacks dataset(s) {missing}. Delete it and {REDO_COLLECT} "
+                               "to redo it.")
+        shapes = {k: tuple(f[k].shape) for k in f.keys()}
+        T = int(f.attrs["length"])
+        pixels_dtype = f["pixels"].dtype
+    px, pr, ac = shapes["pixels"], shapes["proprio"], shapes["actions"]
+    ok = (len(px) == 4 and px[0] == T + 1 and px[3] == 3 and pixels_dtype == np.uint8
+          and len(pr) == 2 and pr[0] == T + 1 and len(ac) == 2 and ac[0] == T
+          and ("states" not in shapes or (len(shapes["states"]) == 2 and shapes["states"][0] == T + 1)))
+    if not ok:
+        raise DatasetError(f"{path} has inconsistent shapes {shapes} for length={T}; expected pixels "
+                           f"(T+1,H,W,3) uint8, proprio (T+1,P), actions (T,A), states (T+1,S). "
+                           f"Delete it and {REDO_COLLECT} to redo it.")
+    return {**shapes, "length": T}
+
+
+def files_to_redo(folder: Path, count: int, check: Callable[[Path, int], Any], what: str) -> list[int]:
+    """Indices ``i < count`` whose ``folder/episode_%06d.h5`` is missing or fails ``check(path, i)``.
+
+    A file that fails its check is logged (``what``: e.g. ``"re-collecting a damaged episode"``) and
+    will be written again. This is the resume scan of ``collect`` and ``encode_dataset``.
+    """
+    todo = []
+    for i in range(count):
+        path = folder / EPISODE_FILE.format(i)
+        if path.exists():
+            try:
+                check(path, i)
+                continue
+            except DatasetError as e:
+                log.warning("%s: %s", what, e)
+        todo.append(i)
+    return todo
+
+
+def compute_stats(episodes_dir: Path, num_episodes: int) -> dict[str, Any]:
+    """Mean and std (floored at 1e-6) of actions, proprio and states over all episodes.
+
+    Returns:
+        dict with ``action_mean``/``action_std`` (A,), ``proprio_mean``/``proprio_std`` (P,),
+        ``state_mean``/``state_std`` (state_dim,) when states exist, ``num_episodes``, ``num_frames``,
+        ``num_transitions`` (all as lists/ints, JSON-ready).
+    """
+    sums: dict[str, list] = {}
+    for i in range(num_episodes):
+        ep = read_h5(episodes_dir / EPISODE_FILE.format(i), ("actions", "proprio", "states"))
+        for key, name in (("actions", "action"), ("proprio", "proprio"), ("states", "state")):
+            if key in ep:
+                x = ep[key].astype(np.float64)
+                s = sums.setdefault(name, [0, 0.0, 0.0])
+                s[0] += len(x)
+                s[1] = s[1] + x.sum(0)
+                s[2] = s[2] + (x ** 2).sum(0)
+    stats: dict[str, Any] = {}
+    for name, (n, s1, s2) in sums.items():
+        mean = s1 / max(n, 1)
+        std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0.0))
+        stats[f"{name}_mean"] = mean.tolist()
+        stats[f"{name}_std"] = np.maximum(std, 1e-6).tolist()
+    stats["num_episodes"] = num_episodes
+    stats["num_transitions"] = int(sums["action"][0]) if "action" in sums else 0
+    stats["num_frames"] = int(sums["proprio"][0]) if "proprio" in sums else 0
+    return stats
+
+
+def write_stats(root: Path, num_episodes: int) -> None:
+    """Compute the stats of the first ``num_episodes`` episodes and write ``<root>/stats.json``."""
+    write_json(root / STATS_FILE, compute_stats(root / EPISODES_DIR, num_episodes), sort_keys=True)
+
