@@ -18,17 +18,30 @@ from mpc.data.format import (EPISODE_FILE, EPISODES_DIR, FORMAT_VERSION, META_FI
 __all__ = ["EpisodeDataset", "load_dataset"]
 
 
+# keys every dataset.json has (see mpc.data); anything without them was not written by wmpc collect
+_REQUIRED_META = ("format_version", "env", "env_options", "action_low", "action_high", "episodes", "steps")
+
+
 def read_meta(root: Path) -> dict:
     """``<root>/dataset.json``, checked for this wmpc's format version.
 
     Raises:
-        DatasetError: no ``dataset.json`` (not a dataset) or another format version.
+        DatasetError: no ``dataset.json`` (not a dataset), a damaged or foreign one, or another
+            format version.
     """
     meta_path = root / META_FILE
     if not meta_path.exists():
         raise DatasetError(f"{root} is not a wmpc dataset (no dataset.json); create one with "
                            "`wmpc collect env=<name> out=<dir>`")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{meta_path} is not valid JSON ({e}); it was damaged or written by another "
+                           "tool. Re-create the dataset with `wmpc collect`") from e
+    missing = [k for k in _REQUIRED_META if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DatasetError(f"{meta_path} is not a wmpc dataset.json (missing {', '.join(missing)}); "
+                           "re-create the dataset with `wmpc collect`")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DatasetError(f"{meta_path} has format_version {meta.get('format_version')}, this wmpc reads "
                            f"version {FORMAT_VERSION}; re-collect the dataset with this version")
