@@ -56,11 +56,41 @@ def list_envs(tag: str | None = None) -> list[str]:
     return sorted(n for n, (_, _, tags) in ENVS.items() if tag is None or tag in tags)
 
 
+def _gym_factory(env_id: str):
+    """The constructor behind a gymnasium id (``"module:Id-v0"`` imports ``module`` first).
+
+    Raises:
+        ValueError: the module cannot be imported or the id is not registered.
+    """
+    import importlib
+
+    from gymnasium.envs.registration import load_env_creator
+
+    module, _, short = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        spec = gym.spec(short)
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        close = difflib.get_close_matches(env_id, list(ENVS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown env {env_id!r}.{hint} wmpc envs: {', '.join(list_envs())}; "
+                         f"or pass a gymnasium id such as 'my_pkg.envs:MyTask-v0' ({e})") from e
+    entry = spec.entry_point
+    return short, (entry if callable(entry) else load_env_creator(entry))
+
+
 def make_env(name: str, **options) -> gym.Env:
     """Create a wmpc env by name, or any gymnasium id (``"module:Id-v0"`` imports ``module``).
 
+    A wmpc env takes every option. A gymnasium env gets only the options given here (``None``
+    values dropped: its own defaults hold); ``image_size`` and ``frameskip`` go to its constructor
+    when it declares them and are applied by wrappers otherwise (:mod:`envs.wrappers`: resized
+    frames, repeated actions), and the goal image of ``reset`` is kept in every step's info.
+
     Raises:
         ValueError: an unknown name (with the closest known one).
+        TypeError: an option the env's constructor does not take.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if name in ENVS:
@@ -68,13 +98,12 @@ def make_env(name: str, **options) -> gym.Env:
         mod, cls = entry.split(":")
         import importlib
         return getattr(importlib.import_module(mod), cls)(**options)
-    try:
-        return gym.make(name, **options)
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
-        close = difflib.get_close_matches(name, list(ENVS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown env {name!r}.{hint} wmpc envs: {', '.join(list_envs())}; "
-                         f"or pass a gymnasium id such as 'my_pkg.envs:MyTask-v0' ({e})") from e
+    import functools
+
+    from .wrappers import fit_user_env
+
+    short, factory = _gym_factory(name)
+    return fit_user_env((factory, functools.partial(gym.make, short)), options)
 
 
 _register("pointmass", "envs.pointmass:PointMassEnv", "wmpc/PointMass-v0", ("quick", "dino_wm", "mujoco"))
