@@ -240,7 +240,7 @@ def test_jepa_regularizer_rises_on_collapse(kind):
 @pytest.mark.parametrize("name,steps,factor", [("vae", 40, 0.8), ("diffusion", 40, 0.9), ("jepa", 80, 0.8)])
 def test_training_loss_falls_and_checkpoint_loads(name, steps, factor, dots, tmp_path):
     """Loss over the last 10 steps below ``factor`` x the first 5 (flow matching has a high floor)."""
-    from mpc.train_encoder import train_encoder
+    from mpc.training import train_encoder
 
     out = tmp_path / name
     ckpt = train_encoder(name, dots, out, steps=steps, batch_size=16, lr=3e-3, save_every=25, progress=False,
@@ -256,7 +256,7 @@ def test_training_loss_falls_and_checkpoint_loads(name, steps, factor, dots, tmp
 
 
 def test_jepa_embeddings_do_not_collapse(dots, tmp_path):
-    from mpc.train_encoder import train_jepa
+    from mpc.training import train_jepa
 
     ckpt = train_jepa(dots, tmp_path / "j", steps=40, batch_size=32, lr=3e-3, progress=False,
                       encoder_options=dict(SMALL["jepa"], image_size=SIZE))
@@ -276,13 +276,13 @@ def test_train_encoder_command(dots, tmp_path):
     assert rc == 0 and (out / "encoder.safetensors").exists() and (out / "samples.png").exists()
     assert json.loads((out / "train_log.json").read_text())["step"] == 3
     with pytest.raises(ValueError, match="train-encoder trains one of"):
-        from mpc.train_encoder import train_encoder
+        from mpc.training import train_encoder
         train_encoder("dinov2", dots, tmp_path / "x", steps=1)
 
 
 @pytest.mark.parametrize("name", ["vae", "jepa"])
 def test_trained_tokens_are_standardised(name, dots, tmp_path):
-    from mpc.train_encoder import load_frames, train_encoder
+    from mpc.training import load_frames, train_encoder
 
     ckpt = train_encoder(name, dots, tmp_path / name, steps=3, batch_size=16,
                          encoder_options=dict(SMALL[name], image_size=SIZE), progress=False)

@@ -1,4 +1,4 @@
-"""``mpc.train``: learning, exact resume, checkpoints, DDP gradients and the CLI, on a tiny dataset.
+"""``mpc.training``: learning, exact resume, checkpoints, DDP gradients and the CLI, on a tiny dataset.
 
 The dataset is collected with :func:`mpc.data.collect` from ``BlobGoal-v0`` (the fake point env of
 ``tests/mpc/fake_envs.py`` drawn as a Gaussian blob, so the image gives the position to sub-pixel
@@ -113,7 +113,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 # --- tests ---------------------------------------------------------------------------------------
 def test_cosine_schedule_warms_up_then_decays_to_floor():
-    from mpc.train import cosine_schedule
+    from mpc.training import cosine_schedule
 
     assert cosine_schedule(0, 10, 110, 0.1) == pytest.approx(0.1)
     assert cosine_schedule(9, 10, 110, 0.1) == pytest.approx(1.0)
@@ -123,7 +123,7 @@ def test_cosine_schedule_warms_up_then_decays_to_floor():
 
 
 def test_train_learns_beats_copy_baseline_and_writes_run_folder(dataset, tmp_path):
-    from mpc.train import train
+    from mpc.training import train
     from mpc.world_model import WorldModel
 
     run = train(make_cfg(dataset, tmp_path / "run", "train.steps=200", "train.plot=true"))
@@ -141,7 +141,7 @@ def test_train_learns_beats_copy_baseline_and_writes_run_folder(dataset, tmp_pat
 
     # the saved model is the trained one and reproduces the reported errors
     from mpc.data import WindowDataset
-    from mpc.train import open_loop_errors
+    from mpc.evaluation.open_loop import open_loop_errors
 
     model = WorldModel.load(run / "checkpoints" / "model_latest.safetensors")
     assert model.encoder_fingerprint == encoders.make_encoder("test-centroid").fingerprint
@@ -151,7 +151,7 @@ def test_train_learns_beats_copy_baseline_and_writes_run_folder(dataset, tmp_pat
 
 
 def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
-    from mpc.train import train
+    from mpc.training import train
 
     common = ("train.steps=20", "train.log_every=2", "train.val_every=10", "train.ckpt_every=10",
               "model.predictor.dropout=0.2")  # dropout: the restored RNG state matters
@@ -182,7 +182,7 @@ def _first_step_grads(rank: int, world: int, port: int, data: str, out: str, res
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
-    from mpc.train import Trainer, setup_distributed
+    from mpc.training import Trainer, setup_distributed
 
     ctx = setup_distributed("cpu")
     try:
@@ -214,7 +214,8 @@ def test_two_process_gloo_ddp_matches_single_process_gradients(dataset, tmp_path
 
 
 def test_cli_smoke_and_clear_errors(dataset, tmp_path, capsys):
-    from mpc.train import train, train_command
+    from mpc.commands.train import main as train_command
+    from mpc.training import train
 
     out = tmp_path / "cli"
     rc = train_command(["~encoder", "+encoder.name=test-centroid", f"data={dataset}", f"out={out}",

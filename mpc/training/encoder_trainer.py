@@ -1,24 +1,20 @@
-"""``wmpc train-encoder``: fit a trainable encoder (``vae``, ``diffusion`` or ``jepa``) on a dataset's frames.
-
-``wmpc train-encoder encoder=vae data=data/pointmass out=runs/enc/vae steps=2000 batch_size=64 lr=0.001``
+"""Encoder training: fit a trainable encoder (``vae``, ``diffusion`` or ``jepa``) on a dataset's frames.
 
 All frames of the dataset are read into memory once (64 px frames are small). ``vae`` and
 ``diffusion`` train on single frames; ``jepa`` trains on transitions (frame t, action, frame t+k).
 The output folder receives ``encoder.safetensors`` (written atomically every ``save_every`` steps
 and at the end; load it with ``make_encoder(name, checkpoint=...)``), ``train_log.json`` (loss
-history), ``loss.png`` and, for backends with a decoder, ``samples.png`` (top row: frames; bottom
-row: reconstructions or samples).
+history), ``loss.png`` and, for backends with a decoder, ``samples.png`` (the preview grid; top
+row: frames; bottom row: reconstructions or samples).
 
-Python API: :func:`train_encoder` (any backend) and :func:`train_jepa` (what ``wmpc train`` calls
-when ``encoder=jepa`` has no checkpoint yet).
+:func:`train_encoder` trains any backend; :func:`train_jepa` is what ``wmpc train`` calls when
+``encoder=jepa`` has no checkpoint yet.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,8 +22,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["load_frames", "load_transitions", "train_encoder", "train_jepa", "train_encoder_command",
-           "CHECKPOINT_NAME"]
+from mpc._config import resolve_device
+from mpc._io import atomic_write, write_json
+from mpc.training.run_log import plot_loss_curve
+from mpc.training.schedule import warmup_cosine_to_tenth
+
+__all__ = ["load_frames", "load_transitions", "train_encoder", "train_jepa", "CHECKPOINT_NAME", "TRAINABLE"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ def load_transitions(data: str | os.PathLike, frameskip: int = 1
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Frames and (t, t+k) transitions of a dataset, k = ``frameskip``.
 
+    The transitions are the two-frame windows of :class:`mpc.data.WindowDataset` (``num_hist =
+    num_pred = 1``, every episode), in its order.
+
     Returns:
         ``(pixels (F, H, W, 3) uint8, first (M,) int, second (M,) int, actions (M, k*A) float32)``:
         transition m goes from frame ``pixels[first[m]]`` to ``pixels[second[m]]`` under the k env
@@ -60,46 +63,42 @@ def load_transitions(data: str | os.PathLike, frameskip: int = 1
     Raises:
         ValueError: no episode has more than ``frameskip`` steps.
     """
-    from mpc.data import load_dataset
+    from mpc.data import WindowDataset, load_dataset
 
     k = int(frameskip)
     if k < 1:
         raise ValueError(f"frameskip must be >= 1, got {frameskip}")
+    windows = WindowDataset(data, num_hist=1, num_pred=1, frameskip=k, split="all", source="pixels")
+    index = np.array([windows.window_index(j) for j in range(len(windows))], np.int64)  # (M, 2): episode, start
     ds = load_dataset(data)
+    # window starts of each episode (windows come sorted by episode)
+    starts = np.split(index[:, 1], np.searchsorted(index[:, 0], np.arange(1, len(ds))))
     mean = np.asarray(ds.stats["action_mean"], np.float32)
     std = np.maximum(np.asarray(ds.stats["action_std"], np.float32), 1e-6)
     pixels, first, acts, offset = [], [], [], 0
     for i in range(len(ds)):
         ep = ds.read(i, ("pixels", "actions"))
-        T = len(ep["actions"])
         a = (ep["actions"] - mean) / std  # (T, A)
-        starts = np.arange(max(T - k + 1, 0))
+        steps = starts[i][:, None] + np.arange(k)  # (M_i, k) env steps of each transition
         pixels.append(ep["pixels"])
-        first.append(offset + starts)
-        acts.append(np.stack([a[s:s + k].reshape(-1) for s in starts]) if len(starts) else
-                    np.zeros((0, k * a.shape[1]), np.float32))
-        offset += T + 1
+        first.append(offset + starts[i])
+        acts.append(a[steps].reshape(len(steps), k * a.shape[1]))  # (M_i, k*A)
+        offset += len(ep["pixels"])
     first_idx = np.concatenate(first)
-    if len(first_idx) == 0:
-        raise ValueError(f"no episode of {data} has more than frameskip={k} steps; lower frameskip")
     return np.concatenate(pixels), first_idx, first_idx + k, np.concatenate(acts).astype(np.float32)
 
 
-# --- outputs ---------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _save_png_atomic(path: Path, image: np.ndarray) -> None:
+# --- preview grid ----------------------------------------------------------------------------------
+def _save_png(path: Path, image: np.ndarray) -> None:
     import imageio.v3 as iio
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    iio.imwrite(tmp, image)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+
+
+def _pick_preview(pixels: np.ndarray, n: int = 8) -> np.ndarray:
+    """``n`` evenly spaced frames of ``pixels`` for the preview grid."""
+    idx = np.linspace(0, len(pixels) - 1, min(n, len(pixels))).round().astype(int)
+    return pixels[idx]
 
 
 def _sample_grid(enc, frames: np.ndarray, seed: int) -> np.ndarray | None:
@@ -120,30 +119,7 @@ def _sample_grid(enc, frames: np.ndarray, seed: int) -> np.ndarray | None:
     return (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def _plot_loss(path: Path, losses: list[float]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log" if min(losses) > 0 else "linear")
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
+# --- the loop ----------------------------------------------------------------------------------------
 def _set_token_stats(enc, batch_fn: Callable[[np.random.Generator], tuple], seed: int, batches: int = 16) -> None:
     """Standardise the encoder's tokens with ``batches`` training batches (first item: frames)."""
     rng = np.random.default_rng(seed + 1)
@@ -152,7 +128,6 @@ def _set_token_stats(enc, batch_fn: Callable[[np.random.Generator], tuple], seed
     enc.set_token_stats(z)
 
 
-# --- the loop ----------------------------------------------------------------------------------------
 def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps: int, lr: float,
          save_every: int, seed: int, progress: bool, preview: np.ndarray | None, info: dict) -> Path:
     """Optimise ``enc.training_loss(*batch_fn(rng))`` for ``steps`` steps; write checkpoints and logs."""
@@ -167,17 +142,16 @@ def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps
     enc.unfreeze()
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, min(100, steps // 20))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine_to_tenth(s, warmup, steps))
     losses, metrics_log = [], []
     t0 = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=f"train-encoder {enc.backend}", disable=not progress, dynamic_ncols=True)
 
     def write_outputs(step: int) -> None:
         enc.save(ckpt)
-        _write_json_atomic(out / "train_log.json", {
+        write_json(out / "train_log.json", {
             **info, "step": step, "seconds": round(time.perf_counter() - t0, 2),
-            "fingerprint": enc.fingerprint, "loss": losses, "metrics": metrics_log})
+            "fingerprint": enc.fingerprint, "loss": losses, "metrics": metrics_log}, indent=1)
 
     for step in bar:
         loss, metrics = enc.training_loss(*batch_fn(rng), generator=gen)
@@ -197,22 +171,18 @@ def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps
             write_outputs(step)
     _set_token_stats(enc, batch_fn, seed)
     write_outputs(steps)
-    _plot_loss(out / "loss.png", losses)
+    plot_loss_curve(out / "loss.png", losses)
     if preview is not None:
         grid = _sample_grid(enc, preview, seed)
         if grid is not None:
-            _save_png_atomic(out / "samples.png", grid)
+            _save_png(out / "samples.png", grid)
     enc.freeze()
     log.info("trained %s for %d steps in %.1fs (final loss %.4g); checkpoint %s", enc.backend, steps,
              time.perf_counter() - t0, losses[-1], ckpt)
     return ckpt
 
 
-def _pick_preview(pixels: np.ndarray, n: int = 8) -> np.ndarray:
-    idx = np.linspace(0, len(pixels) - 1, min(n, len(pixels))).round().astype(int)
-    return pixels[idx]
-
-
+# --- public entry points ------------------------------------------------------------------------------
 def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: int = 2000, batch_size: int = 64,
                lr: float = 1e-3, encoder_options: dict | None = None, frameskip: int = 1, save_every: int = 500,
                seed: int = 0, device: str | None = None, progress: bool = True) -> Path:
@@ -245,7 +215,7 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
         raise ValueError(f"encoder_options action_dim={opts['action_dim']} but the data gives frameskip "
                          f"{frameskip} x env action dim = {actions.shape[1]}; drop action_dim")
     opts["action_dim"] = int(actions.shape[1])
-    enc = JEPAEncoder(**opts).to(_resolve_device(device))
+    enc = JEPAEncoder(**opts).to(resolve_device(device))
     acts = torch.from_numpy(actions)
 
     def batch(rng):
@@ -294,7 +264,7 @@ def train_encoder(encoder: str, data: str | os.PathLike, out: str | os.PathLike,
     import encoders
 
     enc = encoders.make_encoder(encoder, weights="random", **dict(encoder_options or {}))
-    enc = enc.to(_resolve_device(device))
+    enc = enc.to(resolve_device(device))
     pixels = load_frames(data)
 
     def batch(rng):
@@ -303,28 +273,3 @@ def train_encoder(encoder: str, data: str | os.PathLike, out: str | os.PathLike,
     info = {"encoder": encoder, "data": str(data), "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "config": enc.config, "frames": int(len(pixels))}
     return _fit(enc, batch, Path(out), steps, lr, save_every, seed, progress, _pick_preview(pixels), info)
-
-
-# --- command -----------------------------------------------------------------------------------------
-def _train_encoder_task(cfg) -> Path:
-    from omegaconf import OmegaConf
-
-    options = OmegaConf.to_container(cfg.encoder, resolve=True)
-    if not isinstance(options, dict) or "name" not in options:
-        raise ValueError("the encoder config needs a `name`: encoder=vae | encoder=diffusion | encoder=jepa")
-    name = options.pop("name")
-    for key in ("checkpoint", "weights"):  # loading options, not training ones
-        options.pop(key, None)
-    options = {k: v for k, v in options.items() if v is not None}
-    ckpt = train_encoder(name, cfg.data, cfg.out, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                         encoder_options=options, save_every=cfg.save_every, seed=cfg.seed, device=cfg.device,
-                         progress=cfg.progress, frameskip=cfg.frameskip)
-    print(f"encoder checkpoint: {ckpt}\nuse it with: encoder={name} encoder.checkpoint={ckpt}")
-    return ckpt
-
-
-def train_encoder_command(argv: list[str]) -> int:
-    """``wmpc train-encoder encoder=<vae|diffusion|jepa> data=<dir> out=<dir> steps=N batch_size=B lr=LR``."""
-    from mpc.commands.cli import hydra_command
-
-    return hydra_command("train_encoder", _train_encoder_task, argv, "wmpc train-encoder")
