@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import time
 
 import pytest
 
 import envs
+from benchmarks._timing import timed
 from mpc.data import collect
 
 EPISODES, STEPS = 2, 100
@@ -32,10 +32,9 @@ def test_collect_throughput(benchmark, tmp_path, name, workers):
     times = []
 
     def run():
-        t0 = time.perf_counter()
-        collect(name, tmp_path / f"run{next(counter)}", episodes=EPISODES, steps=STEPS, policy="uniform",
-                workers=workers, progress=False)
-        times.append(time.perf_counter() - t0)
+        seconds, _ = timed(lambda: collect(name, tmp_path / f"run{next(counter)}", episodes=EPISODES, steps=STEPS,
+                                           policy="uniform", workers=workers, progress=False), "cpu")
+        times.append(seconds)
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     frames = EPISODES * (STEPS + 1)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks._timing import sync
 from encoders import make_encoder
 
 SIZES = [224, 56]  # image side: DINO-WM's 224 and a small 56 (4x4 patches)
@@ -27,11 +28,9 @@ def test_encode_throughput(benchmark, name, size, device, bf16):
     enc = make_encoder(name, weights="random", image_size=size, device=device, autocast_bf16=bf16,
                        chunk_size=batch)
     frames = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
     def run():
         z = enc.encode(frames)
-        sync()
+        sync(device)
         return z
 
     z = benchmark.pedantic(run, rounds=3 if device == "cpu" else 20, iterations=1, warmup_rounds=1)

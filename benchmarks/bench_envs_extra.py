@@ -7,11 +7,10 @@ frameskip 1; ``extra_info`` holds ``frames_per_s`` and ``ms_per_frame``, plus th
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
+from benchmarks._timing import timed
 from envs import make_env
 
 STEPS = 100
@@ -36,10 +35,8 @@ def test_step_render_throughput(benchmark, case, image_size):
 
     try:
         benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-        t0 = time.perf_counter()
-        for _ in range(STEPS):
-            env.render()
-        render_ms = (time.perf_counter() - t0) / STEPS * 1e3
+        render_s, _ = timed(lambda: [env.render() for _ in range(STEPS)], "cpu")
+        render_ms = render_s / STEPS * 1e3
     finally:
         env.close()
     seconds = benchmark.stats.stats.mean

@@ -17,12 +17,13 @@ import os
 import pytest
 import torch
 
-from benchmarks.hot_path import H, _box, _sync, build_model, make_inputs, rollout_flops
+from benchmarks._timing import bench_device, sync
+from benchmarks.hot_path import H, _box, build_model, make_inputs, rollout_flops
 from benchmarks.reference import ReferenceWorldModel, reference_cem_plan
 from mpc.objectives import make_objective
 from mpc.planners import make_planner
 
-DEVICE = torch.device(os.environ.get("WMPC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+DEVICE = bench_device()
 SIZES = {"tiny": (4, os.environ.get("WMPC_HOT_TINY", "64x3")),
          "dino_wm": (1, os.environ.get("WMPC_HOT_DINO", "8x1"))}
 
@@ -49,7 +50,7 @@ def test_plan(benchmark, size, impl):
 
         def run():
             out = planner.optimize(cost_fn, batch=B).actions
-            _sync(DEVICE)
+            sync(DEVICE)
             return out
     else:
         ref = ReferenceWorldModel(model)
@@ -58,7 +59,7 @@ def test_plan(benchmark, size, impl):
         def run():
             out = reference_cem_plan(ref, x["zc"], x["pc"], x["goal"], x["pa"], -ones, ones, horizon=H,
                                      samples=S, iterations=I, topk=topk)[0]
-            _sync(DEVICE)
+            sync(DEVICE)
             return out
     with torch.inference_mode():
         actions = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
@@ -76,7 +77,7 @@ def test_rollout(benchmark, size, impl):
 
     def run():
         out = fn(x["zc"], x["pc"], x["actions"], x["pa"])
-        _sync(DEVICE)
+        sync(DEVICE)
         return out
     with torch.inference_mode():
         z, _ = benchmark.pedantic(run, rounds=1 if size == "dino_wm" else 3, iterations=1, warmup_rounds=1)

@@ -15,18 +15,16 @@ shifted quadratic falls below 1e-3 (mean over problems; "-" if never).
 """
 from __future__ import annotations
 
-import os
-import time
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from benchmarks._timing import bench_device, mean_time
 from mpc.planners import list_planners, make_planner
 
 B, H, A, HIDDEN = 8, 5, 4, 512
-DEVICE = torch.device(os.environ.get("WMPC_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+DEVICE = bench_device()
 BOX = gym.spaces.Box(-1.0, 1.0, (A,), np.float32)
 
 
@@ -47,21 +45,6 @@ def mlp_cost():
     return cost, 2 * (H * A * HIDDEN + HIDDEN)
 
 
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
-
-
-def _time_call(fn, repeats: int = 3) -> float:
-    fn()
-    _sync()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync()
-    return (time.perf_counter() - t0) / repeats
-
-
 @pytest.mark.parametrize("cost_name", ["trivial", "mlp"])
 @pytest.mark.parametrize("name", list_planners())
 def test_planner_iteration_time(benchmark, name, cost_name):
@@ -72,7 +55,7 @@ def test_planner_iteration_time(benchmark, name, cost_name):
     per_iter_s = benchmark.stats.stats.mean / iters
     cands = res.info["rollouts"] / iters
     probe = torch.zeros(B, int(round(cands)), H, A, device=DEVICE)
-    cost_s = _time_call(lambda: cost_fn(probe))
+    cost_s = mean_time(lambda: cost_fn(probe), DEVICE)
     benchmark.extra_info.update(
         device=str(DEVICE), ms_per_iteration=1e3 * per_iter_s, candidates_per_iteration=cands,
         overhead_ms_per_iteration=1e3 * (per_iter_s - cost_s),
@@ -104,10 +87,10 @@ def main() -> None:
         out = {}
         for key, fn in (("trivial", trivial_cost), ("mlp", mlp)):
             res = planner.optimize(fn, batch=B)
-            out[key] = _time_call(lambda: planner.optimize(fn, batch=B)) / res.info["iterations"]
+            out[key] = mean_time(lambda: planner.optimize(fn, batch=B), DEVICE) / res.info["iterations"]
         iters = res.info["iterations"]
         cands = res.info["rollouts"] / iters
-        cost_s = _time_call(lambda: mlp(torch.zeros(B, int(round(cands)), H, A, device=DEVICE)))
+        cost_s = mean_time(lambda: mlp(torch.zeros(B, int(round(cands)), H, A, device=DEVICE)), DEVICE)
         reach = rollouts_to_reach(name)
         rows.append(f"| {name} | {1e3 * out['trivial']:.2f} | {1e3 * out['mlp']:.2f} | "
                     f"{1e3 * (out['mlp'] - cost_s):.2f} | {cands:.0f} | {iters} | "

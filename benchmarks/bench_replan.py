@@ -12,7 +12,6 @@ Environment variables: ``WMPC_BENCH_DEVICE`` (default cuda when available, else 
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -20,11 +19,12 @@ import torch
 from gymnasium import spaces
 
 import encoders
+from benchmarks._timing import bench_device, timed
 from mpc.controller import MPCController
 from mpc.planners import list_planners
 from mpc.world_model import WorldModel, config_from_preset
 
-DEVICE = torch.device(os.environ.get("WMPC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+DEVICE = bench_device()
 B = int(os.environ.get("WMPC_BENCH_B", 1))
 A, P, IMG = 2, 4, 64
 
@@ -49,9 +49,8 @@ def test_replan(benchmark, model, planner):
 
     def replan():
         ctrl = MPCController(model, planner, horizon=5, action_space=box, device=DEVICE)
-        t0 = time.perf_counter()
-        action = ctrl.act(obs, goal)
-        times.append(time.perf_counter() - t0)
+        seconds, action = timed(lambda: ctrl.act(obs, goal), DEVICE)
+        times.append(seconds)
         return action, ctrl
 
     (action, ctrl) = benchmark.pedantic(replan, rounds=2, iterations=1, warmup_rounds=1)

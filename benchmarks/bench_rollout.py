@@ -14,23 +14,18 @@ Environment variables: ``WMPC_BENCH_DEVICE`` (default: cuda when available, else
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 import torch
 
+from benchmarks._timing import bench_device, timed
 from mpc.world_model import WorldModel, config_from_preset
 
 N, D, A, P = 196, 384, 2, 4
 S = int(os.environ.get("WMPC_BENCH_S", 300))
 H = int(os.environ.get("WMPC_BENCH_H", 5))
-DEVICE = torch.device(os.environ.get("WMPC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+DEVICE = bench_device()
 BF16 = os.environ.get("WMPC_BENCH_BF16", "0") == "1"
-
-
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "uncached"])
@@ -49,11 +44,9 @@ def test_rollout_throughput(benchmark, preset, use_cache):
     times = []
 
     def run():
-        t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.rollout(z, proprio, actions, past, use_cache=use_cache)
-        _sync()
-        times.append(time.perf_counter() - t0)
+            seconds, out = timed(lambda: model.rollout(z, proprio, actions, past, use_cache=use_cache), DEVICE)
+        times.append(seconds)
         return out
 
     heavy = DEVICE.type == "cpu" and preset == "dino_wm"

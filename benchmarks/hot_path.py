@@ -34,6 +34,7 @@ from types import SimpleNamespace
 
 import torch
 
+from benchmarks._timing import sync
 from benchmarks.reference import ReferenceWorldModel, reference_cem_plan
 from mpc.objectives import make_objective
 from mpc.world_model import WorldModel, config_from_preset, load_preset
@@ -69,11 +70,6 @@ def make_inputs(model: WorldModel, batch: int, samples: int, seed: int = 0) -> d
          "goal": torch.randn(batch, N, D, generator=g),
          "actions": torch.rand(batch, samples, H, Am, generator=g) * 2 - 1}
     return {k: v.to(model.device) for k, v in t.items()}
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _box(model: WorldModel):
@@ -162,7 +158,7 @@ def measure(spec: dict) -> dict:
     else:
         raise ValueError(f"unknown measurement kind {kind!r}")
 
-    _sync(device)
+    sync(device)
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -172,7 +168,7 @@ def measure(spec: dict) -> dict:
         for _ in range(spec.get("warmup", 0) + spec.get("repeat", 1)):
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
     cpu_s = (time.process_time() - cpu0) / len(times)
     if device.type == "cuda":

@@ -14,10 +14,9 @@ measures it against the world model itself and needs no gymnasium.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
+from benchmarks._timing import timed
 from mpc.objectives import make_objective
 
 __all__ = ["report", "PLANNERS"]
@@ -36,19 +35,6 @@ QUICK = {"cem": {"samples": 32, "iterations": 3, "topk": 4},
          "mppi": {"samples": 32, "iterations": 3, "elites": 4},
          "cem_gd": {"samples": 32, "iterations": 2, "topk": 4, "refine": 2, "steps": 3},
          "gd": {"restarts": 2, "steps": 5}}
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(planner, cost_fn, B, device):
-    _sync(device)
-    t0 = time.perf_counter()
-    res = planner.optimize(cost_fn, batch=B)
-    _sync(device)
-    return time.perf_counter() - t0, res
 
 
 def report(device, quick: bool = False, envs: int = 4) -> dict:
@@ -85,8 +71,9 @@ def report(device, quick: bool = False, envs: int = 4) -> dict:
     for name, opts in table.items():
         make = lambda: make_planner(name, action_space=_box(model), horizon=H, seed=0, device=device,  # noqa: E731
                                     **opts)
-        t_plan, res_t = _timed(make(), trivial_cost, B, device)
-        t_full, res = _timed(make(), model_cost, B, device)
+        planner_only, with_model = make(), make()
+        t_plan, res_t = timed(lambda: planner_only.optimize(trivial_cost, batch=B), device)
+        t_full, res = timed(lambda: with_model.optimize(model_cost, batch=B), device)
         iters = max(int(res.info["iterations"]), 1)
         per_iter = res.info["rollouts"] / iters
         hist = res.info["cost_history"]  # (iterations, B)

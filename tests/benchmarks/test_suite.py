@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from benchmarks import suite
-from benchmarks.report import COLUMNS
+from benchmarks.suite.report import COLUMNS
 
 
 def _tiny_config(out, encoders=("vae", "dinov2")) -> dict:

@@ -1,16 +1,24 @@
 """Turn suite results into ``report.md``, ``results.csv``/``results.json`` and plots.
 
-Every number in the report comes from the cells of one suite run folder.
+Every number in the report comes from the cells and probes of one suite run folder:
+:func:`write_suite_report` gathers them, :func:`write_report` writes the files.
 """
 from __future__ import annotations
 
 import csv
-import json
+import os
+import platform
+import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "plot_latent_vs_true", "plot_success_vs_time"]
+from mpc._io import atomic_path, read_json, write_json
+
+from benchmarks.suite.probe import binned_means
+from benchmarks.suite.settings import BASELINES, SuiteSettings
+
+__all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true", "plot_success_vs_time"]
 
 COLUMNS = ["env", "encoder", "planner", "policy", "labels", "success_rate", "ci_low", "ci_high",
            "episodes", "plan_time_ms", "train_time_s", "encoder_params", "predictor_params",
@@ -44,7 +52,8 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -63,10 +72,7 @@ def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bi
         l = l / max(l.max(), 1e-12)
         colour = f"C{i}"
         ax.scatter(t, l, s=4, alpha=0.15, color=colour, linewidths=0)
-        edges = np.linspace(t.min(), t.max(), bins + 1)
-        which = np.clip(np.digitize(t, edges[1:-1]), 0, bins - 1)
-        centres = [t[which == b].mean() for b in range(bins) if np.any(which == b)]
-        means = [l[which == b].mean() for b in range(bins) if np.any(which == b)]
+        centres, means = binned_means(t, l, bins)
         label = name if c.get("spearman") is None else f"{name} (Spearman {c['spearman']:.2f})"
         ax.plot(centres, means, "o-", ms=3, color=colour, label=label)
     ax.set_xlabel("true distance to goal")
@@ -75,7 +81,8 @@ def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bi
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -88,13 +95,12 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
                  figures: dict[str, str] | None = None, gifs: list[str] | None = None) -> Path:
     """Write ``report.md``, ``results.csv`` and ``results.json`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    with open(run_dir / "results.csv", "w", newline="") as f:
+    with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in COLUMNS})
-    (run_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                      "monotonicity": monotonicity or {}}, indent=2))
+    write_json(run_dir / "results.json", {"meta": meta, "rows": rows, "monotonicity": monotonicity or {}})
     lines = [f"# wmpc benchmark: suite `{meta.get('suite')}`", "",
              f"Machine: {meta.get('machine')}; torch {meta.get('torch')}; device {meta.get('device')}; "
              f"total time {meta.get('total_time_s', 0):.0f} s.",
@@ -129,5 +135,78 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
         lines += ["", f"![{name}]({rel})"]
     if gifs:
         lines += ["", "## Episodes", ""] + [f"![{Path(g).stem}]({g})" for g in gifs]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    with atomic_path(run_dir / "report.md") as tmp:
+        tmp.write_text(text)
     return run_dir / "report.md"
+
+
+# --- a suite run folder -> the report -----------------------------------------------------------
+def _machine() -> str:
+    import torch
+
+    cpu = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {cpu}"
+    return cpu
+
+
+def _row_order(suite: SuiteSettings):
+    """Sort key of report rows: env, then baselines before planner cells, in the suite's order."""
+    envs, encs, plans = suite.env_order, suite.encoder_order, suite.planner_order
+
+    def key(r):
+        e = envs.index(r["env"]) if r["env"] in envs else len(envs)
+        if r.get("policy") in BASELINES:
+            return (e, 0, BASELINES.index(r["policy"]), 0)
+        c = encs.index(r["encoder"]) if r["encoder"] in encs else len(encs)
+        p = plans.index(r["planner"]) if r["planner"] in plans else len(plans)
+        return (e, 1, c, p)
+    return key
+
+
+def _rows(run: Path, suite: SuiteSettings) -> list[dict]:
+    """Every cell row of ``run`` in report order (baselines named by their policy)."""
+    rows = []
+    for path in sorted((run / "cells").glob("*.json")):
+        row = read_json(path)
+        if row is not None:
+            if row.get("policy") in BASELINES:
+                row["encoder"] = f"({row['policy']} actions)" if row["policy"] == "random" else "(oracle)"
+            rows.append(row)
+    rows.sort(key=_row_order(suite))
+    return rows
+
+
+def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
+    """Gather every cell and probe of the suite's run folder into the report files and plots.
+
+    Returns:
+        the path of ``report.md``.
+    """
+    import torch
+
+    run = suite.out
+    rows = _rows(run, suite)
+    monot, curves_by_env = {}, {}
+    for path in sorted((run / "probes").glob("*.json")):
+        p = read_json(path)
+        if p is None:
+            continue
+        monot[f"{p['env']}/{p['encoder']}"] = {"spearman": p["spearman"], "rising_fraction": p["rising_fraction"]}
+        curves_by_env.setdefault(p["env"], {})[p["encoder"]] = {"true": p["true"], "latent": p["latent"],
+                                                                 "spearman": p["spearman"]}
+    figures = {}
+    if any(r.get("status") == "ok" and r.get("plan_time_ms") not in (None, "") for r in rows):
+        plot_success_vs_time(rows, run / "success_vs_time.png")
+        figures["success rate against planning time per replan"] = "success_vs_time.png"
+    for env, curves in curves_by_env.items():
+        name = f"latent_vs_true_{env}.png"
+        plot_latent_vs_true(curves, run / name, title=f"{env}: latent vs true distance to the goal")
+        figures[f"{env}: latent distance against true distance"] = name
+    gifs = [r["gifs"][0] for r in rows if r.get("status") == "ok" and r.get("policy") == "planner" and r.get("gifs")]
+    meta = {"suite": suite.name, "machine": _machine(), "torch": torch.__version__, "device": suite.device,
+            "total_time_s": seconds, "run": str(run), "select": suite.select,
+            "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs])

@@ -1,0 +1,47 @@
+"""Timing plumbing shared by the benchmarks: the device they run on, synchronisation, timed calls.
+
+GPU work is asynchronous, so every wall-clock measurement here synchronises the device before the
+clock starts and before it stops; on CPU :func:`sync` does nothing.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import torch
+
+from mpc._config import resolve_device
+
+__all__ = ["bench_device", "sync", "timed", "mean_time"]
+
+
+def bench_device() -> torch.device:
+    """The device of the pytest-benchmark files: ``WMPC_BENCH_DEVICE``, else cuda when present, else cpu.
+
+    Raises:
+        ValueError: ``WMPC_BENCH_DEVICE`` names no device, or CUDA is asked for and absent.
+    """
+    return resolve_device(os.environ.get("WMPC_BENCH_DEVICE") or None)
+
+
+def sync(device) -> None:
+    """Wait for the work queued on ``device`` (a CUDA device); nothing on CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device) -> tuple[float, Any]:
+    """Call ``fn()`` once. Returns ``(seconds, its result)``, the device synchronised around the call."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def mean_time(fn: Callable[[], Any], device, repeats: int = 3) -> float:
+    """Seconds per call of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    seconds, _ = timed(lambda: [fn() for _ in range(repeats)], device)
+    return seconds / repeats

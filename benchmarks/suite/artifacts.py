@@ -1,0 +1,156 @@
+"""What a suite trains once and reuses: datasets, encoders and world models, and where they lie.
+
+Run folder layout (names built here only)::
+
+    data/<env>/                         datasets (mpc.data layout) + suite_collect.json
+    encoders/<env>__<encoder>-<digest>/ encoder checkpoint + train_time.json (trainable backends)
+    models/<env>__<encoder>-<digest>/   world-model training run + train_time.json
+    cells/<env>__<encoder>__<planner>.json   one result row per cell
+    probes/<env>__<encoder>.json        latent-vs-true distance probe
+
+Each ``ensure_*`` stage takes a blocking file lock beside its folder (jobs of a parallel multirun share
+the run folder), reuses a finished artifact (its marker json and its file exist) and otherwise builds
+it and writes the marker last. Digests of the settings are part of the folder names, so changed
+settings train new artifacts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from mpc._io import folder_lock, json_default, read_json, write_json
+
+from benchmarks.suite.settings import SuiteSettings
+
+__all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path",
+           "ensure_dataset", "ensure_encoder", "ensure_model"]
+
+log = logging.getLogger(__name__)
+
+
+class EncoderUnavailable(RuntimeError):
+    """A pretrained encoder whose weights are not on this machine (the row is reported as skipped)."""
+
+
+def digest(obj) -> str:
+    """Short stable hash of a JSON-able settings object (names artifact folders)."""
+    text = json.dumps(obj, sort_keys=True, default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def stage_lock(path: Path):
+    """Block until this process holds the lock ``<path>.lock`` beside ``path`` (a folder or a file)."""
+    path = Path(path)
+    return folder_lock(path.parent, f"the suite stage {path.name}", wait=True, name=f"{path.name}.lock")
+
+
+def cell_name(env: str, encoder: str, planner: str) -> str:
+    """``<env>__<encoder>__<planner>`` (baselines: ``<env>__<policy>__none``)."""
+    return f"{env}__{encoder}__{planner}"
+
+
+def cell_path(run: Path, env: str, encoder: str, planner: str) -> Path:
+    """The result json of one cell; its evaluation outputs go to the folder of the same stem."""
+    return Path(run) / "cells" / f"{cell_name(env, encoder, planner)}.json"
+
+
+def probe_path(run: Path, env: str, encoder: str) -> Path:
+    """The latent probe json of ``(env, encoder)``."""
+    return Path(run) / "probes" / f"{env}__{encoder}.json"
+
+
+def _reuse_or_build(folder: Path, artifact: Path, build) -> float:
+    """Under the folder's lock: the seconds recorded by a finished build, or ``build()`` timed now."""
+    marker = folder / "train_time.json"
+    with stage_lock(folder):
+        done = read_json(marker)
+        if done is None or not artifact.exists():
+            t0 = time.perf_counter()
+            build()
+            done = {"seconds": time.perf_counter() - t0}
+            write_json(marker, done)
+    return float(done["seconds"])
+
+
+# --- stage 1: data --------------------------------------------------------------------------------
+def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
+    """Collect (or reuse) the exploration dataset of ``env``. Returns ``(dataset dir, seconds)``."""
+    from mpc.data import collect
+
+    es = suite.envs[env]
+    opts, image_size, frameskip = es.collect_options
+    data = es.data
+    out = suite.out / "data" / env
+    marker = out / "suite_collect.json"
+    with stage_lock(out):
+        done = read_json(marker)
+        if done is not None and (out / "stats.json").exists():
+            return out, float(done["seconds"])
+        t0 = time.perf_counter()
+        collect(env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,
+                workers=suite.workers, env_options=opts, image_size=image_size, frameskip=frameskip,
+                policy_options=data.policy_options, progress=suite.progress)
+        seconds = time.perf_counter() - t0
+        write_json(marker, {"seconds": seconds})
+    log.info("dataset %s ready (%.1f s)", out, seconds)
+    return out, seconds
+
+
+# --- stage 2: encoder -----------------------------------------------------------------------------
+def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path):
+    """Build the frozen encoder of a cell, training a trainable backend first (or reusing it).
+
+    Returns:
+        ``(encoder, settings, seconds)``: ``settings`` are the ``make_encoder`` options (with
+        ``checkpoint`` for trainable backends), ``seconds`` the training time (0 for pretrained).
+
+    Raises:
+        EncoderUnavailable: a pretrained backend without local weights.
+        ValueError: a trainable backend the suite cannot train.
+    """
+    import encoders
+    from mpc.train_encoder import CHECKPOINT_NAME, TRAINABLE, train_encoder
+
+    es = suite.encoders[encoder]
+    name, options = es.name, dict(es.options)
+    if name not in TRAINABLE:
+        try:
+            enc = encoders.make_encoder(name, **options)
+        except FileNotFoundError as e:
+            raise EncoderUnavailable(str(e)) from e
+        if enc.trainable:
+            raise ValueError(f"encoder {name!r} is trainable but not one of {TRAINABLE}; the suite cannot train it")
+        return enc, {"name": name, **options}, 0.0
+    train = es.train
+    key = digest({"data": str(data_dir), "name": name, "options": options, "train": train})
+    folder = suite.out / "encoders" / f"{env}__{encoder}-{key}"
+    ckpt = folder / CHECKPOINT_NAME
+    seconds = _reuse_or_build(folder, ckpt, lambda: train_encoder(
+        name, data_dir, folder, steps=int(train["steps"]), batch_size=int(train["batch_size"]),
+        lr=float(train["lr"]), encoder_options=options, save_every=10 ** 9, seed=int(train.get("seed", 0)),
+        device=suite.device, progress=suite.progress, frameskip=int(train["frameskip"])))
+    enc = encoders.make_encoder(name, checkpoint=str(ckpt))
+    return enc, {"name": name, "checkpoint": str(ckpt)}, seconds
+
+
+# --- stage 3: world model ---------------------------------------------------------------------------
+def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dict,
+                 data_dir: Path) -> tuple[Path, float]:
+    """Train (or reuse) the world model of ``(env, encoder)``. Returns ``(checkpoint path, seconds)``."""
+    from mpc.train import train as train_world_model
+
+    model = suite.model_config(env, encoder)
+    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": suite.train,
+                  "seed": suite.seed})
+    folder = suite.out / "models" / f"{env}__{encoder}-{key}"
+    ckpt = folder / "checkpoints" / "model_latest.safetensors"
+    def build():
+        train_world_model({"env": {"name": env, **suite.envs[env].options}, "encoder": enc_settings,
+                           "model": model, "train": suite.train, "data": str(data_dir), "out": str(folder),
+                           "resume": (folder / "checkpoints" / "train_state.pt").exists(),
+                           "seed": suite.seed, "device": suite.device, "encode_batch": 256})
+
+    return ckpt, _reuse_or_build(folder, ckpt, build)

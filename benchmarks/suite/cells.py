@@ -1,0 +1,118 @@
+"""One row of the suite: a planner cell of ``(env, encoder)`` or a random / oracle baseline of an env.
+
+A row is a flat dict written atomically to ``cells/<env>__<encoder>__<planner>.json``: the
+evaluation numbers, times, sizes and ``status`` (``ok``, ``skipped: ...`` or ``failed: ...``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mpc._io import read_json, write_json
+
+from benchmarks.suite.artifacts import cell_path, ensure_dataset, ensure_encoder, ensure_model, probe_path
+from benchmarks.suite.probe import latent_probe
+from benchmarks.suite.settings import EvalSettings, SuiteSettings
+
+__all__ = ["CELL_FORMAT", "DINOV2_SKIP", "run_baseline", "run_cell", "skip_row"]
+
+CELL_FORMAT = 1
+DINOV2_SKIP = "skipped: no DINOv2 weights (see README)"
+
+
+def _evaluate(env: str, ev: EvalSettings, **kwargs):
+    """:func:`mpc.evaluate.evaluate` on the held-out goals of ``ev`` (every row uses the same ones)."""
+    from mpc.evaluate import evaluate
+
+    return evaluate(env, episodes=ev.episodes, steps=ev.steps, batch_envs=ev.batch_envs, seed=ev.seed,
+                    **kwargs)
+
+
+def _result_fields(res, ev: EvalSettings) -> dict:
+    lo, hi = res.success_ci95
+    return {"success_rate": res.success_rate, "ci_low": lo, "ci_high": hi, "episodes": res.episodes,
+            "steps": res.steps, "final_success_rate": res.final_success_rate,
+            "plan_time_ms": None if res.mean_plan_time_s is None else 1e3 * res.mean_plan_time_s,
+            "mean_initial_distance": res.mean_initial_distance, "mean_final_distance": res.mean_final_distance,
+            "labels": ",".join(res.labels), "batch_envs": ev.batch_envs}
+
+
+def _gifs(folder: Path, run: Path) -> list[str]:
+    return [str(p.relative_to(run)) for p in sorted(folder.glob("episode_*.gif"))]
+
+
+def _count_params(module) -> int:
+    return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
+
+
+def skip_row(env: str, encoder: str, planner: str, status: str) -> dict:
+    """The row of a planner cell that did not run (``status`` says why)."""
+    return {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": status,
+            "format": CELL_FORMAT}
+
+
+def run_baseline(suite: SuiteSettings, env: str, policy: str) -> dict:
+    """Random-action or oracle row of ``env`` (same evaluation goals as the planner rows)."""
+    ev = suite.envs[env].eval
+    folder = cell_path(suite.out, env, policy, "none").with_suffix("")
+    t0 = time.perf_counter()
+    res = _evaluate(env, ev, policy=policy, env_options=suite.envs[env].options, videos=ev.baseline_videos,
+                    out=folder, progress=suite.progress)
+    return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "status": "ok",
+            **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
+            "gifs": _gifs(folder, suite.out), "format": CELL_FORMAT}
+
+
+def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) -> dict[str, dict]:
+    """Train what ``(env, encoder)`` needs, probe it, then evaluate each planner. Returns rows by planner.
+
+    Planner cells finished earlier (``status: ok``) are reused, not run again.
+
+    Raises:
+        EncoderUnavailable: pretrained weights missing (the caller writes skipped rows).
+    """
+    import torch
+
+    from mpc.world_model import WorldModel
+
+    run, device, es = suite.out, suite.device, suite.envs[env]
+    data_dir, _ = ensure_dataset(suite, env)
+    enc, enc_settings, enc_seconds = ensure_encoder(suite, env, encoder, data_dir)
+    ckpt, model_seconds = ensure_model(suite, env, encoder, enc_settings, data_dir)
+    enc = enc.to(device)
+    model = WorldModel.load(ckpt, encoder=enc, device=device)
+
+    probe_file = probe_path(run, env, encoder)
+    if es.probe is not None and read_json(probe_file) is None:
+        probe = latent_probe(env, es.options, enc, es.probe.lines, es.probe.points)
+        write_json(probe_file, {"env": env, "encoder": encoder, **probe})
+
+    ev = es.eval
+    rows = {}
+    for planner in planners:
+        path = cell_path(run, env, encoder, planner)
+        old = read_json(path)
+        if old is not None and old.get("status") == "ok":
+            rows[planner] = old
+            continue
+        ps = suite.planners[planner]
+        folder = path.with_suffix("")
+        t0 = time.perf_counter()
+        res = _evaluate(env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
+                        objective=ev.objective, alpha=ev.alpha, horizon=ps.horizon,
+                        replan_every=ev.replan_every, env_options=es.options, videos=ev.videos,
+                        out=folder, device=device, progress=suite.progress)
+        row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": "ok",
+               **_result_fields(res, ev), "eval_time_s": time.perf_counter() - t0,
+               "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,
+               "train_time_s": enc_seconds + model_seconds,
+               "encoder_params": _count_params(enc), "predictor_params": _count_params(model),
+               "num_tokens": int(model.num_tokens), "token_dim": int(model.token_dim),
+               "model_checkpoint": str(ckpt.relative_to(run)), "gifs": _gifs(folder, run),
+               "format": CELL_FORMAT, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(path, row)
+        rows[planner] = row
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rows

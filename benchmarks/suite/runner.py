@@ -1,0 +1,148 @@
+"""The scheduler: datasets first, then units of work (an env's baselines, an ``(env, encoder)``'s
+planner cells) in this process or in a pool of ``jobs`` fresh processes, then the report.
+
+A unit never raises for a failed cell unless ``fail_fast`` is set: a missing pretrained encoder or
+an error becomes rows with a ``skipped: ...`` or ``failed: ...`` status (traceback in the log).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import NamedTuple
+
+from mpc._io import read_json, write_json
+
+from benchmarks.suite.artifacts import EncoderUnavailable, cell_path, ensure_dataset, probe_path, stage_lock
+from benchmarks.suite.cells import DINOV2_SKIP, run_baseline, run_cell, skip_row
+from benchmarks.suite.report import write_suite_report
+from benchmarks.suite.settings import SuiteSettings
+
+__all__ = ["Unit", "run_suite"]
+
+log = logging.getLogger(__name__)
+
+
+class Unit(NamedTuple):
+    """One unit of work: the baselines of ``env`` (``encoder`` None) or an encoder's planner cells."""
+
+    env: str
+    encoder: str | None = None
+    planners: tuple[str, ...] = ()
+
+
+def _finished(path: Path) -> bool:
+    return (read_json(path) or {}).get("status") == "ok"
+
+
+def _run_baselines(suite: SuiteSettings, env: str) -> None:
+    """Random-action and oracle rows of ``env`` (skipped when finished earlier)."""
+    for policy in suite.baselines:
+        path = cell_path(suite.out, env, policy, "none")
+        with stage_lock(path):
+            if not _finished(path):
+                write_json(path, run_baseline(suite, env, policy))
+
+
+def _run_encoder(suite: SuiteSettings, env: str, encoder: str, planners: tuple[str, ...]) -> None:
+    """Every planner cell of ``(env, encoder)``; a missing pretrained encoder or a failure becomes rows."""
+    run = suite.out
+    todo = [p for p in planners if not _finished(cell_path(run, env, encoder, p))]
+    if not todo and (suite.envs[env].probe is None or probe_path(run, env, encoder).exists()):
+        log.info("%s / %s: every cell finished earlier, skipped", env, encoder)
+        return
+    try:
+        run_cell(suite, env, encoder, list(planners))
+    except EncoderUnavailable as e:
+        log.warning("%s / %s skipped: %s", env, encoder, e)
+        status = DINOV2_SKIP if suite.encoders[encoder].name.startswith("dinov2") \
+            else f"skipped: no weights for {encoder}"
+        for p in todo:
+            write_json(cell_path(run, env, encoder, p), skip_row(env, encoder, p, status))
+    except Exception as e:  # noqa: BLE001 - recorded in the report, traceback in the log
+        if suite.fail_fast:
+            raise
+        log.error("%s / %s failed:\n%s", env, encoder, traceback.format_exc())
+        for p in todo:
+            write_json(cell_path(run, env, encoder, p),
+                       skip_row(env, encoder, p, f"failed: {type(e).__name__}: {e}"[:300]))
+
+
+def _run_unit(suite: SuiteSettings, unit: Unit) -> None:
+    if unit.encoder is None:
+        _run_baselines(suite, unit.env)
+    else:
+        _run_encoder(suite, unit.env, unit.encoder, unit.planners)
+
+
+def _preload_compiler() -> None:
+    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
+
+    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
+    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
+    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
+    """
+    import torch._dynamo  # noqa: F401
+
+
+def _init_worker(threads: int | None) -> None:
+    """Worker process of a parallel suite: torch threads and plain log lines."""
+    import torch
+
+    _preload_compiler()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(name)s] %(message)s")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def _run_units(suite: SuiteSettings, units: list[Unit]) -> None:
+    """Each unit in this process (``jobs: 1``) or ``jobs`` at a time in fresh processes."""
+    if suite.jobs <= 1:
+        for unit in units:
+            _run_unit(suite, unit)
+        return
+    import concurrent.futures as cf
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked GL or OpenMP state
+    with cf.ProcessPoolExecutor(suite.jobs, mp_context=ctx, initializer=_init_worker,
+                                initargs=(suite.threads,)) as pool:
+        futures = [pool.submit(_run_unit, suite, unit) for unit in units]
+        for f in cf.as_completed(futures):
+            f.result()  # re-raise a worker's error (fail_fast) here
+
+
+def run_suite(cfg) -> Path:
+    """Run (or resume) the suite described by ``cfg`` (the composed ``configs/bench.yaml``).
+
+    Datasets are collected first (``workers`` processes each); then the baselines of each env and
+    every ``(env, encoder)`` unit (train encoder, train world model, probe, evaluate each planner) run
+    ``jobs`` at a time in separate processes (``jobs: 1``: in this process), each with ``threads``
+    torch threads.
+
+    Args:
+        cfg: the composed config (node or dict), or a :class:`SuiteSettings` built from it.
+
+    Returns:
+        the run folder's ``report.md``.
+
+    Raises:
+        ValueError: an ``env``/``encoder``/``planner`` selection outside the suite.
+    """
+    import torch
+
+    suite = cfg if isinstance(cfg, SuiteSettings) else SuiteSettings.from_config(cfg)
+    suite.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    log.info("suite %s in %s: envs %s, encoders %s, planners %s (device %s, %d job(s))", suite.name, suite.out,
+             list(suite.envs), list(suite.encoders), list(suite.planners), suite.device, suite.jobs)
+    if suite.threads:
+        torch.set_num_threads(suite.threads)
+    _preload_compiler()
+    for env in suite.envs:
+        ensure_dataset(suite, env)
+    units = [Unit(env) for env in suite.envs]
+    units += [Unit(env, enc, tuple(suite.planners)) for enc in suite.encoders for env in suite.envs]
+    _run_units(suite, units)
+    return write_suite_report(suite, time.perf_counter() - t_start)

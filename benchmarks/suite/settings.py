@@ -1,0 +1,233 @@
+"""The typed suite config: :class:`SuiteSettings`, built once from the composed ``configs/bench.yaml``.
+
+``SuiteSettings.from_config(cfg)`` resolves every entry of the chosen suite (``configs/bench/<suite>``)
+against its hydra group config (``configs/env``, ``encoder``, ``planner``, ``model``, ``train``) with
+the suite's changes merged on top, and checks the ``env=`` / ``encoder=`` / ``planner=`` selection.
+Every later stage reads these dataclasses; none reads the raw config again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mpc._config import config_names, group_config, resolve_device, split_encoder_config, to_plain
+
+__all__ = ["BASELINES", "merge", "DataSettings", "ProbeSettings", "EvalSettings", "EnvSettings",
+           "EncoderSettings", "PlannerSettings", "SuiteSettings"]
+
+BASELINES = ("random", "oracle")  # baseline policies a suite may list, in report order
+
+
+def merge(base: dict, *changes: dict | None) -> dict:
+    """``base`` with each of ``changes`` merged over it in turn (nested dicts merge, the rest replaces)."""
+    from omegaconf import OmegaConf
+
+    parts = [OmegaConf.create(base)] + [OmegaConf.create(c) for c in changes if c]
+    return to_plain(OmegaConf.merge(*parts))
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _build(cls, values: dict | None, where: str):
+    """``cls(**values)`` with scalar fields cast to their declared types.
+
+    Raises:
+        ValueError: a key ``cls`` does not know, or a required one missing (the message lists them).
+    """
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+    typed = {k: _CASTS[known[k].type](v) if known[k].type in _CASTS and v is not None else v
+             for k, v in values.items()}
+    try:
+        return cls(**typed)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _group_or(group: str, name: str, default: dict) -> dict:
+    """``configs/<group>/<name>.yaml`` composed, or ``default`` when the suite names no such file."""
+    return group_config(group, name) if name in config_names(group) else dict(default)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Goal-free exploration data of one env (:func:`mpc.data.collect`)."""
+
+    episodes: int = 100      # episodes (seeds ``seed ..``)
+    steps: int = 50          # steps per episode
+    policy: str = "uniform"  # exploration policy
+    seed: int = 0            # seed of the first episode
+    policy_options: dict = field(default_factory=dict)  # options of the exploration policy
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Latent-vs-true distance probe along straight lines (agent positions in the env's units)."""
+
+    lines: list              # ``[[[x0, y0], [x1, y1]], ...]``
+    points: int = 25         # rendered states per line
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Closed-loop evaluation of every cell of one env (suite ``eval`` with the env's ``eval`` on top)."""
+
+    episodes: int            # held-out goals per cell
+    steps: int               # env steps per episode
+    batch_envs: int          # envs planned together
+    seed: int                # first evaluation seed
+    replan_every: int = 1    # model steps executed per plan
+    objective: str = "last"  # planning objective
+    alpha: float = 0.0       # goal-proprio weight
+    videos: int = 1          # GIFs per planner cell
+    baseline_videos: int = 0  # GIFs per baseline
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """One env of the suite."""
+
+    name: str                # registered env name
+    options: dict            # ``make_env`` options: configs/env/<name>.yaml with the suite's ``options`` on top
+    data: DataSettings       # exploration data
+    model: dict              # changes to the world-model preset for this env
+    probe: ProbeSettings | None  # latent probe (None: no probe)
+    eval: EvalSettings       # evaluation
+
+    @property
+    def collect_options(self) -> tuple[dict, int, int]:
+        """``(env options, image_size, frameskip)``: what :func:`mpc.data.collect` takes apart."""
+        opts = dict(self.options)
+        return opts, int(opts.pop("image_size", 64)), int(opts.pop("frameskip", 1))
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """One encoder entry of the suite."""
+
+    entry: str               # entry name in the suite (rows and folders use it)
+    name: str                # registered encoder backend
+    options: dict            # ``make_encoder`` options (configs/encoder/<name>.yaml with the entry's on top)
+    train: dict              # ``train_encoder`` settings (trainable backends)
+    model: dict              # changes to the world-model preset for this encoder
+
+    @classmethod
+    def from_entry(cls, entry_name: str, entry: dict | None) -> "EncoderSettings":
+        entry = dict(entry or {})
+        name = str(entry.get("name", entry_name))
+        base = _group_or("encoder", name, {"name": name})
+        _, base = split_encoder_config(base, drop_load_keys=True)
+        options = {k: v for k, v in merge(base, entry.get("options")).items() if v is not None}
+        train = {"steps": 1000, "batch_size": 64, "lr": 1e-3, "frameskip": 1, **(entry.get("train") or {})}
+        return cls(entry_name, name, options, train, dict(entry.get("model") or {}))
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """One planner entry of the suite."""
+
+    entry: str               # entry name in the suite
+    name: str                # registered planner name
+    horizon: int             # H, planned model steps
+    options: dict            # ``make_planner`` options (no seed: evaluation seeds each batch)
+
+    @classmethod
+    def from_entry(cls, entry_name: str, entry: dict | None) -> "PlannerSettings":
+        entry = dict(entry or {})
+        name = str(entry.pop("name", entry_name))
+        base = group_config("planner", entry.pop("config", name))
+        base.pop("name", None)
+        options = merge(base, entry)
+        horizon = int(options.pop("horizon", 5))
+        options.pop("seed", None)
+        return cls(entry_name, name, horizon, options)
+
+
+def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
+    options = merge(_group_or("env", name, {"name": name}), entry.get("options"))
+    options.pop("name", None)
+    probe = entry.get("probe")
+    data = {**(entry.get("data") or {})}
+    data["policy_options"] = data.get("policy_options") or {}
+    return EnvSettings(name=name, options=options, data=_build(DataSettings, data, f"envs.{name}.data"),
+                       model=dict(entry.get("model") or {}),
+                       probe=_build(ProbeSettings, probe, f"envs.{name}.probe") if probe else None,
+                       eval=_build(EvalSettings, merge(eval_cfg, entry.get("eval")), f"envs.{name}.eval"))
+
+
+def _selection(value, available: list[str], what: str) -> list[str]:
+    """``None`` -> all of ``available``; a name, comma list or list -> those (checked)."""
+    if value is None:
+        return list(available)
+    names = [value] if isinstance(value, str) else list(value)
+    names = [n.strip() for x in names for n in str(x).split(",") if n.strip()]
+    bad = [n for n in names if n not in available]
+    if bad:
+        raise ValueError(f"{what}={','.join(bad)} is not part of this suite; it has {what}s "
+                         f"{', '.join(available)} (pick another suite= or add it to configs/bench/)")
+    return names
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """A whole suite run: the suite's entries (the selected ones resolved) and the run options."""
+
+    name: str                        # suite name
+    out: Path                        # run folder
+    env_order: list[str]             # every env of the suite, in its order (report rows follow it)
+    encoder_order: list[str]         # every encoder entry, in order
+    planner_order: list[str]         # every planner entry, in order
+    envs: dict[str, EnvSettings]     # the selected envs
+    encoders: dict[str, EncoderSettings]  # the selected encoder entries
+    planners: dict[str, PlannerSettings]  # the selected planner entries
+    model: dict                      # world-model preset with the suite's ``model_options``
+    train: dict                      # world-model training schedule with the suite's ``train``
+    baselines: list[str]             # baseline policies per env
+    gifs: int                        # episode GIFs shown in report.md
+    seed: int                        # world-model initialisation and data order
+    device: str                      # resolved device name
+    workers: int                     # processes collecting data
+    jobs: int                        # (env, encoder) units at once
+    threads: int | None              # torch threads per process
+    progress: bool                   # tqdm bars
+    fail_fast: bool                  # stop at the first failing cell
+    select: dict | None = None       # the selection as given (for the report)
+
+    @classmethod
+    def from_config(cls, cfg) -> "SuiteSettings":
+        """Resolve the composed ``configs/bench.yaml`` (node or dict).
+
+        Raises:
+            ValueError: an ``env`` / ``encoder`` / ``planner`` selection outside the suite, or a
+                config the suite names that does not exist.
+        """
+        c: dict[str, Any] = to_plain(cfg)
+        bench = c["bench"]
+        select = c.get("select") or {}
+        env_names = _selection(select.get("env"), list(bench["envs"]), "env")
+        enc_names = _selection(select.get("encoder"), list(bench["encoders"]), "encoder")
+        plan_names = _selection(select.get("planner"), list(bench["planners"]), "planner")
+        threads = c.get("threads") or bench.get("threads")
+        return cls(
+            name=bench["name"], out=Path(c["out"]),
+            env_order=list(bench["envs"]), encoder_order=list(bench["encoders"]),
+            planner_order=list(bench["planners"]),
+            envs={e: _env_settings(e, bench["envs"][e] or {}, bench["eval"]) for e in env_names},
+            encoders={e: EncoderSettings.from_entry(e, bench["encoders"][e]) for e in enc_names},
+            planners={p: PlannerSettings.from_entry(p, bench["planners"][p]) for p in plan_names},
+            model=merge(group_config("model", bench["model"]), bench.get("model_options")),
+            train=merge(group_config("train", bench.get("train_preset", "default")), bench.get("train")),
+            baselines=list(bench.get("baselines", BASELINES)), gifs=int(bench.get("gifs", 6)),
+            seed=int(c["seed"]), device=str(resolve_device(c.get("device"))),
+            workers=int(c.get("workers", 1)), jobs=int(c.get("jobs") or bench.get("jobs") or 1),
+            threads=int(threads) if threads else None, progress=bool(c.get("progress", False)),
+            fail_fast=bool(c.get("fail_fast", False)), select=c.get("select"))
+
+    def model_config(self, env: str, encoder: str) -> dict:
+        """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""
+        return merge(self.model, self.envs[env].model, self.encoders[encoder].model)
