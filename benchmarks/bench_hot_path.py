@@ -43,7 +43,7 @@ def test_plan(benchmark, size, impl):
     if impl == "wmpc":
         objective = make_objective("last")
         planner = make_planner("cem", action_space=_box(model), horizon=H, device=DEVICE, samples=S,
-                               iterations=I, topk=topk)
+                               iterations=I, elites=topk)
 
         def cost_fn(actions):
             return objective(model.rollout(x["zc"], x["pc"], actions, x["pa"])[0], x["goal"])
@@ -58,7 +58,7 @@ def test_plan(benchmark, size, impl):
 
         def run():
             out = reference_cem_plan(ref, x["zc"], x["pc"], x["goal"], x["pa"], -ones, ones, horizon=H,
-                                     samples=S, iterations=I, topk=topk)[0]
+                                     samples=S, iterations=I, elites=topk)[0]
             sync(DEVICE)
             return out
     with torch.inference_mode():

@@ -149,7 +149,7 @@ def measure(spec: dict) -> dict:
         from mpc.planners import make_planner
         objective = make_objective("last")
         planner = make_planner("cem", action_space=_box(model), horizon=H, device=device, samples=S,
-                               iterations=spec["iterations"], topk=spec["topk"])
+                               iterations=spec["iterations"], elites=spec["topk"])
 
         def cost_fn(actions):
             z, _ = model.rollout(x["zc"], x["pc"], actions, x["pa"], **options)

@@ -24,16 +24,16 @@ __all__ = ["report", "PLANNERS"]
 TARGET_FRACTION = 0.05
 TOKENS = 16  # the tiny preset on 16 tokens (4 x 4 grid) keeps this table quick on a CPU
 PLANNERS = {  # name -> options (budgets kept equal-ish: about 1000 rollouts per env)
-    "cem": {"samples": 100, "iterations": 10, "topk": 10},
-    "icem": {"samples": 100, "iterations": 10, "topk": 10, "min_samples": 20},
+    "cem": {"samples": 100, "iterations": 10, "elites": 10},
+    "icem": {"samples": 100, "iterations": 10, "elites": 10, "min_samples": 20},
     "mppi": {"samples": 100, "iterations": 10, "elites": 10},
-    "cem_gd": {"samples": 100, "iterations": 8, "topk": 10, "refine": 4, "steps": 5},
+    "cem_gd": {"samples": 100, "iterations": 8, "elites": 10, "refine": 4, "steps": 5},
     "gd": {"restarts": 8, "steps": 100},
 }
-QUICK = {"cem": {"samples": 32, "iterations": 3, "topk": 4},
-         "icem": {"samples": 32, "iterations": 3, "topk": 4, "min_samples": 8},
+QUICK = {"cem": {"samples": 32, "iterations": 3, "elites": 4},
+         "icem": {"samples": 32, "iterations": 3, "elites": 4, "min_samples": 8},
          "mppi": {"samples": 32, "iterations": 3, "elites": 4},
-         "cem_gd": {"samples": 32, "iterations": 2, "topk": 4, "refine": 2, "steps": 3},
+         "cem_gd": {"samples": 32, "iterations": 2, "elites": 4, "refine": 2, "steps": 3},
          "gd": {"restarts": 2, "steps": 5}}
 
 

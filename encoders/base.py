@@ -54,6 +54,8 @@ def to_float_images(images, device: torch.device | str | None = None) -> torch.T
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"{expected}; got uint8 of shape {tuple(x.shape)} "
                              "(uint8 images must be channels-last with 3 channels)")
+        if x.shape[1] == 0 or x.shape[2] == 0:
+            raise ValueError(f"{expected}; got uint8 images of size {x.shape[1]}x{x.shape[2]} (no pixels)")
         if device is not None:
             x = x.to(device)
         return x.permute(0, 3, 1, 2).float().div_(255.0)
@@ -64,6 +66,8 @@ def to_float_images(images, device: torch.device | str | None = None) -> torch.T
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"{expected}; got float of shape {tuple(x.shape)} "
                          "(float images must be channels-first with 3 channels)")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{expected}; got float images of size {x.shape[2]}x{x.shape[3]} (no pixels)")
     if device is not None:
         x = x.to(device)
     x = x.float()

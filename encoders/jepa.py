@@ -13,7 +13,7 @@ the encoder from collapsing to a constant (no stop-gradient, no EMA target):
 * ``reg="vicreg"``: VICReg variance (hinge on each dimension's std) + covariance (off-diagonal) terms.
 
 No decoder: JEPA tokens are trained to be predictable, not to rebuild pixels. Train with
-``mpc.train_encoder.train_jepa`` (or ``wmpc train-encoder encoder=jepa``).
+``mpc.training.train_jepa`` (or ``wmpc train-encoder encoder=jepa``).
 """
 from __future__ import annotations
 

@@ -4,12 +4,12 @@
 protocol, for a GPU) run, for every env of the suite:
 
 1. collect goal-free random exploration data (:func:`mpc.data.collect`, seeds ``0 ..``);
-2. for every encoder: train it if it is trainable (:func:`mpc.train_encoder.train_encoder`), or use
+2. for every encoder: train it if it is trainable (:func:`mpc.training.train_encoder`), or use
    its pretrained weights (a ``dinov2`` row without weights says ``skipped: no DINOv2 weights``,
    it never runs an untrained DINOv2), then train a world model on its cached latents
-   (:func:`mpc.train.train`);
+   (:func:`mpc.training.train`);
 3. for every planner: closed-loop goal reaching on held-out evaluation goals
-   (:func:`mpc.evaluate.evaluate`, seeds from ``eval.seed`` = 1,000,000 on, far from collection);
+   (:func:`mpc.evaluation.evaluate`, seeds from ``eval.seed`` = 1,000,000 on, far from collection);
 4. random-action and oracle baselines, and a probe of latent distance to the goal against true
    distance along straight lines through the arena (Spearman rank correlation per backend);
 5. ``report.md``, ``results.csv``, ``results.json``, plots and GIFs in the run folder.
@@ -18,7 +18,7 @@ Run folder (``out``, default ``runs/bench/<suite>``)::
 
     data/<env>/                         datasets (mpc.data layout)
     encoders/<env>__<encoder>-<digest>/ encoder.safetensors + train_time.json (trainable backends)
-    models/<env>__<encoder>-<digest>/   world-model training run (mpc.train layout) + train_time.json
+    models/<env>__<encoder>-<digest>/   world-model training run (mpc.training layout) + train_time.json
     cells/<env>__<encoder>__<planner>.json   one result per cell, written atomically
     cells/<env>__<encoder>__<planner>/  evaluation outputs (results.json, episode GIFs)
     probes/<env>__<encoder>.json        latent-vs-true distance probe

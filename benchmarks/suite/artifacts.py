@@ -112,7 +112,7 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
         ValueError: a trainable backend the suite cannot train.
     """
     import encoders
-    from mpc.train_encoder import CHECKPOINT_NAME, TRAINABLE, train_encoder
+    from mpc.training import CHECKPOINT_NAME, TRAINABLE, train_encoder
 
     es = suite.encoders[encoder]
     name, options = es.name, dict(es.options)
@@ -140,7 +140,7 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
 def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dict,
                  data_dir: Path) -> tuple[Path, float]:
     """Train (or reuse) the world model of ``(env, encoder)``. Returns ``(checkpoint path, seconds)``."""
-    from mpc.train import train as train_world_model
+    from mpc.training import train as train_world_model
 
     model = suite.model_config(env, encoder)
     key = digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": suite.train,

@@ -21,8 +21,8 @@ DINOV2_SKIP = "skipped: no DINOv2 weights (see README)"
 
 
 def _evaluate(env: str, ev: EvalSettings, **kwargs):
-    """:func:`mpc.evaluate.evaluate` on the held-out goals of ``ev`` (every row uses the same ones)."""
-    from mpc.evaluate import evaluate
+    """:func:`mpc.evaluation.evaluate` on the held-out goals of ``ev`` (every row uses the same ones)."""
+    from mpc.evaluation import evaluate
 
     return evaluate(env, episodes=ev.episodes, steps=ev.steps, batch_envs=ev.batch_envs, seed=ev.seed,
                     **kwargs)

@@ -19,7 +19,7 @@ __all__ = ["EpisodeDataset", "load_dataset"]
 
 
 # keys every dataset.json has (see mpc.data); anything without them was not written by wmpc collect
-_REQUIRED_META = ("format_version", "env", "env_options", "action_low", "action_high", "episodes", "steps")
+_REQUIRED_META = ("format_version", "env")
 
 
 def read_meta(root: Path) -> dict:

@@ -76,8 +76,8 @@ def _renamed(name: str, options: dict[str, Any], known: dict[str, Any]) -> dict[
     out = dict(options)
     for old, new in RENAMED_OPTIONS.items():
         if old in out and old not in known and new in known:
-            if new in out:
-                raise ValueError(f"planner {name!r} got both {old!r} and its new name {new!r}; keep {new!r}")
+            # an old name is the user's own setting (a config written for wmpc 0.1 merged over
+            # today's defaults): it wins over the new name's value
             warnings.warn(f"planner option {old!r} is now called {new!r} (same meaning); the old name "
                           "works until wmpc 0.3", FutureWarning, stacklevel=3)
             out[new] = out.pop(old)

@@ -82,9 +82,8 @@ def test_dinov2_without_weights_is_a_skipped_row(finished_run):
 def test_resumed_suite_skips_finished_cells(finished_run, monkeypatch):
     out, _ = finished_run
     import mpc.data
-    import mpc.evaluate
-    import mpc.train
-    import mpc.train_encoder
+    import mpc.evaluation
+    import mpc.training
 
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     calls = []
@@ -95,9 +94,9 @@ def test_resumed_suite_skips_finished_cells(finished_run, monkeypatch):
             raise AssertionError(f"{name} called on a resumed suite")
         return fn
 
-    monkeypatch.setattr(mpc.train_encoder, "train_encoder", forbidden("train_encoder"))
-    monkeypatch.setattr(mpc.train, "train", forbidden("train"))
-    monkeypatch.setattr(mpc.evaluate, "evaluate", forbidden("evaluate"))
+    monkeypatch.setattr(mpc.training, "train_encoder", forbidden("train_encoder"))
+    monkeypatch.setattr(mpc.training, "train", forbidden("train"))
+    monkeypatch.setattr(mpc.evaluation, "evaluate", forbidden("evaluate"))
     monkeypatch.setattr(mpc.data, "collect", forbidden("collect"))
     cfg = _tiny_config(out)
     cfg.select.encoder = "vae"  # the dinov2 row is re-checked (weights may have appeared), vae must not rerun
@@ -110,12 +109,11 @@ def test_resumed_suite_skips_finished_cells(finished_run, monkeypatch):
 
 def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch):
     out, _ = finished_run
-    import mpc.train
-    import mpc.train_encoder
+    import mpc.training
 
     (out / "cells" / "wall__vae__cem.json").unlink()
-    monkeypatch.setattr(mpc.train_encoder, "train_encoder", lambda *a, **k: pytest.fail("encoder retrained"))
-    monkeypatch.setattr(mpc.train, "train", lambda *a, **k: pytest.fail("world model retrained"))
+    monkeypatch.setattr(mpc.training, "train_encoder", lambda *a, **k: pytest.fail("encoder retrained"))
+    monkeypatch.setattr(mpc.training, "train", lambda *a, **k: pytest.fail("world model retrained"))
     cfg = _tiny_config(out)
     cfg.select.encoder = "vae"
     suite.run_suite(cfg)  # trained models are reused, only the evaluation runs
