@@ -242,8 +242,8 @@ def _update_stats(out: Path, episodes: int, changed: bool) -> None:
 # collect
 # --------------------------------------------------------------------------------------------
 def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy: str = "uniform",
-            seed: int = 0, workers: int = 1, env_options: dict | None = None, *, image_size: int = 64,
-            frameskip: int = 1, policy_options: dict | None = None, compression: str | None = "lzf",
+            seed: int = 0, workers: int = 1, env_options: dict | None = None, *, image_size: int | None = None,
+            frameskip: int | None = None, policy_options: dict | None = None, compression: str | None = "lzf",
             progress: bool = True) -> Path:
     """Collect ``episodes`` random-exploration episodes of ``steps`` steps into ``out``.
 
@@ -259,8 +259,10 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         policy: exploration policy name (see :data:`POLICIES`); ``policy_options`` its options.
         seed: base seed.
         workers: processes (1 = collect in this process).
-        env_options: extra keyword arguments of the env; ``image_size`` and ``frameskip`` are
-            merged in (``frameskip`` repeats each action inside the env).
+        env_options: extra keyword arguments of the env.
+        image_size, frameskip: merged into ``env_options`` when given (``frameskip`` repeats each
+            action inside the env); ``None`` keeps the env's own default. A gymnasium env whose
+            constructor does not take them gets them through wrappers (see :func:`envs.make_env`).
         compression: HDF5 filter for the arrays (``"lzf"``, ``"gzip"`` or ``None``).
         progress: show a tqdm bar.
 
@@ -276,7 +278,8 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         raise ValueError(f"episodes, steps and workers must be >= 1, got {episodes}, {steps}, {workers}")
     check_policy(policy)
     out = Path(out)
-    env_options = to_plain({**(env_options or {}), "image_size": int(image_size), "frameskip": int(frameskip)})
+    given = {k: int(v) for k, v in (("image_size", image_size), ("frameskip", frameskip)) if v is not None}
+    env_options = to_plain({**(env_options or {}), **given})
     policy_options = to_plain(dict(policy_options or {}))
     out.mkdir(parents=True, exist_ok=True)
     with dataset_lock(out, "wmpc collect"):

@@ -69,6 +69,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.data_dir = Path(cfg.data)
+        self.data_meta = self._check_data()
         self.local_batch = self._split_batch()
         seed_everything(int(cfg.seed))  # before anything draws random numbers
         self._read_window_shape()
@@ -79,6 +80,21 @@ class Trainer:
         self.run_log: RunLog | None = None
 
     # -- construction steps, in order --
+    def _check_data(self) -> dict:
+        """The dataset's ``dataset.json``, checked before anything is trained or encoded.
+
+        Raises:
+            DatasetError: ``data`` is not a dataset. ValueError: ``env=`` names another env.
+        """
+        from mpc.data import load_dataset
+
+        meta = load_dataset(self.data_dir).meta
+        env = (self.cfg.get("env") or {}).get("name")
+        if env is not None and env != meta.get("env"):
+            raise ValueError(f"env={env} but the data in {self.data_dir} hold env {meta.get('env')!r}; "
+                             f"drop env= (the env is read from the dataset) or pass data= a dataset of {env}")
+        return meta
+
     def _split_batch(self) -> int:
         """The per-rank batch: ``train.batch_size`` is the global one."""
         size, world = int(self.cfg.train.batch_size), self.ctx.world_size
@@ -102,10 +118,6 @@ class Trainer:
         self.encoder_spec = (name, options)
         ensure_cache(self.data_dir, self.encoder, self.ctx, int(cfg.get("encode_batch", 256)))
         self.train_ds = self._windows("train", self.num_pred)
-        env = (cfg.get("env") or {}).get("name")
-        if env is not None and env != self.train_ds.meta.get("env"):
-            log.warning("env=%s but the dataset %s was collected on env %r", env, self.data_dir,
-                        self.train_ds.meta.get("env"))
         self.val_ds = self._windows("val", self.num_pred)
         self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world_size,
                                           rank=self.ctx.rank, shuffle=True, seed=int(cfg.seed),
