@@ -199,14 +199,18 @@ class MPCController:
             raise ValueError("goal_proprio contains NaN or inf")
         return torch.as_tensor(g, device=self.device).expand(B, P)
 
-    def _replan(self, goal_image, goal_proprio) -> None:
+    def _goal(self, goal_image, goal_proprio) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Checked goal tokens (B, N, D) and goal proprio (B, P) or None."""
         z_goal = self._goal_tokens(goal_image)
         B = self._batch
         if z_goal.shape[0] == 1 and B > 1:
             z_goal = z_goal.expand(B, *z_goal.shape[1:])
         elif z_goal.shape[0] != B:
             raise ValueError(f"got {z_goal.shape[0]} goal images for {B} observations")
-        p_goal = self._goal_proprio(goal_proprio)                            # (B, P) or None
+        return z_goal, self._goal_proprio(goal_proprio)
+
+    def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None) -> None:
+        B = self._batch
         z_ctx = torch.stack(list(self._z_hist), dim=1)                       # (B, T, N, D)
         p_ctx = torch.stack(list(self._p_hist), dim=1)                       # (B, T, P)
         T = z_ctx.shape[1]
@@ -261,7 +265,10 @@ class MPCController:
                              "with 'pixels' and 'proprio', not the image alone")
         if P and proprio.shape[1] != P:
             raise ValueError(f"proprio has {proprio.shape[1]} values per env, this world model takes P={P}")
-        if self._steps % self.frameskip == 0:  # a new model frame: record it (encoded once)
+        new_frame = self._steps % self.frameskip == 0
+        if new_frame and not self._queue:  # a replan comes: check the goal before the history changes
+            goal = self._goal(goal_image, goal_proprio)
+        if new_frame:  # a new model frame: record it (encoded once)
             if self._pending:
                 model_action = np.concatenate(self._pending, axis=-1)                # (B, Am)
                 self._a_hist.append(torch.as_tensor(model_action, device=self.device))
@@ -270,7 +277,7 @@ class MPCController:
             self._p_hist.append(torch.as_tensor(proprio, device=self.device) if P  # (B, P); (B, 0) if P = 0
                                 else torch.zeros(pixels.shape[0], 0, device=self.device))
             if not self._queue:
-                self._replan(goal_image, goal_proprio)
+                self._replan(*goal)
         action = self._queue.pop(0)
         self._pending.append(action)
         self._steps += 1
