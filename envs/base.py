@@ -1,12 +1,18 @@
 """The goal-reaching task contract every wmpc env follows.
 
 Observation: ``{"pixels": uint8 (H, W, 3), "proprio": float32 (P,)}``; actions: a continuous
-``Box``. ``reset(seed=...)`` returns ``info`` with ``goal_image`` (uint8, same size as ``pixels``),
-``goal_state`` and ``state`` (the true simulator state, float64 vectors); each ``step`` returns
-``info["is_success"]`` judged from the true state, plus ``state``, ``goal_state`` and ``distance``.
+``Box``. ``reset(seed=...)`` and every ``step`` return ``info`` with:
+
+- ``goal_image``: uint8, same size as ``pixels``: the goal state rendered;
+- ``goal_proprio``: float32 (P,): the proprio an observation of the goal state has (what a
+  goal-proprio planning objective, ``alpha > 0``, compares the predicted proprio with);
+- ``state``, ``goal_state``: the true simulator state and the goal's, float64 vectors;
+- ``distance``: the env's distance of ``state`` to ``goal_state``;
+- ``is_success``: judged from the true state (``distance <= success_threshold``).
 
 Envs of other packages follow the same contract by returning the same observation dict and info
-keys; the dataset tools need only ``pixels``, ``proprio`` and (if present) ``state``.
+keys; the dataset tools need only ``pixels``, ``proprio`` and (if present) ``state``, and
+``goal_proprio`` is needed only to plan with a goal-proprio objective.
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ class GoalEnv(gym.Env):
         self.render_mode = render_mode
         self._goal_state: np.ndarray | None = None
         self._goal_image: np.ndarray | None = None
+        self._goal_proprio: np.ndarray | None = None
 
     # --- hooks ------------------------------------------------------------------------
     def _sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +110,8 @@ class GoalEnv(gym.Env):
         state = self.get_state()
         dist = float(self.goal_distance(state, self._goal_state))
         return {"state": state, "goal_state": self._goal_state.copy(), "goal_image": self._goal_image.copy(),
-                "distance": dist, "is_success": bool(dist <= self.success_threshold)}
+                "goal_proprio": self._goal_proprio.copy(), "distance": dist,
+                "is_success": bool(dist <= self.success_threshold)}
 
     # --- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -116,6 +124,8 @@ class GoalEnv(gym.Env):
             goal = np.asarray(options["goal_state"], dtype=np.float64)
         self._goal_state = np.asarray(goal, dtype=np.float64)
         self._goal_image = self.render_state(self._goal_state)
+        self._set_state(self._goal_state)
+        self._goal_proprio = np.array(self._proprio(), dtype=np.float32)  # (P,)
         self._set_state(np.asarray(start, dtype=np.float64))
         return self._obs(), self._info()
 

@@ -55,6 +55,12 @@ def _check_obs_info(env: gym.Env, obs: dict, info: dict, where: str) -> None:
         arr = info[key]
         _require(isinstance(arr, np.ndarray) and arr.dtype == np.float64 and arr.ndim == 1,
                  f"{where}: info[{key!r}] must be float64 (S,), got {getattr(arr, 'dtype', type(arr))}")
+    if "goal_proprio" in info:  # optional for other packages' envs; every wmpc env gives it
+        gp = info["goal_proprio"]
+        _require(isinstance(gp, np.ndarray) and gp.dtype == np.float32 and gp.shape == prop.shape
+                 and bool(np.all(np.isfinite(gp))),
+                 f"{where}: info['goal_proprio'] must be finite float32 {prop.shape} like proprio, got "
+                 f"{getattr(gp, 'dtype', type(gp))} {getattr(gp, 'shape', '')}")
     _require(isinstance(info["is_success"], bool), f"{where}: info['is_success'] must be a bool")
     _require(np.isfinite(info["distance"]), f"{where}: info['distance'] is not finite")
 
@@ -92,6 +98,10 @@ def _check_goal_env(env: gym.Env, seed: int, steps: int) -> None:
              f"starting at the goal state is not a success (distance {info['distance']})")
     _require(np.array_equal(obs["pixels"], info["goal_image"]),
              "obs at the goal state differs from the goal image")
+    if "goal_proprio" in info:
+        _require(np.allclose(obs["proprio"], info["goal_proprio"]),
+                 f"obs proprio at the goal state {obs['proprio']} differs from info['goal_proprio'] "
+                 f"{info['goal_proprio']}")
 
     # rendering other states mid-episode must not disturb the episode
     actions = _actions(env, steps, seed + 1)
@@ -147,7 +157,7 @@ def check(env: gym.Env, seed: int = 0, steps: int = 5, gym_checks: bool = True) 
     obs2, info2 = env.reset(seed=seed)
     for key in ("pixels", "proprio"):
         _require(np.array_equal(obs1[key], obs2[key]), f"reset(seed={seed}) twice gave different obs[{key!r}]")
-    for key in ("state", "goal_state", "goal_image"):
+    for key in ("state", "goal_state", "goal_image") + (("goal_proprio",) if "goal_proprio" in info1 else ()):
         _require(np.array_equal(info1[key], info2[key]), f"reset(seed={seed}) twice gave different info[{key!r}]")
     others = [env.reset(seed=seed + k)[1]["goal_state"] for k in (1, 2, 3)]
     _require(any(not np.array_equal(g, info1["goal_state"]) for g in others),

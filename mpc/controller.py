@@ -9,6 +9,11 @@ Model steps and env steps: a world model trained with ``frameskip = k`` takes on
 ``k * A`` per model step (the k env actions in between, concatenated, as DINO-WM does). The
 controller hides this: ``act`` returns one env action (A,) at a time and :func:`plan` returns
 ``(H * k, A)`` env actions.
+
+What the model's checkpoint knows of its task (:class:`mpc.checkpoint.TaskInfo`) fills in what the
+caller leaves out: the action bounds when no ``action_space`` is given, and the image size every
+observation and goal image must have. A model without proprioception (``proprio_dim = 0``) plans
+from images alone; an objective with a goal-proprio term (``alpha > 0``) needs ``goal_proprio``.
 """
 from __future__ import annotations
 
@@ -67,6 +72,15 @@ def _split_obs(obs) -> tuple[np.ndarray, np.ndarray | None, bool]:
     return pixels, proprio, batched
 
 
+def _check_image_size(model, pixels, what: str) -> None:
+    """Raise when ``pixels`` (B, H, W, 3) are not the size the model was trained on (when it is known)."""
+    size = getattr(model, "image_size", None)
+    if size is not None and tuple(pixels.shape[1:3]) != (size, size):
+        raise ValueError(f"{what} is {pixels.shape[1]}x{pixels.shape[2]} but this world model was trained "
+                         f"on {size}x{size} images; make the env with image_size={size} (or resize the "
+                         "camera's images to that size)")
+
+
 def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
     """The planner's Box over model actions (k env actions concatenated)."""
     k = int(model.frameskip)
@@ -74,6 +88,8 @@ def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
         low = getattr(model, "action_low", None)
         high = getattr(model, "action_high", None)
         if low is None or high is None:
+            log.warning("the world model stores no action bounds (a checkpoint without a task "
+                        "record?); planning in [-1, 1]. Pass action_space=env.action_space")
             low, high = -np.ones(model.action_dim // k), np.ones(model.action_dim // k)
         low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
     else:
@@ -92,12 +108,18 @@ class MPCController:
             ``num_hist``, ``frameskip``).
         planner: a planner object (``optimize(cost_fn, batch, init)``), or a registered name.
         objective: a callable ``(z_pred, z_goal, proprio_pred, proprio_goal) -> (B, S)``, or a name
-            (default ``"last"``: MSE on the last predicted frame, DINO-WM's).
+            (default ``"last"``: MSE on the last predicted frame, DINO-WM's). One with ``alpha > 0``
+            needs the goal's proprio at every :meth:`act`.
         horizon: H, planning horizon in model steps.
         replan_every: model steps executed from each plan before replanning.
-        action_space: the env's Box (per env action); default: the bounds stored in the model.
+        action_space: the env's Box (per env action); default: the bounds stored in the model
+            (``model.action_low`` / ``action_high``, from its checkpoint).
         planner_options: options for ``make_planner`` when ``planner`` is a name.
         device: where planning runs (default: the model's device).
+
+    Raises:
+        ValueError: bad horizon / replan_every, an action space that does not match the model, or
+            a goal-proprio objective (``alpha > 0``) with a model that predicts no proprio.
     """
 
     def __init__(self, model, planner="cem", objective="last", horizon: int = 5, replan_every: int = 1,
@@ -117,6 +139,10 @@ class MPCController:
                                    seed=seed, device=self.device, **(planner_options or {}))
         self.planner = planner
         self.objective = make_objective(objective) if isinstance(objective, str) else objective
+        self.uses_goal_proprio = float(getattr(self.objective, "alpha", 0) or 0) > 0
+        if self.uses_goal_proprio and not model.proprio_dim:
+            raise ValueError(f"the objective weighs goal proprio (alpha={self.objective.alpha}) but this "
+                             "world model predicts no proprio (proprio_dim=0); set alpha=0")
         self.last_plan_info: dict = {}
         self.plan_times: list[float] = []
         self.reset()
@@ -124,7 +150,7 @@ class MPCController:
     def reset(self) -> None:
         """Forget the history, the queued actions and the warm start (call at each new episode)."""
         self._z_hist: deque = deque(maxlen=int(self.model.num_hist))   # each (B, N, D)
-        self._p_hist: deque = deque(maxlen=int(self.model.num_hist))   # each (B, P)
+        self._p_hist: deque = deque(maxlen=int(self.model.num_hist))   # each (B, P); P may be 0
         self._a_hist: deque = deque(maxlen=max(int(self.model.num_hist) - 1, 1))  # each (B, Am)
         self._queue: list[np.ndarray] = []   # env actions (B, A) still to execute from the plan
         self._plan: torch.Tensor | None = None  # (B, H, Am) last plan, for the warm start
@@ -144,26 +170,56 @@ class MPCController:
         raw = goal.cpu().numpy() if isinstance(goal, torch.Tensor) else goal
         key = hashlib.sha1(np.ascontiguousarray(raw).tobytes()).hexdigest()
         if key != self._goal_key:
+            _check_image_size(self.model, goal, "the goal image")
             self._z_goal = self._encode(goal)
             self._goal_key = key
         return self._z_goal
 
-    def _replan(self, goal_image) -> None:
+    def _goal_proprio(self, goal_proprio) -> torch.Tensor | None:
+        """The goal's proprio as a (B, P) tensor on the planning device (None: not given, or P = 0).
+
+        Raises:
+            ValueError: not (P,) / (B, P) for this model's P and B, NaN / inf, or missing while
+                the objective weighs it.
+        """
+        P, B = int(self.model.proprio_dim), self._batch
+        if goal_proprio is None or P == 0:
+            if self.uses_goal_proprio:
+                raise ValueError(f"the objective weighs goal proprio (alpha={self.objective.alpha}): pass "
+                                 "goal_proprio (the goal state's proprio, (P,) or (B, P); wmpc envs give it "
+                                 "as info['goal_proprio']), or set alpha=0")
+            return None
+        g = np.asarray(goal_proprio.detach().cpu() if isinstance(goal_proprio, torch.Tensor) else goal_proprio,
+                       dtype=np.float32)
+        g = g[None] if g.ndim == 1 else g
+        if g.ndim != 2 or g.shape[1] != P or g.shape[0] not in (1, B):
+            raise ValueError(f"goal_proprio must be (P,) or (B, P) = ({B}, {P}) for this model and batch; "
+                             f"got {tuple(np.shape(goal_proprio))}")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("goal_proprio contains NaN or inf")
+        return torch.as_tensor(g, device=self.device).expand(B, P)
+
+    def _goal(self, goal_image, goal_proprio) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Checked goal tokens (B, N, D) and goal proprio (B, P) or None."""
         z_goal = self._goal_tokens(goal_image)
         B = self._batch
         if z_goal.shape[0] == 1 and B > 1:
             z_goal = z_goal.expand(B, *z_goal.shape[1:])
         elif z_goal.shape[0] != B:
             raise ValueError(f"got {z_goal.shape[0]} goal images for {B} observations")
+        return z_goal, self._goal_proprio(goal_proprio)
+
+    def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None) -> None:
+        B = self._batch
         z_ctx = torch.stack(list(self._z_hist), dim=1)                       # (B, T, N, D)
-        p_ctx = torch.stack(list(self._p_hist), dim=1) if self._p_hist[0] is not None else None
+        p_ctx = torch.stack(list(self._p_hist), dim=1)                       # (B, T, P)
         T = z_ctx.shape[1]
         past = (torch.stack(list(self._a_hist)[-(T - 1):], dim=1) if T > 1 else None)  # (B, T-1, Am)
         model, objective = self.model, self.objective
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
             z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past)
-            return objective(z_pred, z_goal, p_pred, None)
+            return objective(z_pred, z_goal, p_pred, p_goal)
 
         init = None
         if self._plan is not None:  # warm start: the old plan moved past what was executed
@@ -182,31 +238,46 @@ class MPCController:
         self._queue = [steps[:, i] for i in range(steps.shape[1])]
 
     # --- public --------------------------------------------------------------------------
-    def act(self, obs, goal_image) -> np.ndarray:
+    def act(self, obs, goal_image, goal_proprio=None) -> np.ndarray:
         """Return the next env action: (A,) for one env or (B, A) for a batch of envs.
 
         Args:
             obs: the env's observation dict (``pixels`` uint8 (H, W, 3) or (B, H, W, 3) and
-                ``proprio``), or just the image.
+                ``proprio``), or just the image (for a model with ``proprio_dim = 0``).
             goal_image: uint8 (H, W, 3) (shared by all envs) or (B, H, W, 3).
+            goal_proprio: the goal state's proprio, float (P,) (shared) or (B, P), passed to the
+                objective; one with ``alpha > 0`` needs it. Ignored by a model with P = 0.
+
+        Raises:
+            ValueError: bad images (dtype, shape, or another size than the model's ``image_size``),
+                missing or mis-sized proprio, a batch size other than the first call's, or no
+                ``goal_proprio`` for an objective with ``alpha > 0``.
         """
         pixels, proprio, batched = _split_obs(obs)
+        _check_image_size(self.model, pixels, "the observation image")
         if self._batch is None:
             self._batch = pixels.shape[0]
         elif pixels.shape[0] != self._batch:
             raise ValueError(f"this controller runs {self._batch} env(s); got {pixels.shape[0]} observations. Call reset() first")
-        if self.model.proprio_dim and proprio is None:
+        P = int(self.model.proprio_dim)
+        if P and proprio is None:
             raise ValueError("this world model conditions on proprioception: pass the env's observation dict "
                              "with 'pixels' and 'proprio', not the image alone")
-        if self._steps % self.frameskip == 0:  # a new model frame: record it (encoded once)
+        if P and proprio.shape[1] != P:
+            raise ValueError(f"proprio has {proprio.shape[1]} values per env, this world model takes P={P}")
+        new_frame = self._steps % self.frameskip == 0
+        if new_frame and not self._queue:  # a replan comes: check the goal before the history changes
+            goal = self._goal(goal_image, goal_proprio)
+        if new_frame:  # a new model frame: record it (encoded once)
             if self._pending:
                 model_action = np.concatenate(self._pending, axis=-1)                # (B, Am)
                 self._a_hist.append(torch.as_tensor(model_action, device=self.device))
                 self._pending = []
             self._z_hist.append(self._encode(pixels))
-            self._p_hist.append(torch.as_tensor(proprio, device=self.device) if self.model.proprio_dim else None)
+            self._p_hist.append(torch.as_tensor(proprio, device=self.device) if P  # (B, P); (B, 0) if P = 0
+                                else torch.zeros(pixels.shape[0], 0, device=self.device))
             if not self._queue:
-                self._replan(goal_image)
+                self._replan(*goal)
         action = self._queue.pop(0)
         self._pending.append(action)
         self._steps += 1
@@ -214,7 +285,8 @@ class MPCController:
 
 
 def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objective="last",
-         action_space: spaces.Box | None = None, device=None, seed: int = 0, **options) -> np.ndarray:
+         action_space: spaces.Box | None = None, device=None, seed: int = 0, goal_proprio=None,
+         **options) -> np.ndarray:
     """Plan an action sequence from an observation to a goal image, in one call.
 
     Args:
@@ -224,8 +296,11 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
         model: a :class:`mpc.WorldModel` or the path of a saved checkpoint.
         planner: a planner name (``cem``, ``gd``, ``mppi``, ``icem``, ``cem_gd``) or object.
         horizon: H in model steps.
-        objective: objective name or callable.
+        objective: objective name or callable (e.g. ``make_objective("last", alpha=1.0)`` to weigh
+            the goal's proprio as well).
         action_space: the env's action Box (default: the bounds stored with the model).
+        goal_proprio: the goal state's proprio, (P,) or (B, P); needed when the objective has
+            ``alpha > 0``.
         **options: planner options (e.g. ``samples=100, iterations=10``).
 
     Returns:
@@ -233,7 +308,8 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
 
     Raises:
         ValueError: a non-uint8 or wrongly shaped image, NaN, a goal image whose size differs
-            from the observation's, or an action space that does not match the model.
+            from the observation's or an image size other than the model's, an action space that
+            does not match the model, or ``alpha > 0`` without ``goal_proprio``.
     """
     if isinstance(model, (str, Path)):
         from .world_model import WorldModel
@@ -243,14 +319,10 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
     if tuple(goal.shape[1:]) != tuple(pixels.shape[1:]):
         raise ValueError(f"the goal image is {tuple(goal.shape[1:])} but the observation is "
                          f"{tuple(pixels.shape[1:])}; render both at the same image_size")
-    expected = getattr(model, "image_size", None)
-    if expected is not None and tuple(pixels.shape[1:3]) != (expected, expected):
-        raise ValueError(f"this world model was trained on {expected}x{expected} images; got "
-                         f"{pixels.shape[1]}x{pixels.shape[2]}. Make the env with image_size={expected}")
     ctrl = MPCController(model, planner, objective, horizon=horizon, replan_every=horizon,
                          action_space=action_space, planner_options=options, seed=seed, device=device)
     ctrl._batch = pixels.shape[0]
-    first = ctrl.act(obs, goal_image)
+    first = ctrl.act(obs, goal_image, goal_proprio=goal_proprio)
     rest = [q for q in ctrl._queue]
     out = np.stack([first if batched else first[None]] + rest, axis=1)          # (B, H*k, A)
     return out if batched else out[0]

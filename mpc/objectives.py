@@ -8,6 +8,8 @@ An objective is any callable::
 :class:`LatentObjective` is the DINO-WM one (mean squared error over tokens of the last predicted
 frame), optionally over all predicted frames with a discount, plus an optional proprio term.
 Replace it with your own callable of the same signature wherever an objective is taken.
+The controller passes the world model's predicted proprio (raw units) and the goal's proprio given to
+``plan(..., goal_proprio=...)`` / ``MPCController.act(..., goal_proprio=...)`` (None when not given).
 """
 from __future__ import annotations
 
@@ -70,10 +72,12 @@ class LatentObjective:
         cost = self._over_time(err)                                        # (B, S)
         if self.alpha > 0:
             if proprio_pred is None or proprio_goal is None:
-                raise ValueError("alpha > 0 needs proprio_pred (B, S, H, P) and proprio_goal (B, P); "
-                                 "pass them or set alpha=0")
-            if proprio_pred.ndim != 4 or proprio_goal.ndim != 2 or proprio_pred.shape[-1] != proprio_goal.shape[-1]:
-                raise ValueError(f"expected proprio_pred (B, S, H, P) and proprio_goal (B, P); got "
+                raise ValueError("alpha > 0 needs proprio_pred (B, S, H, P) and proprio_goal (B, P): a world "
+                                 "model that predicts proprio, and the goal's proprio (plan(..., goal_proprio=...) "
+                                 "or MPCController.act(..., goal_proprio=...)); or set alpha=0")
+            if proprio_pred.ndim != 4 or proprio_goal.ndim != 2 or proprio_pred.shape[-1] != proprio_goal.shape[-1] \
+                    or proprio_goal.shape[-1] == 0:
+                raise ValueError(f"expected proprio_pred (B, S, H, P) and proprio_goal (B, P) with P >= 1; got "
                                  f"{tuple(proprio_pred.shape)} and {tuple(proprio_goal.shape)}")
             perr = ((proprio_pred - proprio_goal[:, None, None]) ** 2).mean(-1)  # (B, S, H)
             cost = cost + self.alpha * self._over_time(perr)

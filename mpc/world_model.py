@@ -10,7 +10,11 @@ computes the shared context once per env (prefix sharing), which equals the unca
 (``use_cache=False``: recompute the full history every step) to float rounding.
 
 The config and its presets live in :mod:`mpc.presets`, checkpoint files in :mod:`mpc.checkpoint`
-(both re-exported here); ``save`` / ``load`` / ``read_header`` delegate to the latter.
+(both re-exported here); ``save`` / ``load`` / ``read_header`` delegate to the latter. What planning
+needs of the task (action bounds, image size, env) is a :class:`~mpc.checkpoint.TaskInfo` set with
+:meth:`WorldModel.set_task` and saved with the weights.
+
+A model with ``proprio_dim = 0`` takes ``None`` (or ``(..., 0)`` arrays) wherever proprio goes in.
 """
 from __future__ import annotations
 
@@ -18,18 +22,19 @@ import contextlib
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mpc import checkpoint
-from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS
+from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS, TaskInfo, task_from_dataset_meta
 from mpc.memory import candidate_chunk, chunked_rollout
 from mpc.predictor import make_predictor, sdpa_context
 from mpc.presets import WorldModelConfig, config_from_preset, load_preset
 
-__all__ = ["WorldModelConfig", "WorldModel", "FORMAT_VERSION", "RUNTIME_OPTIONS", "load_preset",
-           "config_from_preset"]
+__all__ = ["WorldModelConfig", "WorldModel", "TaskInfo", "task_from_dataset_meta", "FORMAT_VERSION",
+           "RUNTIME_OPTIONS", "load_preset", "config_from_preset"]
 
 _STAT_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
 
@@ -74,6 +79,7 @@ class WorldModel(nn.Module):
         self.register_buffer("action_std", torch.ones(Am))
         self.register_buffer("proprio_mean", torch.zeros(P))
         self.register_buffer("proprio_std", torch.ones(P))
+        self.task = TaskInfo()  # what planning needs of the task (set_task; saved in checkpoints)
         self.encoder = None
         self.encoder_error: str | None = None  # why load() could not rebuild the checkpoint's encoder
         if encoder is not None:
@@ -96,6 +102,50 @@ class WorldModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.action_mean.device
+
+    # --- task (what planning needs; see mpc.checkpoint.TaskInfo) ---
+    @property
+    def action_low(self) -> np.ndarray | None:
+        """float32 ``(A,)`` lower bounds of the env's actions (None: unknown)."""
+        low = self.task.action_low
+        return None if low is None else np.asarray(low, np.float32)
+
+    @property
+    def action_high(self) -> np.ndarray | None:
+        """float32 ``(A,)`` upper bounds of the env's actions (None: unknown)."""
+        high = self.task.action_high
+        return None if high is None else np.asarray(high, np.float32)
+
+    image_size = property(lambda self: self.task.image_size,
+                          doc="side of the camera images the model was trained on (None: unknown)")
+    env = property(lambda self: self.task.env, doc="env name or gymnasium id of the data (None: unknown)")
+    env_options = property(lambda self: None if self.task.env_options is None else dict(self.task.env_options),
+                           doc="the env's constructor options of the data (None: unknown)")
+
+    def set_task(self, task: TaskInfo | None = None, **fields) -> None:
+        """Record what planning needs of the task: the env's action bounds, image size, env and options.
+
+        Args:
+            task: a :class:`~mpc.checkpoint.TaskInfo` (e.g. ``task_from_dataset_meta(meta)``), or
+                None to build one from ``fields``.
+            **fields: ``action_low``, ``action_high`` (``(A,)`` each), ``image_size``, ``env``,
+                ``env_options``; fields not given are None (unknown).
+
+        Raises:
+            ValueError: bad values, or bounds whose length is not the model's A.
+            TypeError: both ``task`` and ``fields``, or an unknown field.
+        """
+        if task is not None and fields:
+            raise TypeError("pass a TaskInfo or its fields as keywords, not both")
+        if task is None:
+            task = TaskInfo(**fields)
+        elif not isinstance(task, TaskInfo):
+            raise TypeError(f"task must be a TaskInfo, got {type(task).__name__}")
+        A = self.config.env_action_dim
+        if task.action_low is not None and len(task.action_low) != A:
+            raise ValueError(f"action bounds have {len(task.action_low)} values, this model's env actions "
+                             f"have A={A}")
+        self.task = task
 
     # --- encoder ---
     def attach_encoder(self, encoder) -> None:
@@ -185,6 +235,19 @@ class WorldModel(nn.Module):
         _check_finite(name, x)
         return x
 
+    def _no_proprio(self, name, x, lead: tuple) -> torch.Tensor:
+        """``x``, or for a proprio-free model (P = 0) given None, an empty ``(*lead, 0)`` tensor.
+
+        Raises:
+            ValueError: None for a model that conditions on proprio (P > 0).
+        """
+        if x is not None:
+            return x
+        if self.proprio_dim:
+            raise ValueError(f"{name} is None but this world model conditions on proprio (P="
+                             f"{self.proprio_dim}); pass the env's proprio")
+        return torch.zeros(*lead, 0, device=self.device)
+
     def _bf16(self) -> bool:
         """Whether the predictor runs under bf16 autocast (asked for, and on CUDA)."""
         return self.config.predictor.autocast_bf16 and self.device.type == "cuda"
@@ -197,7 +260,8 @@ class WorldModel(nn.Module):
         """Teacher-forced prediction: output i predicts frame i+1.
 
         Args:
-            z: ``(B, L, N, D)`` tokens; proprio ``(B, L, P)`` raw; actions ``(B, L-1, Am)`` raw.
+            z: ``(B, L, N, D)`` tokens; proprio ``(B, L, P)`` raw (None when P = 0); actions
+                ``(B, L-1, Am)`` raw.
 
         Returns:
             ``(z_pred (B, L-1, N, D), proprio_pred (B, L-1, P))`` (proprio_pred normalised).
@@ -207,7 +271,7 @@ class WorldModel(nn.Module):
         """
         N, D, P, Am = self.num_tokens, self.token_dim, self.proprio_dim, self.action_dim
         z = self._check("z", z, (4,), (N, D))
-        proprio = self._check("proprio", proprio, (3,), (P,))
+        proprio = self._check("proprio", self._no_proprio("proprio", proprio, z.shape[:2]), (3,), (P,))
         actions = self._check("actions", actions, (3,), (Am,))
         B, L = z.shape[:2]
         if proprio.shape[:2] != (B, L) or actions.shape[:2] != (B, L - 1) or L < 2:
@@ -224,16 +288,17 @@ class WorldModel(nn.Module):
 
         Args:
             batch: dict from ``mpc.data.WindowDataset`` (collated): ``z (B, L, N, D)``,
-                ``proprio (B, L, P)`` raw, ``actions (B, L-1, Am)`` raw.
+                ``proprio (B, L, P)`` raw (may be absent when P = 0), ``actions (B, L-1, Am)`` raw.
 
         Returns:
             ``(loss, metrics)`` with metrics ``loss``, ``z_loss``, ``proprio_loss`` (floats).
         """
         for key in ("z", "proprio", "actions"):
-            if key not in batch:
+            if key not in batch and (key != "proprio" or self.proprio_dim):
                 raise ValueError(f"batch lacks {key!r}; expected keys z, proprio, actions")
         z = self._check("z", batch["z"], (4,), (self.num_tokens, self.token_dim))
-        proprio = self._check("proprio", batch["proprio"], (3,), (self.proprio_dim,))
+        proprio = self._check("proprio", self._no_proprio("proprio", batch.get("proprio"), z.shape[:2]),
+                              (3,), (self.proprio_dim,))
         zp, pp = self(z, proprio, batch["actions"])
         z_loss = F.mse_loss(zp, z[:, 1:])
         p_loss = (F.mse_loss(pp, self._norm_proprio(proprio[:, 1:])) if self.proprio_dim
@@ -258,7 +323,8 @@ class WorldModel(nn.Module):
 
         Args:
             z_context: ``(T, N, D)`` or ``(B, T, N, D)`` context tokens (oldest first).
-            proprio_context: ``(T, P)`` / ``(B, T, P)`` raw proprio of the context frames.
+            proprio_context: ``(T, P)`` / ``(B, T, P)`` raw proprio of the context frames (None
+                when P = 0).
             actions: ``(S, H, Am)`` / ``(B, S, H, Am)`` raw candidate actions; action 0 is taken at
                 the last context frame.
             past_actions: ``(T-1, Am)`` / ``(B, T-1, Am)`` raw actions executed between the context
@@ -318,6 +384,7 @@ class WorldModel(nn.Module):
         z_context = self._check("z_context", z_context, (3, 4), (N, D))
         batched = z_context.ndim == 4
         nb = 1 if batched else 0
+        proprio_context = self._no_proprio("proprio_context", proprio_context, z_context.shape[:-2])
         proprio_context = self._check("proprio_context", proprio_context, (2 + nb,), (P,))
         actions = self._check("actions", actions, (3 + nb,), (Am,))
         if not batched:
@@ -402,7 +469,8 @@ class WorldModel(nn.Module):
 
     @staticmethod
     def read_header(path) -> dict:
-        """The JSON header of a checkpoint (format_version, config, encoder_fingerprint, normalization).
+        """The JSON header of a checkpoint (format_version, config, encoder_fingerprint, normalization,
+        task).
 
         Raises:
             FileNotFoundError: no such file. ValueError: not a wmpc world-model checkpoint.

@@ -141,13 +141,16 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
     obs = [o for o, _ in resets]
     infos = [inf for _, inf in resets]
     goals = np.stack([inf["goal_image"] for inf in infos])  # (B, H, W, 3)
+    episode_info = {"goal_image": goals}
+    if all("goal_proprio" in inf for inf in infos):
+        episode_info["goal_proprio"] = np.stack([inf["goal_proprio"] for inf in infos])  # (B, P)
     init_d = [float(inf.get("distance", np.nan)) for inf in infos]
     done = np.zeros(len(ids), bool)
     reached = np.array([bool(inf.get("is_success", False)) for inf in infos])
     for _ in range(settings.steps):
         batch_obs = {"pixels": np.stack([o["pixels"] for o in obs]),  # (B, H, W, 3)
                      "proprio": np.stack([o["proprio"] for o in obs])}  # (B, P)
-        actions = policy.act(batch_obs, {"goal_image": goals})  # (B, A)
+        actions = policy.act(batch_obs, episode_info)  # (B, A)
         for j, e in enumerate(envs):
             if ids[j] < settings.videos:
                 frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], goals[j]))

@@ -4,9 +4,11 @@ Every policy acts for a batch of B envs at once through one method::
 
     act(obs, info) -> actions float32 (B, A)
         obs:  {"pixels": uint8 (B, H, W, 3), "proprio": float (B, P)}   the envs' observations
-        info: {"goal_image": uint8 (B, H, W, 3)}                         what the episode asks for
+        info: {"goal_image": uint8 (B, H, W, 3),                         what the episode asks for
+               "goal_proprio": float32 (B, P)}   (when the envs give info["goal_proprio"])
 
-- ``planner``: :class:`~mpc.controller.MPCController` plans in the world model's latent space.
+- ``planner``: :class:`~mpc.controller.MPCController` plans in the world model's latent space
+  (with ``alpha > 0`` also toward the goal's proprio, which the envs must then give).
 - ``random``: uniform actions in the env's action space (seeded).
 - ``oracle``: each env's scripted controller (``env.unwrapped.oracle_action()``), an upper bound.
 
@@ -64,7 +66,17 @@ class PlannerPolicy:
         return self.controller.plan_times
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
-        return self.controller.act(obs, info["goal_image"])
+        """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present.
+
+        Raises:
+            ValueError: ``alpha > 0`` but the envs give no ``info["goal_proprio"]``.
+        """
+        goal_proprio = info.get("goal_proprio")
+        if goal_proprio is None and self.controller.uses_goal_proprio:
+            raise ValueError("alpha > 0 plans toward the goal's proprio, but the env gives no "
+                             "info['goal_proprio'] (the goal state's proprio, float32 (P,), on reset and "
+                             "each step; see envs/base.py); add it to the env or set alpha=0")
+        return self.controller.act(obs, info["goal_image"], goal_proprio=goal_proprio)
 
 
 class RandomPolicy:

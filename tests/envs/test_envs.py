@@ -74,6 +74,24 @@ def test_goal_image_is_rendered_goal_state(env):
     assert info["is_success"] and info["distance"] == 0.0
 
 
+@pytest.mark.parametrize("name", envs.list_envs())
+def test_info_gives_the_goal_states_proprio(name):
+    """info["goal_proprio"] (float32 (P,)) on reset and every step: the proprio seen at the goal state."""
+    env = make_env(name)
+    try:
+        obs, info = env.reset(seed=5)
+        goal_p = info["goal_proprio"]
+        assert goal_p.dtype == np.float32 and goal_p.shape == obs["proprio"].shape
+        assert not np.allclose(goal_p, obs["proprio"])  # the start is away from the goal
+        for _ in range(3):
+            obs, _, _, _, info = env.step(env.action_space.sample())
+            assert np.array_equal(info["goal_proprio"], goal_p)
+        obs, info = env.reset(seed=5, options={"start_state": info["goal_state"]})
+        np.testing.assert_allclose(obs["proprio"], goal_p, atol=1e-6)
+    finally:
+        env.close()
+
+
 def test_goal_image_differs_from_start_image(env):
     obs, info = env.reset(seed=4)
     diff = np.abs(obs["pixels"].astype(int) - info["goal_image"].astype(int)).sum(-1)

@@ -68,3 +68,55 @@ def test_settings_objects_equal_keyword_options():
     assert a.per_episode == b.per_episode
     with pytest.raises(TypeError, match="Did you mean episodes"):
         evaluate("wall", policy="oracle", episods=2, progress=False)
+
+
+@pytest.fixture
+def wall_task_model(tmp_path):
+    """A tiny wall model whose checkpoint stores the task (bounds, 64 px images, env)."""
+    opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
+    enc = encoders.make_encoder("dinov2", **opts)
+    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
+                             encoder="dinov2", encoder_options=opts)
+    model = WorldModel(cfg, encoder=enc)
+    model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=64, env="wall",
+                   env_options={"image_size": 64, "frameskip": 1})
+    return model.save(tmp_path / "wall_task.safetensors")
+
+
+def test_eval_command_with_goal_proprio_labels_its_rows(tmp_path, wall_task_model):
+    out = tmp_path / "gp"
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
+                        "alpha=1.0", "planner=cem", "planner.samples=16", "planner.iterations=2",
+                        "planner.elites=4", "episodes=2", "steps=3", "batch_envs=2", "videos=0", f"out={out}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[goal-proprio]" in r.stdout
+    assert json.loads((out / "results.json").read_text())["labels"] == ["goal-proprio"]
+
+
+def test_eval_goal_proprio_differs_from_images_alone_and_needs_the_envs_goal_proprio(wall_task_model):
+    from mpc.evaluation.policies import PlannerPolicy, PlannerSettings
+
+    model = WorldModel.load(wall_task_model)
+    kw = dict(model=model, episodes=2, steps=3, batch_envs=2, videos=0, planner_options={"samples": 16,
+              "iterations": 2, "elites": 4}, progress=False)
+    plain = evaluate("wall", **kw)
+    steered = evaluate("wall", alpha=1.0, **kw)
+    assert plain.labels == [] and steered.labels == ["goal-proprio"]
+    assert [r["final_distance"] for r in plain.per_episode] != [r["final_distance"] for r in steered.per_episode]
+    policy = PlannerPolicy(model, None, PlannerSettings(alpha=1.0, planner_options=kw["planner_options"]), seed=0)
+    obs = {"pixels": np.zeros((1, 64, 64, 3), np.uint8), "proprio": np.zeros((1, 2), np.float32)}
+    with pytest.raises(ValueError, match=r"no info\['goal_proprio'\]"):
+        policy.act(obs, {"goal_image": np.zeros((1, 64, 64, 3), np.uint8)})
+
+
+def test_eval_of_a_proprio_free_model():
+    opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
+    enc = encoders.make_encoder("dinov2", **opts)
+    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=0,
+                             encoder="dinov2", encoder_options=opts)
+    r = evaluate("wall", model=WorldModel(cfg, encoder=enc), episodes=2, steps=3, batch_envs=2, videos=0,
+                 planner_options={"samples": 16, "iterations": 2, "elites": 4}, progress=False)
+    assert r.episodes == 2 and r.mean_plan_time_s > 0
+    with pytest.raises(ValueError, match="predicts no proprio"):
+        evaluate("wall", model=WorldModel(cfg, encoder=enc), alpha=1.0, episodes=1, steps=1, progress=False)

@@ -56,6 +56,8 @@ def test_errors_are_clear():
         make_objective("last", alhpa=1.0)
     with pytest.raises(ValueError, match="alpha > 0 needs proprio"):
         make_objective("all", alpha=1.0)(z, g)
+    with pytest.raises(ValueError, match="P >= 1"):  # a proprio-free model: no NaN from an empty mean
+        make_objective("last", alpha=1.0)(z, g, pp[..., :0], pg[..., :0])
     with pytest.raises(ValueError, match="expected z_pred"):
         LatentObjective()(z[:, 0], g)
     assert list_objectives() == ["last", "all"]
