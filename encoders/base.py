@@ -73,6 +73,8 @@ def to_float_images(images, device: torch.device | str | None = None) -> torch.T
     x = x.float()
     if not torch.isfinite(x).all():
         raise ValueError("images contain NaN or inf; expected finite values in [0, 1]")
+    if x.numel() == 0:  # an empty batch: nothing to check, tokens (0, N, D)
+        return x
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "

@@ -93,14 +93,16 @@ class GoalInfo(gym.Wrapper):
     """Keep ``goal_image`` (and ``goal_state``) from ``reset`` in every ``step``'s info; fill ``distance``.
 
     ``distance`` is the env's own when it reports one; else the Euclidean distance between
-    ``state`` and ``goal_state`` when both exist; else ``None``. ``is_success`` defaults to False.
+    ``state`` and ``goal_state`` when both exist; else ``None``. ``is_success`` is the env's own,
+    else its ``info["success"]`` (gymnasium-robotics' key), else ``terminated`` (an episode that
+    ends by itself ended at the goal), else False.
     """
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self._goal: dict = {}
 
-    def _fill(self, info: dict) -> dict:
+    def _fill(self, info: dict, terminated: bool = False) -> dict:
         info = dict(info)
         for key in ("goal_image", "goal_state"):
             if info.get(key) is None and key in self._goal:
@@ -113,7 +115,8 @@ class GoalInfo(gym.Wrapper):
                 if s.shape == g.shape:
                     dist = float(np.linalg.norm(s - g))
             info["distance"] = dist
-        info.setdefault("is_success", False)
+        if info.get("is_success") is None:
+            info["is_success"] = bool(info.get("success", terminated))
         return info
 
     def reset(self, **kwargs):
@@ -123,7 +126,7 @@ class GoalInfo(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, self._fill(info)
+        return obs, reward, terminated, truncated, self._fill(info, bool(terminated))
 
 
 def accepts_option(factory, name: str) -> bool:

@@ -197,7 +197,11 @@ def load(model_cls, path, encoder="auto", device=None, config: WorldModelConfig 
         overrides = {**{k: getattr(expected.predictor, k) for k in RUNTIME_OPTIONS}, **overrides}
     if overrides:
         saved.predictor = dataclasses.replace(saved.predictor, **overrides)
-    model = model_cls(saved)
+    try:
+        model = model_cls(saved)
+    except (ValueError, TypeError, RuntimeError) as e:  # values that pass parsing but build nothing
+        raise ValueError(f"{path}: the world-model config in its header cannot be built ({e}); "
+                         "re-save the model or retrain it") from e
     _load_weights(model, path)
     try:
         model.set_task(TaskInfo.from_dict(head.get("task")))
@@ -215,11 +219,15 @@ def load(model_cls, path, encoder="auto", device=None, config: WorldModelConfig 
 
 def _saved_config(head: dict, path) -> WorldModelConfig:
     """The checkpoint's config, after checking its format version."""
-    version = head.get("format_version")
+    version = head.get("format_version") if isinstance(head, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} has world-model format version {version}, this wmpc reads "
                          f"version {FORMAT_VERSION}; retrain or convert the checkpoint")
-    return WorldModelConfig.from_dict(head["config"])
+    try:
+        return WorldModelConfig.from_dict(head["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: the world-model config in its header is damaged ({type(e).__name__}: "
+                         f"{e}); re-save the model or retrain it") from e
 
 
 def _checked_overrides(overrides: dict | None) -> dict:

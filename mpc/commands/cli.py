@@ -23,6 +23,54 @@ def commands() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group="wmpc.commands")}
 
 
+def _safe_name(text: str) -> str:
+    """A folder-name-safe version of an env name or gymnasium id (``pkg.mod:Id-v0`` -> ``pkg.mod_Id-v0``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text)) or "run"
+
+
+def _default_data(env_name):
+    """``data`` when it is not given: ``data/<env>`` for ``env=<env>``; without either, an error."""
+    if env_name in (None, "None", ""):
+        raise ValueError("pass data=<dataset folder written by `wmpc collect`> (or env=<name> for "
+                         "data/<name>)")
+    return f"data/{_safe_name(env_name)}"
+
+
+def _dataset_env(data) -> str:
+    """The env a dataset folder holds (from its dataset.json), folder-name-safe; else its folder name."""
+    from mpc._io import read_json
+
+    meta = read_json(Path(str(data)) / "dataset.json")
+    env = meta.get("env") if isinstance(meta, dict) else None
+    return _safe_name(env or Path(str(data)).name)
+
+
+def _checkpoint_env(checkpoint, env_name) -> str:
+    """The env of an eval run: ``env=`` when given, else the one a checkpoint stores, else ``eval``."""
+    if env_name not in (None, "None", ""):
+        return _safe_name(env_name)
+    if checkpoint not in (None, "None", ""):
+        try:
+            from mpc.checkpoint import read_header
+
+            env = (read_header(str(checkpoint)).get("task") or {}).get("env")
+            if env:
+                return _safe_name(env)
+        except (OSError, ValueError):
+            pass  # the command itself reports a bad checkpoint
+    return "eval"
+
+
+def register_resolvers() -> None:
+    """The ``wmpc_*`` OmegaConf resolvers the shipped configs use (idempotent)."""
+    from omegaconf import OmegaConf
+
+    for name, fn in (("wmpc_default_data", _default_data), ("wmpc_dataset_env", _dataset_env),
+                     ("wmpc_checkpoint_env", _checkpoint_env)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
 def hydra_command(config_name: str, task: Callable, argv: list[str], prog: str) -> int:
     """Run ``task(cfg)`` as a hydra app over ``configs/<config_name>.yaml`` with ``argv`` overrides.
 
@@ -32,6 +80,7 @@ def hydra_command(config_name: str, task: Callable, argv: list[str], prog: str) 
     import hydra
     from omegaconf import DictConfig
 
+    register_resolvers()
     result = {}
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)

@@ -298,8 +298,12 @@ def _collect_locked(env: str, out: Path, episodes: int, steps: int, policy: str,
         space = probe.action_space
         low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
         make_actions(policy, low, high, 2, seed, **policy_options)  # check policy options early
-        _open_folder(out, _dataset_meta(env, env_options, low, high, episodes, steps, policy,
-                                        policy_options, seed, compression))
+        meta = _dataset_meta(env, env_options, low, high, episodes, steps, policy, policy_options, seed,
+                             compression)
+        pixels = getattr(probe.observation_space, "spaces", {}).get("pixels")
+        if pixels is not None and len(pixels.shape) == 3:
+            meta["image_size"] = int(pixels.shape[0])  # the frames' side, whoever chose it
+        _open_folder(out, meta)
         todo = _missing_episodes(episodes_dir, episodes)
         if todo:
             (out / STATS_FILE).unlink(missing_ok=True)

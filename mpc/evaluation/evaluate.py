@@ -144,7 +144,7 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
     episode_info = {"goal_image": goals}
     if all("goal_proprio" in inf for inf in infos):
         episode_info["goal_proprio"] = np.stack([inf["goal_proprio"] for inf in infos])  # (B, P)
-    init_d = [float(inf.get("distance", np.nan)) for inf in infos]
+    init_d = [_distance(inf) for inf in infos]
     done = np.zeros(len(ids), bool)
     reached = np.array([bool(inf.get("is_success", False)) for inf in infos])
     for _ in range(settings.steps):
@@ -163,8 +163,14 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
             break
     rows = [{"episode": i, "seed": settings.seed + i, "reached": bool(reached[j]),
              "final_success": bool(infos[j]["is_success"]), "initial_distance": init_d[j],
-             "final_distance": float(infos[j].get("distance", np.nan))} for j, i in enumerate(ids)]
+             "final_distance": _distance(infos[j])} for j, i in enumerate(ids)]
     return rows, np.stack([o["pixels"] for o in obs]), goals
+
+
+def _distance(info: dict) -> float:
+    """The true distance an env reports (NaN when it reports none: summaries then say n/a)."""
+    d = info.get("distance")
+    return float("nan") if d is None else float(d)
 
 
 def _latent_distances(model, pixels: np.ndarray, goals: np.ndarray) -> list[float]:

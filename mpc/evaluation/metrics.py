@@ -37,11 +37,22 @@ class EvalResult:
     success_ci95: tuple[float, float]  # Wilson interval of success_rate
     final_success_rate: float  # episodes at the goal on their last step
     mean_plan_time_s: float | None  # seconds per replan (policy=planner only)
-    mean_final_distance: float  # true-state distance to the goal at the end
-    mean_initial_distance: float
+    mean_final_distance: float | None  # true-state distance to the goal at the end (None: the env reports none)
+    mean_initial_distance: float | None
     mean_final_latent_distance: float | None  # token MSE to the goal at the end (with a world model)
     per_episode: list = field(default_factory=list)  # dicts: episode, seed, reached, distances
     labels: list = field(default_factory=list)  # notes such as "goal-proprio"
+
+
+def _finite_mean(values: list[float]) -> float | None:
+    """Mean of the finite values; None when there are none (an env that reports no distance)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, steps: int,
@@ -56,8 +67,8 @@ def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, s
         success_ci95=wilson_interval(k, n),
         final_success_rate=sum(r["final_success"] for r in rows) / n,
         mean_plan_time_s=float(np.mean(plan_times)) if plan_times else None,
-        mean_final_distance=float(np.nanmean([r["final_distance"] for r in rows])),
-        mean_initial_distance=float(np.nanmean([r["initial_distance"] for r in rows])),
+        mean_final_distance=_finite_mean([r["final_distance"] for r in rows]),
+        mean_initial_distance=_finite_mean([r["initial_distance"] for r in rows]),
         mean_final_latent_distance=float(np.mean(latent_distances)) if latent_distances else None,
         per_episode=rows, labels=list(labels))
 
@@ -67,10 +78,10 @@ def format_result(r: EvalResult) -> str:
     lo, hi = r.success_ci95
     s = (f"{r.env} | {r.policy}{'/' + r.planner if r.planner else ''}: success {r.success_rate:.2f} "
          f"[95% CI {lo:.2f}-{hi:.2f}] over {r.episodes} episodes of {r.steps} steps "
-         f"(final-step success {r.final_success_rate:.2f}); true distance {r.mean_initial_distance:.3f} -> "
-         f"{r.mean_final_distance:.3f}")
+         f"(final-step success {r.final_success_rate:.2f}); true distance {_fmt(r.mean_initial_distance, '.3f')} -> "
+         f"{_fmt(r.mean_final_distance, '.3f')}")
     if r.mean_plan_time_s is not None:
-        s += f"; {r.mean_plan_time_s * 1e3:.1f} ms per replan; final latent distance {r.mean_final_latent_distance:.4f}"
+        s += f"; {r.mean_plan_time_s * 1e3:.1f} ms per replan; final latent distance {_fmt(r.mean_final_latent_distance, '.4f')}"
     if r.labels:
         s += f" [{', '.join(r.labels)}]"
     return s

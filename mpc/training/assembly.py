@@ -102,7 +102,7 @@ def build_model(cfg, windows, encoder: tuple[str, dict]):
     Raises:
         ValueError: the preset's expected N or D differ from the latents'.
     """
-    from mpc.world_model import WorldModel, config_from_preset
+    from mpc.world_model import WorldModel, config_from_preset, task_from_dataset_meta
 
     enc_name, enc_options = encoder
     preset = {**to_plain(cfg.model), "frameskip": windows.frameskip}
@@ -112,4 +112,5 @@ def build_model(cfg, windows, encoder: tuple[str, dict]):
                                 encoder_fingerprint=windows.fingerprint)
     model = WorldModel(config)
     model.set_normalization(windows.stats)
+    model.set_task(task_from_dataset_meta(windows.meta))  # what planning needs, from dataset.json
     return model
