@@ -70,7 +70,8 @@ def task(cfg):
                                objective=cfg.objective, alpha=cfg.alpha, horizon=cfg.horizon,
                                replan_every=cfg.replan_every)
     r = evaluate(env_name, policy=cfg.policy, checkpoint=cfg.checkpoint, out=cfg.out,
-                 device=cfg.device, settings=settings, planning=planning)
+                 device=cfg.device, progress=bool(cfg.get("progress", True)), settings=settings,
+                 planning=planning)
     print(format_result(r))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return r
