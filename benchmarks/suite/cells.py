@@ -53,11 +53,17 @@ def skip_row(env: str, encoder: str, planner: str, status: str) -> dict:
 
 def run_baseline(suite: SuiteSettings, env: str, policy: str) -> dict:
     """Random-action or oracle row of ``env`` (same evaluation goals as the planner rows)."""
+    from mpc.evaluation.policies import NoOracle
+
     ev = suite.envs[env].eval
     folder = cell_path(suite.out, env, policy, "none").with_suffix("")
     t0 = time.perf_counter()
-    res = _evaluate(env, ev, policy=policy, env_options=suite.envs[env].options, videos=ev.baseline_videos,
-                    out=folder, progress=suite.progress)
+    try:
+        res = _evaluate(env, ev, policy=policy, env_options=suite.envs[env].options,
+                        videos=ev.baseline_videos, out=folder, progress=suite.progress)
+    except NoOracle:
+        return {"env": env, "encoder": "-", "planner": "-", "policy": policy,
+                "status": "skipped: the env has no scripted oracle", "format": CELL_FORMAT}
     return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "status": "ok",
             **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
             "gifs": _gifs(folder, suite.out), "format": CELL_FORMAT}

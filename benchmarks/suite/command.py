@@ -14,16 +14,23 @@ def translate_argv(argv: list[str]) -> list[str]:
     """Command-line shorthands -> hydra overrides.
 
     ``suite=X`` picks the config group choice ``bench=X`` (configs/bench/X.yaml); ``env=``,
-    ``encoder=`` and ``planner=`` (comma lists sweep under ``-m``) become ``select.<key>=`` (they
-    restrict the suite to those cells; ``configs/env`` etc. are not composed by ``wmpc bench``).
+    ``encoder=`` and ``planner=`` become ``select.<key>=`` (they restrict the suite to those cells;
+    ``configs/env`` etc. are not composed by ``wmpc bench``). A comma list is one run over those
+    cells, or one job each under ``-m``. ``env=`` may also name an env the suite does not list
+    (a wmpc env or a gymnasium id ``pkg.mod:Name-v0``): it borrows the first env's data and
+    evaluation settings.
     """
     out = []
+    sweep = any(a in ("-m", "--multirun") for a in argv)
     for a in argv:
         if a.startswith("suite="):
             a = "bench=" + a[len("suite="):]
         m = _SELECT.match(a)
         if m:
-            a = f"select.{m.group(1)}={m.group(2)}"
+            value = m.group(2)
+            if "," in value and not sweep and not value.startswith(("'", '"')):
+                value = f"'{value}'"  # one run over several cells, not a hydra sweep
+            a = f"select.{m.group(1)}={value}"
         out.append(a)
     return out
 

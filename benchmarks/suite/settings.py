@@ -160,13 +160,34 @@ def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
                        eval=_build(EvalSettings, merge(eval_cfg, entry.get("eval")), f"envs.{name}.eval"))
 
 
-def _selection(value, available: list[str], what: str) -> list[str]:
-    """``None`` -> all of ``available``; a name, comma list or list -> those (checked)."""
+def _outside_env(name: str) -> bool:
+    """Whether ``env=name`` may join a suite that does not list it: a gymnasium id or a wmpc env."""
+    import envs
+
+    return ":" in name or name in envs.list_envs()
+
+
+def _env_entry(entries: dict, name: str) -> dict:
+    """The suite's entry of env ``name``; an env the suite does not list (a user's gymnasium id)
+    borrows the first env's data and evaluation settings and image size, and has no probe."""
+    if name in entries:
+        return entries[name] or {}
+    first = entries[next(iter(entries))] or {}
+    size = (first.get("options") or {}).get("image_size")
+    return {"options": {"image_size": size} if size else {}, "data": first.get("data"),
+            "eval": first.get("eval")}
+
+
+def _selection(value, available: list[str], what: str, extra=None) -> list[str]:
+    """``None`` -> all of ``available``; a name, comma list or list -> those (checked).
+
+    ``extra(name)`` says whether a name outside ``available`` is allowed too.
+    """
     if value is None:
         return list(available)
     names = [value] if isinstance(value, str) else list(value)
     names = [n.strip() for x in names for n in str(x).split(",") if n.strip()]
-    bad = [n for n in names if n not in available]
+    bad = [n for n in names if n not in available and not (extra and extra(n))]
     if bad:
         raise ValueError(f"{what}={','.join(bad)} is not part of this suite; it has {what}s "
                          f"{', '.join(available)} (pick another suite= or add it to configs/bench/)")
@@ -209,7 +230,7 @@ class SuiteSettings:
         c: dict[str, Any] = to_plain(cfg)
         bench = c["bench"]
         select = c.get("select") or {}
-        env_names = _selection(select.get("env"), list(bench["envs"]), "env")
+        env_names = _selection(select.get("env"), list(bench["envs"]), "env", extra=_outside_env)
         enc_names = _selection(select.get("encoder"), list(bench["encoders"]), "encoder")
         plan_names = _selection(select.get("planner"), list(bench["planners"]), "planner")
         threads = c.get("threads") or bench.get("threads")
@@ -217,7 +238,7 @@ class SuiteSettings:
             name=bench["name"], out=Path(c["out"]),
             env_order=list(bench["envs"]), encoder_order=list(bench["encoders"]),
             planner_order=list(bench["planners"]),
-            envs={e: _env_settings(e, bench["envs"][e] or {}, bench["eval"]) for e in env_names},
+            envs={e: _env_settings(e, _env_entry(bench["envs"], e), bench["eval"]) for e in env_names},
             encoders={e: EncoderSettings.from_entry(e, bench["encoders"][e]) for e in enc_names},
             planners={p: PlannerSettings.from_entry(p, bench["planners"][p]) for p in plan_names},
             model=merge(group_config("model", bench["model"]), bench.get("model_options")),

@@ -100,9 +100,16 @@ class OraclePolicy:
 
     def __init__(self, envs: Sequence):
         self.envs = list(envs)
+        if not all(callable(getattr(e.unwrapped, "oracle_action", None)) for e in self.envs):
+            raise NoOracle(f"{type(self.envs[0].unwrapped).__name__} has no scripted oracle_action(); "
+                           "policy=oracle runs on envs that define one (every wmpc env does)")
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         return np.stack([e.unwrapped.oracle_action() for e in self.envs]).astype(np.float32)
+
+
+class NoOracle(ValueError):
+    """policy=oracle on an env without a scripted ``oracle_action()``."""
 
 
 def check_policy(name: str) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,8 +126,19 @@ def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch):
 def test_command_line_shorthands():
     assert suite.translate_argv(["suite=quick", "encoder=vae,jepa", "planner=cem", "env=wall", "out=x",
                                  "bench.eval.episodes=3"]) == [
-        "bench=quick", "select.encoder=vae,jepa", "select.planner=cem", "select.env=wall", "out=x",
+        "bench=quick", "select.encoder='vae,jepa'", "select.planner=cem", "select.env=wall", "out=x",
         "bench.eval.episodes=3"]
+    # under -m a comma list sweeps (one job each), as hydra does
+    assert suite.translate_argv(["-m", "encoder=vae,jepa"]) == ["-m", "select.encoder=vae,jepa"]
+
+
+def test_comma_lists_as_configs_bench_yaml_documents_them(tmp_path):
+    # `wmpc bench env=pointmass,wall` (no -m) is one run over both envs, not a hydra quoting error
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "bench", "suite=quick", "env=pointmass,wall",
+                        "encoder=vae,jepa", f"out={tmp_path}", "--cfg", "job"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "env: pointmass,wall" in r.stdout and "encoder: vae,jepa" in r.stdout
 
 
 def test_selection_rejects_names_outside_the_suite(tmp_path):
@@ -179,3 +192,14 @@ def test_bench_command_sweeps_cells_into_one_run_folder(tmp_path):
     assert (tmp_path / "jobs" / "0").is_dir() and (tmp_path / "jobs" / "1").is_dir()
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert {r["encoder"] for r in rows} == {"vae", "jepa", "(random actions)"}
+
+
+def test_a_users_gym_env_runs_in_the_suite(tmp_path):
+    # an env the suite does not list (a gymnasium id): it borrows the first env's settings
+    cfg = _tiny_config(tmp_path / "run", encoders=("vae",))
+    cfg.select.env = "tests.mpc.contract_env:Beacon-v0"
+    report = suite.run_suite(cfg)
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    mine = [r for r in rows if r["env"] == "tests.mpc.contract_env:Beacon-v0"]
+    assert report.exists() and mine
+    assert any(r["encoder"] == "vae" and r.get("status", "ok") == "ok" for r in mine), mine
