@@ -1,0 +1,206 @@
+"""Faults: ``kill -9`` during ``wmpc train-encoder``, ``wmpc encode`` and ``wmpc train``, then run again.
+
+Each test starts the command as a subprocess on the tiny ``dots`` dataset of
+``tests/encoders/test_trainable.py`` (a ``vae`` of 16 px, one token of 8 dims; a ``tiny_mlp`` world
+model), waits until it has made some progress (a step drawn from a seeded generator) plus a seeded
+random delay, sends ``SIGKILL``, checks that every file left on disk reads back, then runs the same
+command again (``resume=true`` for ``train``). The second run must exit 0 and leave only readable
+files and no temporary files; a resumed ``train`` must log the losses of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.encoders.test_trainable import write_dot_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 2026  # seeds every kill moment below
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # tiny models: one thread is fastest
+ENCODER = ["encoder=vae", "encoder.image_size=16", "encoder.dim=8", "encoder.width=8"]
+TEMP = re.compile(r"^\..*\.tmp")  # mpc._io.temp_path: .<stem>.<pid>.tmp<suffix>
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def wmpc(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "mpc.commands", command, "device=cpu", *args]
+
+
+def leave_temp_file(path: Path) -> None:
+    """What a kill in the middle of an atomic write leaves beside ``path`` (mpc._io.temp_path)."""
+    path.with_name(f".{path.stem}.99999.tmp{path.suffix}").write_bytes(b"half a file")
+
+
+def run(argv: list[str], log: Path, timeout: float = 120) -> None:
+    """Run ``argv`` to completion; fail with its output unless it exits 0."""
+    with open(log, "w") as f:
+        rc = subprocess.run(argv, env=ENV, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+    assert rc == 0, f"{' '.join(argv[3:5])} exited {rc}:\n{log.read_text()[-3000:]}"
+
+
+def run_and_kill(argv: list[str], log: Path, progressed: Callable[[], bool], delay: float,
+                 timeout: float = 120) -> None:
+    """Start ``argv``, wait until ``progressed()`` and then ``delay`` seconds, and SIGKILL it."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(argv, env=ENV, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    try:
+        while not progressed():
+            assert proc.poll() is None, f"it ended (exit {proc.returncode}) before the kill:\n{log.read_text()[-3000:]}"
+            assert time.time() < deadline, "no progress before the timeout"
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "it finished before the kill; give it more work"
+
+
+def check_files(folder: Path, *, temp_ok: bool) -> None:
+    """Every file under ``folder`` reads back whole; temporary files only where ``temp_ok``."""
+    from safetensors.torch import load_file
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        if TEMP.match(p.name):
+            assert temp_ok, f"temporary file left behind: {p}"
+        elif p.suffix == ".safetensors":
+            assert load_file(p)
+        elif p.suffix == ".h5":
+            with h5py.File(p, "r") as f:
+                assert bool(f.attrs["complete"]), p
+                f.visititems(lambda _, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)  # checksums
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".yaml":
+            yaml.safe_load(p.read_text())
+        elif p.suffix == ".csv":
+            with open(p, newline="") as f:
+                rows = list(csv.reader(f))
+            assert len({len(r) for r in rows}) == 1, f"ragged {p}"
+        elif p.suffix == ".pt":
+            torch.load(p, weights_only=False)
+        elif p.suffix == ".png":
+            import imageio.v3 as iio
+            assert iio.imread(p).size
+        elif p.name.startswith("events.out.tfevents."):
+            list(EventFileLoader(str(p)).Load())  # append-only: a cut last record is skipped
+        else:
+            assert p.suffix == ".log" or p.name == ".lock", f"unexpected file {p}"  # append-only text; a lock
+
+
+def last_step(path: Path, key: str) -> int:
+    """The step a command has reached: ``train_log.json["step"]`` or the last ``metrics.csv`` row."""
+    try:
+        if path.suffix == ".json":
+            return int(json.loads(path.read_text())[key])
+        return int(path.read_text().strip().splitlines()[-1].split(",")[0])
+    except (FileNotFoundError, ValueError, KeyError, IndexError):
+        return -1
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dots(tmp_path_factory) -> Path:
+    return write_dot_dataset(tmp_path_factory.mktemp("faults") / "dots", episodes=40, steps=20)
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(dots, tmp_path_factory) -> Path:
+    """A trained ``vae`` of the ``ENCODER`` options (trained in this process: it takes a second)."""
+    from mpc.training import train_encoder
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("vae")
+    return train_encoder("vae", dots, out, steps=20, batch_size=16, save_every=20, progress=False,
+                         device="cpu", encoder_options=dict(image_size=16, dim=8, width=8))
+
+
+# --- tests ---------------------------------------------------------------------------------------
+def test_train_encoder_killed_then_run_again_completes(dots, tmp_path):
+    rng = random.Random(f"{SEED}-train-encoder")
+    out = tmp_path / "enc"
+    argv = wmpc("train-encoder", *ENCODER, f"data={dots}", f"out={out}", "progress=false", "steps=150", "batch_size=16",
+                "save_every=5")
+    at = rng.randrange(5, 60)
+    run_and_kill(argv, tmp_path / "killed.log", lambda: last_step(out / "train_log.json", "step") >= at,
+                 rng.uniform(0, 0.2))
+    check_files(out, temp_ok=True)
+    leave_temp_file(out / "encoder.safetensors")
+    run(argv, tmp_path / "again.log")
+    check_files(out, temp_ok=False)
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["step"] == 150 and len(log["loss"]) == 150
+
+
+def test_encode_killed_then_run_again_completes(dots, encoder_checkpoint, tmp_path):
+    import shutil
+
+    rng = random.Random(f"{SEED}-encode")
+    data = tmp_path / "dots"
+    shutil.copytree(dots, data, ignore=shutil.ignore_patterns("latents"))
+    argv = wmpc("encode", *ENCODER, f"encoder.checkpoint={encoder_checkpoint}", f"data={data}", "progress=false",
+                "batch_size=1")
+    at = rng.randrange(1, 10)
+    run_and_kill(argv, tmp_path / "killed.log", lambda: len(list(data.glob("latents/*/episode_*.h5"))) >= at,
+                 rng.uniform(0, 0.05))
+    done = len(list(data.glob("latents/*/episode_*.h5")))
+    assert done < 40, "the kill should land mid-encoding"
+    check_files(data, temp_ok=True)
+    (cache,) = data.glob("latents/*")
+    leave_temp_file(cache / f"episode_{done:06d}.h5")
+    run(argv, tmp_path / "again.log")
+    check_files(data, temp_ok=False)
+    assert sorted(p.name for p in cache.glob("episode_*.h5")) == [f"episode_{i:06d}.h5" for i in range(40)]
+
+
+def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, encoder_checkpoint, tmp_path):
+    rng = random.Random(f"{SEED}-train")
+    common = [*ENCODER, f"encoder.checkpoint={encoder_checkpoint}", f"data={dots}", "model=tiny_mlp",
+              "model.predictor.mlp_dim=32", "model.predictor.dropout=0.1",  # dropout: RNG state matters
+              "train.steps=120", "train.batch_size=16", "train.warmup_steps=10", "train.log_every=3",
+              "train.val_every=30", "train.ckpt_every=10", "train.val_batches=2", "train.eval_windows=16",
+              "train.plot=false"]  # log_every does not divide ckpt_every: a resume lands mid-average
+    full, part = tmp_path / "full", tmp_path / "part"
+    run(wmpc("train", *common, f"out={full}"), tmp_path / "full.log")  # also fills the latent cache
+    at = rng.randrange(10, 80)
+    run_and_kill(wmpc("train", *common, f"out={part}"), tmp_path / "killed.log",
+                 lambda: last_step(part / "metrics.csv", "step") >= at, rng.uniform(0, 0.2))
+    check_files(part, temp_ok=True)
+    leave_temp_file(part / "checkpoints" / "train_state.pt")
+    leave_temp_file(part / "metrics.csv")
+    run(wmpc("train", *common, f"out={part}", "resume=true"), tmp_path / "resumed.log")
+    check_files(part, temp_ok=False)
+    check_files(full, temp_ok=False)
+
+    def metrics(run_dir):
+        with open(run_dir / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    a, b = metrics(full), metrics(part)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(s) for s in range(3, 121, 3)]
+    for key in [k for k in a[0] if k != "samples_per_s"]:  # every loss and metric, lr and epoch
+        va = [float(r[key]) if r.get(key) else np.nan for r in a]
+        vb = [float(r[key]) if r.get(key) else np.nan for r in b]
+        np.testing.assert_allclose(vb, va, rtol=1e-6, atol=1e-7, err_msg=key)
+    ratios = [json.loads((d / "eval_metrics.json").read_text())["ratio"] for d in (full, part)]
+    np.testing.assert_allclose(ratios[1], ratios[0], rtol=1e-5)
