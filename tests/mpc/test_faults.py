@@ -108,14 +108,17 @@ def check_files(folder: Path, *, temp_ok: bool) -> None:
             assert p.suffix == ".log" or p.name == ".lock", f"unexpected file {p}"  # append-only text; a lock
 
 
-def last_step(path: Path, key: str) -> int:
-    """The step a command has reached: ``train_log.json["step"]`` or the last ``metrics.csv`` row."""
+def encoder_step(out: Path) -> int:
+    """The step of ``wmpc train-encoder``'s last checkpoint (its ``train_log.json``); -1 before it."""
     try:
-        if path.suffix == ".json":
-            return int(json.loads(path.read_text())[key])
-        return int(path.read_text().strip().splitlines()[-1].split(",")[0])
-    except (FileNotFoundError, ValueError, KeyError, IndexError):
+        return int(json.loads((out / "train_log.json").read_text())["step"])
+    except (FileNotFoundError, ValueError, KeyError):
         return -1
+
+
+def train_step(run_dir: Path) -> int:
+    """The step of ``wmpc train``'s last checkpoint (``model_step_N``); -1 before the first."""
+    return max((int(p.stem.rsplit("_", 1)[1]) for p in (run_dir / "checkpoints").glob("model_step_*")), default=-1)
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def test_train_encoder_killed_then_run_again_completes(dots, tmp_path):
     argv = wmpc("train-encoder", *ENCODER, f"data={dots}", f"out={out}", "progress=false", "steps=150", "batch_size=16",
                 "save_every=5")
     at = rng.randrange(5, 60)
-    run_and_kill(argv, tmp_path / "killed.log", lambda: last_step(out / "train_log.json", "step") >= at,
+    run_and_kill(argv, tmp_path / "killed.log", lambda: encoder_step(out) >= at,
                  rng.uniform(0, 0.2))
     check_files(out, temp_ok=True)
     leave_temp_file(out / "encoder.safetensors")
@@ -177,14 +180,14 @@ def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, encoder_c
     rng = random.Random(f"{SEED}-train")
     common = [*ENCODER, f"encoder.checkpoint={encoder_checkpoint}", f"data={dots}", "model=tiny_mlp",
               "model.predictor.mlp_dim=32", "model.predictor.dropout=0.1",  # dropout: RNG state matters
-              "train.steps=120", "train.batch_size=16", "train.warmup_steps=10", "train.log_every=3",
-              "train.val_every=30", "train.ckpt_every=10", "train.val_batches=2", "train.eval_windows=16",
-              "train.plot=false"]  # log_every does not divide ckpt_every: a resume lands mid-average
+              "train.steps=120", "train.batch_size=16", "train.warmup_steps=10", "train.log_every=12",
+              "train.val_every=24", "train.ckpt_every=5", "train.val_batches=2", "train.eval_windows=16",
+              "train.plot=false"]  # a checkpoint lands mid-way between metrics rows (unless at step 60)
     full, part = tmp_path / "full", tmp_path / "part"
     run(wmpc("train", *common, f"out={full}"), tmp_path / "full.log")  # also fills the latent cache
-    at = rng.randrange(10, 80)
+    at = rng.randrange(5, 70, 5)
     run_and_kill(wmpc("train", *common, f"out={part}"), tmp_path / "killed.log",
-                 lambda: last_step(part / "metrics.csv", "step") >= at, rng.uniform(0, 0.2))
+                 lambda: train_step(part) >= at, rng.uniform(0, 0.1))
     check_files(part, temp_ok=True)
     leave_temp_file(part / "checkpoints" / "train_state.pt")
     leave_temp_file(part / "metrics.csv")
@@ -197,7 +200,7 @@ def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, encoder_c
             return list(csv.DictReader(f))
 
     a, b = metrics(full), metrics(part)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(s) for s in range(3, 121, 3)]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(s) for s in range(12, 121, 12)]
     for key in [k for k in a[0] if k != "samples_per_s"]:  # every loss and metric, lr and epoch
         va = [float(r[key]) if r.get(key) else np.nan for r in a]
         vb = [float(r[key]) if r.get(key) else np.nan for r in b]
