@@ -1,11 +1,13 @@
 """Faults: ``kill -9`` during ``wmpc train-encoder``, ``wmpc encode`` and ``wmpc train``, then run again.
 
 Each test starts the command as a subprocess on the tiny ``dots`` dataset of
-``tests/encoders/test_trainable.py`` (a ``vae`` of 16 px, one token of 8 dims; a ``tiny_mlp`` world
-model), waits until it has made some progress (a step drawn from a seeded generator) plus a seeded
-random delay, sends ``SIGKILL``, checks that every file left on disk reads back, then runs the same
-command again (``resume=true`` for ``train``). The second run must exit 0 and leave only readable
-files and no temporary files; a resumed ``train`` must log the losses of an uninterrupted run.
+``tests/encoders/test_trainable.py`` (a ``vae`` of 16 px, one token of 8 dims, with random frozen
+weights for ``encode`` and ``train``; a ``tiny_mlp`` world model), waits until it has made some
+progress (a step drawn from a seeded generator) plus a seeded random delay, sends ``SIGKILL``,
+checks that every file left on disk reads back, adds the temporary file a kill inside a write
+leaves, then runs the same command again (``resume=true`` for ``train``). The second run must exit
+0 and leave only readable files and no temporary files; a resumed ``train`` must log, row by row,
+the losses of an uninterrupted run (made in this process with the config ``wmpc train`` composes).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ SEED = 2026  # seeds every kill moment below
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # tiny models: one thread is fastest
 ENCODER = ["encoder=vae", "encoder.image_size=16", "encoder.dim=8", "encoder.width=8"]
+FROZEN = [*ENCODER, "encoder.weights=random"]  # a frozen vae for encode and train (no training first)
 TEMP = re.compile(r"^\..*\.tmp")  # mpc._io.temp_path: .<stem>.<pid>.tmp<suffix>
 
 
@@ -122,47 +125,43 @@ def train_step(run_dir: Path) -> int:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def one_thread():
+    """What the subprocesses get (OMP_NUM_THREADS=1): same numbers, and no fight over the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dots(tmp_path_factory) -> Path:
     return write_dot_dataset(tmp_path_factory.mktemp("faults") / "dots", episodes=40, steps=20)
-
-
-@pytest.fixture(scope="module")
-def encoder_checkpoint(dots, tmp_path_factory) -> Path:
-    """A trained ``vae`` of the ``ENCODER`` options (trained in this process: it takes a second)."""
-    from mpc.training import train_encoder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("vae")
-    return train_encoder("vae", dots, out, steps=20, batch_size=16, save_every=20, progress=False,
-                         device="cpu", encoder_options=dict(image_size=16, dim=8, width=8))
 
 
 # --- tests ---------------------------------------------------------------------------------------
 def test_train_encoder_killed_then_run_again_completes(dots, tmp_path):
     rng = random.Random(f"{SEED}-train-encoder")
     out = tmp_path / "enc"
-    argv = wmpc("train-encoder", *ENCODER, f"data={dots}", f"out={out}", "progress=false", "steps=150", "batch_size=16",
-                "save_every=5")
-    at = rng.randrange(5, 60)
-    run_and_kill(argv, tmp_path / "killed.log", lambda: encoder_step(out) >= at,
-                 rng.uniform(0, 0.2))
+    argv = wmpc("train-encoder", *ENCODER, f"data={dots}", f"out={out}", "progress=false", "steps=40",
+                "batch_size=16", "save_every=5")
+    at = rng.randrange(5, 20)
+    run_and_kill(argv, tmp_path / "killed.log", lambda: encoder_step(out) >= at, rng.uniform(0, 0.1))
     check_files(out, temp_ok=True)
     leave_temp_file(out / "encoder.safetensors")
     run(argv, tmp_path / "again.log")
     check_files(out, temp_ok=False)
     log = json.loads((out / "train_log.json").read_text())
-    assert log["step"] == 150 and len(log["loss"]) == 150
+    assert log["step"] == 40 and len(log["loss"]) == 40
 
 
-def test_encode_killed_then_run_again_completes(dots, encoder_checkpoint, tmp_path):
+def test_encode_killed_then_run_again_completes(dots, tmp_path):
     import shutil
 
     rng = random.Random(f"{SEED}-encode")
     data = tmp_path / "dots"
     shutil.copytree(dots, data, ignore=shutil.ignore_patterns("latents"))
-    argv = wmpc("encode", *ENCODER, f"encoder.checkpoint={encoder_checkpoint}", f"data={data}", "progress=false",
-                "batch_size=1")
+    argv = wmpc("encode", *FROZEN, f"data={data}", "progress=false", "batch_size=1")
     at = rng.randrange(1, 10)
     run_and_kill(argv, tmp_path / "killed.log", lambda: len(list(data.glob("latents/*/episode_*.h5"))) >= at,
                  rng.uniform(0, 0.05))
@@ -176,16 +175,23 @@ def test_encode_killed_then_run_again_completes(dots, encoder_checkpoint, tmp_pa
     assert sorted(p.name for p in cache.glob("episode_*.h5")) == [f"episode_{i:06d}.h5" for i in range(40)]
 
 
-def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, encoder_checkpoint, tmp_path):
+def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from mpc.commands.cli import CONFIG_DIR
+    from mpc.training import train
+
     rng = random.Random(f"{SEED}-train")
-    common = [*ENCODER, f"encoder.checkpoint={encoder_checkpoint}", f"data={dots}", "model=tiny_mlp",
+    common = [*FROZEN, f"data={dots}", "model=tiny_mlp",
               "model.predictor.mlp_dim=32", "model.predictor.dropout=0.1",  # dropout: RNG state matters
-              "train.steps=120", "train.batch_size=16", "train.warmup_steps=10", "train.log_every=12",
+              "train.steps=60", "train.batch_size=16", "train.warmup_steps=10", "train.log_every=12",
               "train.val_every=24", "train.ckpt_every=5", "train.val_batches=2", "train.eval_windows=16",
-              "train.plot=false"]  # a checkpoint lands mid-way between metrics rows (unless at step 60)
+              "train.plot=false"]  # most checkpoints land mid-way between metrics rows
     full, part = tmp_path / "full", tmp_path / "part"
-    run(wmpc("train", *common, f"out={full}"), tmp_path / "full.log")  # also fills the latent cache
-    at = rng.randrange(5, 70, 5)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):  # what `wmpc train` composes
+        cfg = compose("train", overrides=[*common, "device=cpu", f"out={full}"])
+    train(cfg)  # the uninterrupted run, in this process (one start-up less); it fills the latent cache
+    at = rng.randrange(5, 35, 5)
     run_and_kill(wmpc("train", *common, f"out={part}"), tmp_path / "killed.log",
                  lambda: train_step(part) >= at, rng.uniform(0, 0.1))
     check_files(part, temp_ok=True)
@@ -200,7 +206,7 @@ def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, encoder_c
             return list(csv.DictReader(f))
 
     a, b = metrics(full), metrics(part)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(s) for s in range(12, 121, 12)]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == ["12", "24", "36", "48", "60"]
     for key in [k for k in a[0] if k != "samples_per_s"]:  # every loss and metric, lr and epoch
         va = [float(r[key]) if r.get(key) else np.nan for r in a]
         vb = [float(r[key]) if r.get(key) else np.nan for r in b]
