@@ -2,12 +2,13 @@
 
 Each test starts the command as a subprocess on the tiny ``dots`` dataset of
 ``tests/encoders/test_trainable.py`` (a ``vae`` of 16 px, one token of 8 dims, with random frozen
-weights for ``encode`` and ``train``; a ``tiny_mlp`` world model), waits until it has made some
-progress (a step drawn from a seeded generator) plus a seeded random delay, sends ``SIGKILL``,
-checks that every file left on disk reads back, adds the temporary file a kill inside a write
-leaves, then runs the same command again (``resume=true`` for ``train``). The second run must exit
-0 and leave only readable files and no temporary files; a resumed ``train`` must log, row by row,
-the losses of an uninterrupted run (made in this process with the config ``wmpc train`` composes).
+weights for ``encode`` and ``train``; a ``tiny_mlp`` world model), waits until it has saved a step
+drawn from a seeded generator, sends ``SIGKILL`` at a seeded random moment of the next save
+interval, checks that every file left on disk reads back, adds the temporary file a kill inside a
+write leaves, then runs the same command again (``resume=true`` for ``train``). The second run must
+exit 0 and leave only readable files and no temporary files; a resumed ``train`` must log, row by
+row, the losses of an uninterrupted run (made in this process with the config ``wmpc train``
+composes).
 """
 from __future__ import annotations
 
@@ -57,18 +58,31 @@ def run(argv: list[str], log: Path, timeout: float = 120) -> None:
     assert rc == 0, f"{' '.join(argv[3:5])} exited {rc}:\n{log.read_text()[-3000:]}"
 
 
-def run_and_kill(argv: list[str], log: Path, progressed: Callable[[], bool], delay: float,
+def run_and_kill(argv: list[str], log: Path, progress: Callable[[], int], at: int, fraction: float,
                  timeout: float = 120) -> None:
-    """Start ``argv``, wait until ``progressed()`` and then ``delay`` seconds, and SIGKILL it."""
+    """Start ``argv`` and SIGKILL it ``fraction`` of a save interval after its save at step ``at``.
+
+    ``progress()`` is the step of the last thing the command saved. The save interval is timed as
+    the wait from the first save at or after ``at`` to the next one, so the kill lands at a random
+    moment of the interval that follows (inside a write or between writes) whatever the speed of
+    the machine, and well before the command ends.
+    """
     with open(log, "w") as f:
         proc = subprocess.Popen(argv, env=ENV, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
-    try:
-        while not progressed():
+
+    def wait_for(step: int) -> int:
+        while (reached := progress()) < step:
             assert proc.poll() is None, f"it ended (exit {proc.returncode}) before the kill:\n{log.read_text()[-3000:]}"
             assert time.time() < deadline, "no progress before the timeout"
-            time.sleep(0.005)
-        time.sleep(delay)
+            time.sleep(0.002)
+        return reached
+
+    try:
+        reached = wait_for(at)
+        t0 = time.time()
+        wait_for(reached + 1)
+        time.sleep(fraction * (time.time() - t0))
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -145,8 +159,7 @@ def test_train_encoder_killed_then_run_again_completes(dots, tmp_path):
     out = tmp_path / "enc"
     argv = wmpc("train-encoder", *ENCODER, f"data={dots}", f"out={out}", "progress=false", "steps=40",
                 "batch_size=16", "save_every=5")
-    at = rng.randrange(5, 20)
-    run_and_kill(argv, tmp_path / "killed.log", lambda: encoder_step(out) >= at, rng.uniform(0, 0.1))
+    run_and_kill(argv, tmp_path / "killed.log", lambda: encoder_step(out), rng.randrange(5, 20), rng.random())
     check_files(out, temp_ok=True)
     leave_temp_file(out / "encoder.safetensors")
     run(argv, tmp_path / "again.log")
@@ -162,9 +175,8 @@ def test_encode_killed_then_run_again_completes(dots, tmp_path):
     data = tmp_path / "dots"
     shutil.copytree(dots, data, ignore=shutil.ignore_patterns("latents"))
     argv = wmpc("encode", *FROZEN, f"data={data}", "progress=false", "batch_size=1")
-    at = rng.randrange(1, 10)
-    run_and_kill(argv, tmp_path / "killed.log", lambda: len(list(data.glob("latents/*/episode_*.h5"))) >= at,
-                 rng.uniform(0, 0.05))
+    run_and_kill(argv, tmp_path / "killed.log", lambda: len(list(data.glob("latents/*/episode_*.h5"))),
+                 rng.randrange(1, 10), rng.random())
     done = len(list(data.glob("latents/*/episode_*.h5")))
     assert done < 40, "the kill should land mid-encoding"
     check_files(data, temp_ok=True)
@@ -191,9 +203,8 @@ def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, tmp_path)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):  # what `wmpc train` composes
         cfg = compose("train", overrides=[*common, "device=cpu", f"out={full}"])
     train(cfg)  # the uninterrupted run, in this process (one start-up less); it fills the latent cache
-    at = rng.randrange(5, 35, 5)
-    run_and_kill(wmpc("train", *common, f"out={part}"), tmp_path / "killed.log",
-                 lambda: train_step(part) >= at, rng.uniform(0, 0.1))
+    run_and_kill(wmpc("train", *common, f"out={part}"), tmp_path / "killed.log", lambda: train_step(part),
+                 rng.randrange(5, 35, 5), rng.random())
     check_files(part, temp_ok=True)
     leave_temp_file(part / "checkpoints" / "train_state.pt")
     leave_temp_file(part / "metrics.csv")
