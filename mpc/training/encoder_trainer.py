@@ -5,7 +5,8 @@ All frames of the dataset are read into memory once (64 px frames are small). ``
 The output folder receives ``encoder.safetensors`` (written atomically every ``save_every`` steps
 and at the end; load it with ``make_encoder(name, checkpoint=...)``), ``train_log.json`` (loss
 history), ``loss.png`` and, for backends with a decoder, ``samples.png`` (the preview grid; top
-row: frames; bottom row: reconstructions or samples).
+row: frames; bottom row: reconstructions or samples). A run killed midway is run again with the same
+command: it starts over from step 0 and clears the temporary files the killed one left.
 
 :func:`train_encoder` trains any backend; :func:`train_jepa` is what ``wmpc train`` calls when
 ``encoder=jepa`` has no checkpoint yet.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from mpc._config import resolve_device
-from mpc._io import atomic_write, write_json
+from mpc._io import atomic_write, folder_lock, remove_temp_files, write_json
 from mpc.training.run_log import plot_loss_curve
 from mpc.training.schedule import warmup_cosine_to_tenth
 
@@ -130,12 +131,23 @@ def _set_token_stats(enc, batch_fn: Callable[[np.random.Generator], tuple], seed
 
 def _fit(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps: int, lr: float,
          save_every: int, seed: int, progress: bool, preview: np.ndarray | None, info: dict) -> Path:
-    """Optimise ``enc.training_loss(*batch_fn(rng))`` for ``steps`` steps; write checkpoints and logs."""
-    from tqdm.auto import tqdm
+    """Optimise ``enc.training_loss(*batch_fn(rng))`` for ``steps`` steps; write checkpoints and logs.
 
+    Holds ``out``'s lock and first clears what an interrupted run left there: a run killed midway
+    starts again from step 0 (its last checkpoint stays readable until the new one replaces it).
+    """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "wmpc train-encoder"):
+        remove_temp_files(out)
+        return _optimise(enc, batch_fn, out, steps, lr, save_every, seed, progress, preview, info)
+
+
+def _optimise(enc, batch_fn: Callable[[np.random.Generator], tuple], out: Path, steps: int, lr: float,
+              save_every: int, seed: int, progress: bool, preview: np.ndarray | None, info: dict) -> Path:
+    """The optimisation loop of :func:`_fit` (``out`` exists and is locked)."""
+    from tqdm.auto import tqdm
+
     ckpt = out / CHECKPOINT_NAME
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=enc.device).manual_seed(seed)

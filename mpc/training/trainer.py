@@ -19,11 +19,14 @@ Run folder (``out``)::
     eval_metrics.json             open-loop token errors on validation episodes vs copying the last frame
 
 Every file is written atomically (temp file in the same folder, then ``os.replace``), so a run
-killed at any moment leaves either the old or the new version. ``resume=true`` continues exactly:
-the data order is a pure function of (seed, epoch, step) and every RNG state is restored.
+killed at any moment leaves either the old or the new version; the next run in the folder (which
+holds its lock) deletes the temp files a killed one left. ``resume=true`` continues exactly: the
+data order is a pure function of (seed, epoch, step), every RNG state is restored, and so are the
+train metrics summed since the last ``metrics.csv`` row, so the resumed run logs the same rows.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -35,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from mpc._io import atomic_write, write_json
+from mpc._io import atomic_write, folder_lock, remove_temp_files, write_json
 from mpc.training.assembly import build_encoder, build_model, ensure_cache, model_options
 from mpc.training.distributed import DistContext, LossModule, all_reduce_sum, setup_distributed
 from mpc.training.run_log import RunLog
@@ -77,6 +80,8 @@ class Trainer:
         self._build_model()
         self._build_optimizer()
         self.step = 0
+        self.log_sums: dict[str, torch.Tensor] = {}  # train metrics summed since the last logged row
+        self.log_count = 0  # steps in log_sums
         self.run_log: RunLog | None = None
 
     # -- construction steps, in order --
@@ -243,12 +248,13 @@ class Trainer:
     # -- checkpoints --
     def save_checkpoint(self) -> None:
         """Write model_step_N, model_latest and train_state.pt (collective: every rank calls it)."""
-        rng = rng_state()
+        local = {"rng": rng_state(), "log_window": {
+            "sums": {k: v.cpu() for k, v in self.log_sums.items()}, "count": self.log_count}}
         if self.ctx.distributed:
             states: list[Any] = [None] * self.ctx.world_size
-            dist.all_gather_object(states, rng)
+            dist.all_gather_object(states, local)
         else:
-            states = [rng]
+            states = [local]
         if self.ctx.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.model.save(self.ckpt_dir / f"model_step_{self.step:07d}.safetensors")  # atomic
@@ -256,7 +262,7 @@ class Trainer:
             state = {"format_version": TRAIN_STATE_VERSION, "step": self.step,
                      "world_size": self.ctx.world_size, "model": self.model.state_dict(),
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": states}
+                     "rng": [s["rng"] for s in states], "log_window": [s["log_window"] for s in states]}
             atomic_write(self.ckpt_dir / "train_state.pt", lambda p: torch.save(state, p))
             keep = self.cfg.train.keep_checkpoints
             if keep is not None:
@@ -267,7 +273,8 @@ class Trainer:
         self.ctx.barrier()
 
     def load_checkpoint(self, path: Path) -> None:
-        """Restore model, optimizer, scheduler, step and this rank's RNG state from ``path``."""
+        """Restore model, optimizer, scheduler, step, this rank's RNG state and its train metrics
+        summed since the last logged row from ``path``."""
         state = torch.load(path, map_location=self.ctx.device, weights_only=False)
         if state.get("format_version") != TRAIN_STATE_VERSION:
             raise ValueError(f"{path} has train-state format {state.get('format_version')}, this "
@@ -278,6 +285,9 @@ class Trainer:
         self.step = int(state["step"])
         if state["world_size"] == self.ctx.world_size:
             set_rng_state(state["rng"][self.ctx.rank])
+            window = (state.get("log_window") or [{"sums": {}, "count": 0}] * self.ctx.world_size)[self.ctx.rank]
+            self.log_sums = {k: v.to(self.ctx.device) for k, v in window["sums"].items()}
+            self.log_count = int(window["count"])
         else:
             log.warning("checkpoint was written by %d processes, this run has %d: the data order "
                         "and dropout noise will differ from an uninterrupted run",
@@ -297,8 +307,27 @@ class Trainer:
             log.warning("resume=true but %s does not exist: starting from step 0", state_path)
 
     # -- the loop --
+    @contextlib.contextmanager
+    def _hold_run_folder(self) -> Iterator[None]:
+        """Rank 0 holds the run folder's lock and clears the temp files a killed run left in it."""
+        if not self.ctx.is_main:
+            yield
+            return
+        with folder_lock(self.run_dir, "wmpc train"):
+            for folder in (self.run_dir, self.ckpt_dir):
+                remove_temp_files(folder)
+            yield
+
     def fit(self) -> Path:
-        """Train to ``train.steps`` (or ``train.stop_at``), then evaluate. Returns the run folder."""
+        """Train to ``train.steps`` (or ``train.stop_at``), then evaluate. Returns the run folder.
+
+        Raises:
+            mpc._io.LockHeld: another process is training into the same run folder.
+        """
+        with self._hold_run_folder():
+            return self._fit()
+
+    def _fit(self) -> Path:
         t, ctx = self.cfg.train, self.ctx
         self._resume_if_asked()
         total = int(t.steps)
@@ -329,27 +358,28 @@ class Trainer:
         t, ctx = self.cfg.train, self.ctx
         log_every, val_every, ckpt_every = int(t.log_every), int(t.val_every), int(t.ckpt_every)
         stream = self.batches(self.step)
-        sums: dict[str, torch.Tensor] = {}
-        count, tic = 0, time.perf_counter()
+        timed, tic = 0, time.perf_counter()  # steps trained in this process since tic
         bar = tqdm(total=stop, initial=self.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
         while self.step < stop:
             epoch, batch = next(stream)
             lr = self.optimizer.param_groups[0]["lr"]
             loss, metrics = self.train_step(batch)
+            sums = self.log_sums
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums[k] + v if k in sums else v
-            count += 1
+            self.log_count += 1
+            timed += 1
             bar.update(1)
             row = None
             if self.step % log_every == 0 or self.step == stop:
                 keys = sorted(sums)
-                packed = all_reduce_sum(torch.stack([sums[k] for k in keys]) / count, ctx)
+                packed = all_reduce_sum(torch.stack([sums[k] for k in keys]) / self.log_count, ctx)
                 packed = (packed / ctx.world_size).tolist()
-                rate = int(t.batch_size) * count / (time.perf_counter() - tic)
+                rate = int(t.batch_size) * timed / (time.perf_counter() - tic)
                 row = {"step": self.step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
                        **{f"train/{k}": packed[i] for i, k in enumerate(keys)}}
                 bar.set_postfix(loss=f"{row['train/loss']:.4g}", samples_per_s=f"{rate:.0f}")
-                sums, count = {}, 0
+                self.log_sums, self.log_count = {}, 0
             if self.step % val_every == 0 or self.step == stop:
                 row = row or {"step": self.step, "epoch": epoch}
                 row.update({f"val/{k}": v for k, v in self.validate().items()})
@@ -361,7 +391,7 @@ class Trainer:
             if self.step % ckpt_every == 0 or self.step == stop:
                 self.save_checkpoint()
             if row is not None:
-                tic = time.perf_counter()  # throughput counts training time only
+                timed, tic = 0, time.perf_counter()  # throughput counts training time only
         bar.close()
 
     def _finish(self) -> None:
