@@ -80,11 +80,24 @@ def _gym_factory(env_id: str):
     return short, (entry if callable(entry) else load_env_creator(entry))
 
 
+def _renamed_options(options: dict) -> dict:
+    """wmpc 0.1's ``frameskip`` env option is ``action_repeat`` now (``frameskip`` names the
+    world model's block of env steps per model step); the old name works until wmpc 0.3."""
+    if "frameskip" in options:
+        import warnings
+
+        warnings.warn("the env option 'frameskip' is now called 'action_repeat' (same meaning); the old "
+                      "name works until wmpc 0.3", FutureWarning, stacklevel=3)
+        value = options.pop("frameskip")
+        options.setdefault("action_repeat", value)
+    return options
+
+
 def make_env(name: str, **options) -> gym.Env:
     """Create a wmpc env by name, or any gymnasium id (``"module:Id-v0"`` imports ``module``).
 
     A wmpc env takes every option. A gymnasium env gets only the options given here (``None``
-    values dropped: its own defaults hold); ``image_size`` and ``frameskip`` go to its constructor
+    values dropped: its own defaults hold); ``image_size`` and ``action_repeat`` go to its constructor
     when it declares them and are applied by wrappers otherwise (:mod:`envs.wrappers`: resized
     frames, repeated actions), and the goal image of ``reset`` is kept in every step's info.
 
@@ -92,7 +105,7 @@ def make_env(name: str, **options) -> gym.Env:
         ValueError: an unknown name (with the closest known one).
         TypeError: an option the env's constructor does not take.
     """
-    options = {k: v for k, v in options.items() if v is not None}
+    options = _renamed_options({k: v for k, v in options.items() if v is not None})
     if name in ENVS:
         entry, _, _ = ENVS[name]
         mod, cls = entry.split(":")

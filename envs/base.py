@@ -38,7 +38,7 @@ def whole_number(name: str, value, minimum: int = 0) -> int:
 class GoalEnv(gym.Env):
     """Base class for wmpc goal-reaching tasks (see the module docstring for the contract).
 
-    Subclasses implement the hooks below; the base class does seeding, frameskip, goal
+    Subclasses implement the hooks below; the base class does seeding, action repeat, goal
     rendering without disturbing the episode, and the info dicts.
 
     Hooks:
@@ -53,9 +53,15 @@ class GoalEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     success_threshold: float = 0.0
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array"):
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
+                 frameskip: int | None = None):
         self.image_size = whole_number("image_size", image_size, minimum=1)
-        self.frameskip = whole_number("frameskip", frameskip, minimum=1)
+        if frameskip is not None:  # wmpc 0.1's name; works until wmpc 0.3
+            import warnings
+            warnings.warn("the env option 'frameskip' is now called 'action_repeat' (same meaning)",
+                          FutureWarning, stacklevel=2)
+            action_repeat = frameskip
+        self.action_repeat = whole_number("action_repeat", action_repeat, minimum=1)
         self.render_mode = render_mode
         self._goal_state: np.ndarray | None = None
         self._goal_image: np.ndarray | None = None
@@ -138,7 +144,7 @@ class GoalEnv(gym.Env):
         if not np.all(np.isfinite(action)):
             raise ValueError("action contains NaN or inf")
         action = np.clip(action, self.action_space.low, self.action_space.high)
-        for _ in range(self.frameskip):
+        for _ in range(self.action_repeat):
             self._apply_action(action)
         info = self._info()
         reward = -info["distance"]

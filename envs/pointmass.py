@@ -25,7 +25,7 @@ class PointMassEnv(MujocoGoalEnv):
 
     ## Action Space
     ``Box(-1, 1, (2,), float32)``: the motor commands along x and y (force 0.1 N per unit),
-    held for ``physics_steps`` physics steps of 0.02 s per env step (``frameskip`` env steps per
+    held for ``physics_steps`` physics steps of 0.02 s per env step (``action_repeat`` env steps per
     ``step`` call).
 
     ## Observation Space
@@ -60,7 +60,7 @@ class PointMassEnv(MujocoGoalEnv):
     budget is 50 steps, within which ``oracle_action`` reaches every sampled goal.
 
     ## Arguments
-    ``image_size`` (64; 224 for the DINO-WM protocol), ``frameskip`` (1), ``physics_steps``
+    ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``physics_steps``
     (10: 0.2 s of simulated time per env step, so the arena can be crossed in 50 steps; the
     mass's top speed is 0.1 m/s), ``min_goal_distance`` (0.1 m), ``agent_radius`` (0.025 m),
     ``antialias`` (True: 4x multisampling; False renders about 3x faster without a GPU).
@@ -72,10 +72,10 @@ class PointMassEnv(MujocoGoalEnv):
     success_threshold = 0.03
     _LIMIT = 0.25
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array",
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
                  physics_steps: int = 10, min_goal_distance: float = 0.1, agent_radius: float = 0.025,
                  antialias: bool = True):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         if int(physics_steps) < 1:
             raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
         if not 0 <= min_goal_distance < 0.5:

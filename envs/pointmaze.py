@@ -8,12 +8,10 @@ success test.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import os
 import warnings
-import weakref
 from collections import deque
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -22,7 +20,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from ._mujoco import free_renderer  # noqa: E402
+from ._mujoco import OwnsRenderer, new_renderer  # noqa: E402
 from .base import GoalEnv  # noqa: E402
 
 # gymnasium_robotics prints a notice about its Adroit envs to stderr on import; not used here.
@@ -37,17 +35,6 @@ MAZES = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE}  # option maze= -> gy
 SUCCESS_RADIUS = 0.5  # DINO-WM point_maze: ||xy - goal_xy|| < 0.5 (one maze cell is 1.0)
 START_NOISE = 0.25  # gymnasium-robotics position_noise_range: uniform jitter around a cell centre
 MAX_SPEED = 5.0  # PointEnv clips each velocity component to [-5, 5]
-
-_FLAGS_OFF = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-              mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG)
-_LIVE: "weakref.WeakSet[PointMazeEnv]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    # Free GL contexts before the interpreter tears the EGL bindings down.
-    for env in list(_LIVE):
-        env.close()
 
 
 def _free_cells(maze_map: list[list]) -> list[tuple[int, int]]:
@@ -69,7 +56,7 @@ def _bfs_next(maze_map: list[list], goal: tuple[int, int]) -> dict[tuple[int, in
     return out
 
 
-class PointMazeEnv(GoalEnv):
+class PointMazeEnv(OwnsRenderer, GoalEnv):
     """Reach a goal position in a maze with a force-actuated ball, seen from above.
 
     ## Description
@@ -80,7 +67,7 @@ class PointMazeEnv(GoalEnv):
     ## Action Space
     ``Box(-1, 1, (2,), float32)``: the ball's x and y force, as gymnasium-robotics defines it.
     One env step holds the action for ``substeps`` MuJoCo steps (default 10, i.e. 0.1 s, 10 Hz
-    control); ``frameskip`` repeats env-level steps on top. ``substeps=1`` gives D4RL's raw step.
+    control); ``action_repeat`` repeats env-level steps on top. ``substeps=1`` gives D4RL's raw step.
 
     ## Observation Space
     ``pixels``: uint8 ``(image_size, image_size, 3)``, an orthographic top-down render of the
@@ -111,7 +98,7 @@ class PointMazeEnv(GoalEnv):
     Never truncates or terminates by itself; callers choose the budget (50 steps in wmpc evals).
 
     ## Arguments
-    ``image_size`` (64; 224 for DINO-WM), ``frameskip`` (1), ``maze`` ("umaze" | "medium"),
+    ``image_size`` (64; 224 for DINO-WM), ``action_repeat`` (1), ``maze`` ("umaze" | "medium"),
     ``substeps`` (10), ``min_goal_cells`` (2), ``max_goal_cells`` (6).
 
     ## Version History
@@ -120,9 +107,9 @@ class PointMazeEnv(GoalEnv):
 
     success_threshold = SUCCESS_RADIUS
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, maze: str = "umaze", substeps: int = 10,
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, maze: str = "umaze", substeps: int = 10,
                  min_goal_cells: int = 2, max_goal_cells: int = 6, render_mode: str | None = "rgb_array"):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         if maze not in MAZES:
             raise ValueError(f"maze must be one of {sorted(MAZES)}, got {maze!r}")
         if int(substeps) < 1:
@@ -161,9 +148,7 @@ class PointMazeEnv(GoalEnv):
         vis.offwidth, vis.offheight = max(vis.offwidth, self.image_size), max(vis.offheight, self.image_size)
         vis.orthographic = 1
         vis.fovy = float(max(self._grid.map_width, self._grid.map_length))  # orthographic: view height
-        self._renderer = mujoco.Renderer(m, self.image_size, self.image_size)
-        for flag in _FLAGS_OFF:
-            self._renderer.scene.flags[flag] = 0
+        self._own_renderer(new_renderer(m, self.image_size))
         cam = mujoco.MjvCamera()
         cam.type = mujoco.mjtCamera.mjCAMERA_FREE
         cam.lookat[:] = (0.0, 0.0, 0.0)
@@ -171,7 +156,6 @@ class PointMazeEnv(GoalEnv):
         cam.elevation = -90.0
         cam.azimuth = 90.0
         self._camera = cam
-        _LIVE.add(self)
 
     # --- simulator layer --------------------------------------------------------------
     def _get_state(self) -> np.ndarray:
@@ -215,15 +199,6 @@ class PointMazeEnv(GoalEnv):
         d.qvel[:] = state[2:4] if state.shape[0] >= 4 else 0.0
         mujoco.mj_kinematics(self.model, d)
         return self._draw(d).copy()
-
-    def close(self) -> None:
-        """Free the GL context (safe to call twice)."""
-        renderer, self._renderer = getattr(self, "_renderer", None), None
-        free_renderer(renderer)
-        _LIVE.discard(self)
-
-    def __del__(self) -> None:
-        self.close()
 
     # --- task layer -------------------------------------------------------------------
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:

@@ -55,7 +55,7 @@ class PushTEnv(GoalEnv):
     ## Action Space
     ``Box(-1, 1, (2,), float32)``: a *relative* target for the pusher (DINO-WM uses relative
     actions). The absolute gym-pusht action is ``clip(agent_xy + action * action_scale, 0, 512)``
-    (``action_scale`` px, default 50); with ``frameskip`` k the action is applied k times, each
+    (``action_scale`` px, default 50); with ``action_repeat`` k the action is applied k times, each
     time relative to the pusher's position at that control step.
 
     | Num | Action                         | Min | Max |
@@ -83,7 +83,7 @@ class PushTEnv(GoalEnv):
 
     ## Goal Sampling
     The goal is made by rolling the simulator forward ``goal_steps`` env steps (default 25, each
-    ``frameskip`` control steps) from the start under a scripted pushing controller: the pusher
+    ``action_repeat`` control steps) from the start under a scripted pushing controller: the pusher
     goes behind the block along a random direction, then pushes through a random point near the
     block's centre of gravity (so the block shifts and turns). Seeds whose push moves the block
     less than 30 px are resampled. The goal is therefore reachable in ``goal_steps`` steps, half
@@ -100,7 +100,7 @@ class PushTEnv(GoalEnv):
     Never truncates or terminates by itself; callers choose the budget (50 steps in wmpc evals).
 
     ## Arguments
-    ``image_size`` (64; 224 for the DINO-WM protocol), ``frameskip`` (1), ``action_scale`` (50 px
+    ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``action_scale`` (50 px
     per unit action), ``goal_steps`` (25).
 
     ## Version History
@@ -109,9 +109,9 @@ class PushTEnv(GoalEnv):
 
     success_threshold = 1.0
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, action_scale: float = 50.0,
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, action_scale: float = 50.0,
                  goal_steps: int = 25, render_mode: str | None = "rgb_array"):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         if not action_scale > 0:
             raise ValueError(f"action_scale must be > 0 px, got {action_scale}")
         if int(goal_steps) < 1:
@@ -236,7 +236,7 @@ class PushTEnv(GoalEnv):
                 waypoint = through
             action = np.clip((waypoint - agent) / self.action_scale + rng.normal(0, 0.1, 2), -1, 1)
             action = action.astype(np.float32)
-            for _ in range(self.frameskip):
+            for _ in range(self.action_repeat):
                 self._apply_action(action)
             actions.append(action)
         return np.stack(actions)

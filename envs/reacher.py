@@ -75,7 +75,7 @@ class ReacherEnv(MujocoGoalEnv):
     reaches every sampled goal.
 
     ## Arguments
-    ``image_size`` (64; 224 for the DINO-WM protocol), ``frameskip`` (1), ``physics_steps``
+    ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``physics_steps``
     (2: 0.04 s per env step), ``min_goal_distance`` (0.5 rad), ``antialias`` (True: 4x
     multisampling; False renders about 3x faster without a GPU).
 
@@ -85,9 +85,9 @@ class ReacherEnv(MujocoGoalEnv):
 
     success_threshold = 0.15
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array",
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
                  physics_steps: int = 2, min_goal_distance: float = 0.5, antialias: bool = True):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         if int(physics_steps) < 1:
             raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
         if not 0 <= min_goal_distance < 2.5:

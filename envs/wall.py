@@ -62,7 +62,7 @@ class WallEnv(GoalEnv):
     far corner) is about 1.2, i.e. 30 steps at full speed; ``oracle_action`` goes through the door.
 
     ## Arguments
-    ``image_size`` (64; 224 for the DINO-WM protocol), ``frameskip`` (1), ``max_step`` (0.04),
+    ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``max_step`` (0.04),
     ``door_center`` (0.45), ``door_width`` (0.16), ``wall_width`` (0.04), ``agent_radius``
     (0.035), ``border`` (0.05), ``cross_prob`` (0.5), ``min_goal_distance`` (0.3).
 
@@ -73,11 +73,11 @@ class WallEnv(GoalEnv):
     success_threshold = 0.05
     _SUBSTEPS = 4
 
-    def __init__(self, image_size: int = 64, frameskip: int = 1, render_mode: str | None = "rgb_array",
+    def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
                  max_step: float = 0.04, door_center: float = 0.45, door_width: float = 0.16,
                  wall_width: float = 0.04, agent_radius: float = 0.035, border: float = 0.05,
                  cross_prob: float = 0.5, min_goal_distance: float = 0.3):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         if door_width <= 2 * agent_radius:
             raise ValueError(f"door_width ({door_width}) must exceed the agent's diameter "
                              f"({2 * agent_radius}), else the halves are not connected")

@@ -5,7 +5,7 @@ A user env needs only the observation contract of :mod:`envs.base` (``{"pixels":
 options, it applies from outside when the constructor does not declare them:
 
 - :class:`ResizePixels`: ``image_size`` -> frames (and goal images) resized to a square size;
-- :class:`RepeatAction`: ``frameskip`` -> each action repeated ``k`` simulator steps;
+- :class:`RepeatAction`: ``action_repeat`` -> each action repeated ``k`` simulator steps;
 - :class:`GoalInfo`: a goal image given only in ``reset``'s info is carried into every ``step``'s
   info, and ``distance`` comes from ``state``/``goal_state`` when the env does not report it
   (``None`` when neither exists: reports say "n/a").
@@ -76,7 +76,7 @@ class RepeatAction(gym.Wrapper):
     def __init__(self, env: gym.Env, k: int):
         super().__init__(env)
         if int(k) < 1:
-            raise ValueError(f"frameskip must be >= 1, got {k}")
+            raise ValueError(f"action_repeat must be >= 1, got {k}")
         self.k = int(k)
 
     def step(self, action):
@@ -141,9 +141,10 @@ def accepts_option(factory, name: str) -> bool:
 def fit_user_env(make, options: dict) -> gym.Env:
     """Build a user env through ``make(**kwargs)`` and fit it to wmpc's contract.
 
-    ``image_size`` and ``frameskip`` in ``options`` go to the constructor when ``factory`` declares
-    them, and are applied by :class:`ResizePixels` / :class:`RepeatAction` otherwise; every other
-    option goes to the constructor as given. :class:`GoalInfo` is always applied.
+    ``image_size`` and ``action_repeat`` in ``options`` go to the constructor when ``factory``
+    declares them (``action_repeat`` also under the name ``frameskip``, which many gymnasium envs
+    use for it), and are applied by :class:`ResizePixels` / :class:`RepeatAction` otherwise; every
+    other option goes to the constructor as given. :class:`GoalInfo` is always applied.
 
     Args:
         make: ``(factory, build)``: the env's constructor (for its signature) and a callable that
@@ -152,11 +153,12 @@ def fit_user_env(make, options: dict) -> gym.Env:
     """
     factory, build = make
     options = dict(options)
-    size, skip = options.pop("image_size", None), options.pop("frameskip", None)
+    size, skip = options.pop("image_size", None), options.pop("action_repeat", None)
     if size is not None and accepts_option(factory, "image_size"):
         options["image_size"], size = size, None
-    if skip is not None and accepts_option(factory, "frameskip"):
-        options["frameskip"], skip = skip, None
+    for name in ("action_repeat", "frameskip"):
+        if skip is not None and accepts_option(factory, name):
+            options[name], skip = skip, None
     env = build(**options)
     if skip is not None and int(skip) != 1:
         env = RepeatAction(env, int(skip))

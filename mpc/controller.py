@@ -93,6 +93,9 @@ def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
             low, high = -np.ones(model.action_dim // k), np.ones(model.action_dim // k)
         low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
     else:
+        if not (hasattr(action_space, "low") and hasattr(action_space, "high")):
+            raise ValueError(f"action_space must be a continuous gymnasium Box (low/high bounds); got "
+                             f"{type(action_space).__name__}: wmpc plans continuous actions")
         low, high = np.asarray(action_space.low, np.float32).reshape(-1), np.asarray(action_space.high, np.float32).reshape(-1)
     if low.size * k != model.action_dim:
         raise ValueError(f"the action space has {low.size} dims but the model was trained on "

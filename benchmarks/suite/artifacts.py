@@ -81,7 +81,7 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
     from mpc.data import collect
 
     es = suite.envs[env]
-    opts, image_size, frameskip = es.collect_options
+    opts, image_size, action_repeat = es.collect_options
     data = es.data
     out = suite.out / "data" / env
     marker = out / "suite_collect.json"
@@ -91,7 +91,7 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
             return out, float(done["seconds"])
         t0 = time.perf_counter()
         collect(env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,
-                workers=suite.workers, env_options=opts, image_size=image_size, frameskip=frameskip,
+                workers=suite.workers, env_options=opts, image_size=image_size, action_repeat=action_repeat,
                 policy_options=data.policy_options, progress=suite.progress)
         seconds = time.perf_counter() - t0
         write_json(marker, {"seconds": seconds})

@@ -101,9 +101,9 @@ class EnvSettings:
 
     @property
     def collect_options(self) -> tuple[dict, int, int]:
-        """``(env options, image_size, frameskip)``: what :func:`mpc.data.collect` takes apart."""
+        """``(env options, image_size, action_repeat)``: what :func:`mpc.data.collect` takes apart."""
         opts = dict(self.options)
-        return opts, int(opts.pop("image_size", 64)), int(opts.pop("frameskip", 1))
+        return opts, int(opts.pop("image_size", 64)), int(opts.pop("action_repeat", opts.pop("frameskip", 1)))
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ def _collect_task(cfg) -> Path:
     if not name:
         raise ValueError("the env config needs a `name` (a wmpc env name or a gymnasium id)")
     options.pop("image_size", None)
-    options.pop("frameskip", None)
+    options.pop("action_repeat", None)
     try:
         out = collect(env=name, out=cfg.out, episodes=cfg.episodes, steps=cfg.steps, policy=cfg.policy,
                       seed=cfg.seed, workers=cfg.workers, env_options=options, image_size=cfg.image_size,
-                      frameskip=cfg.frameskip, policy_options=to_plain(cfg.get("policy_options") or {}),
+                      action_repeat=cfg.action_repeat, policy_options=to_plain(cfg.get("policy_options") or {}),
                       compression=cfg.compression, progress=cfg.progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the finished episodes in {cfg.out} are kept; run the same command again "

@@ -8,8 +8,8 @@ A dataset is a directory of HDF5 files, readable with ``h5py`` alone::
     <dir>/latents/<key>/               latent cache of one frozen encoder (``wmpc encode``)
 
 ``dataset.json`` keys: ``format_version``, ``env`` (a wmpc env name or a gymnasium id),
-``env_options`` (including ``image_size`` and ``frameskip``: each stored step repeats its action
-``frameskip`` simulator steps), ``action_low``/``action_high`` (the env's action Box), ``episodes``,
+``env_options`` (including ``image_size`` and ``action_repeat``: each stored step repeats its
+action ``action_repeat`` simulator steps), ``action_low``/``action_high`` (the env's action Box), ``episodes``,
 ``steps``, ``policy`` and ``policy_options``, ``seed`` (episode ``i`` uses seed ``seed + i``),
 ``compression``, ``wmpc_version``, ``created``.
 

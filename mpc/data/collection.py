@@ -243,8 +243,8 @@ def _update_stats(out: Path, episodes: int, changed: bool) -> None:
 # --------------------------------------------------------------------------------------------
 def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy: str = "uniform",
             seed: int = 0, workers: int = 1, env_options: dict | None = None, *, image_size: int | None = None,
-            frameskip: int | None = None, policy_options: dict | None = None, compression: str | None = "lzf",
-            progress: bool = True) -> Path:
+            action_repeat: int | None = None, policy_options: dict | None = None, compression: str | None = "lzf",
+            progress: bool = True, frameskip: int | None = None) -> Path:
     """Collect ``episodes`` random-exploration episodes of ``steps`` steps into ``out``.
 
     Episode ``i`` resets the env with seed ``seed + i`` and plays :func:`make_actions` of that seed,
@@ -260,9 +260,10 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         seed: base seed.
         workers: processes (1 = collect in this process).
         env_options: extra keyword arguments of the env.
-        image_size, frameskip: merged into ``env_options`` when given (``frameskip`` repeats each
-            action inside the env); ``None`` keeps the env's own default. A gymnasium env whose
+        image_size, action_repeat: merged into ``env_options`` when given (``action_repeat``
+            repeats each action inside the env); ``None`` keeps the env's own default. A gymnasium env whose
             constructor does not take them gets them through wrappers (see :func:`envs.make_env`).
+        frameskip: wmpc 0.1's name of ``action_repeat`` (works until wmpc 0.3, with a FutureWarning).
         compression: HDF5 filter for the arrays (``"lzf"``, ``"gzip"`` or ``None``).
         progress: show a tqdm bar.
 
@@ -278,7 +279,13 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         raise ValueError(f"episodes, steps and workers must be >= 1, got {episodes}, {steps}, {workers}")
     check_policy(policy)
     out = Path(out)
-    given = {k: int(v) for k, v in (("image_size", image_size), ("frameskip", frameskip)) if v is not None}
+    if frameskip is not None:
+        import warnings
+        warnings.warn("collect(frameskip=...) is now collect(action_repeat=...) (same meaning)",
+                      FutureWarning, stacklevel=2)
+        action_repeat = frameskip if action_repeat is None else action_repeat
+    given = {k: int(v) for k, v in (("image_size", image_size), ("action_repeat", action_repeat))
+             if v is not None}
     env_options = to_plain({**(env_options or {}), **given})
     policy_options = to_plain(dict(policy_options or {}))
     out.mkdir(parents=True, exist_ok=True)

@@ -141,8 +141,8 @@ def test_image_size_224(name):
 
 
 @pytest.mark.parametrize("name", OWN_ENVS)
-def test_frameskip_repeats_the_action(name):
-    e1, e3 = make_env(name), make_env(name, frameskip=3)
+def test_action_repeat_repeats_the_action(name):
+    e1, e3 = make_env(name), make_env(name, action_repeat=3)
     try:
         e1.reset(seed=2)
         e3.reset(seed=2)
@@ -279,3 +279,10 @@ def test_config_builds_the_default_env(name):
     finally:
         e.close()
         ref.close()
+
+
+def test_old_frameskip_option_still_works_with_a_warning():
+    with pytest.warns(FutureWarning, match="action_repeat"):
+        env = make_env("wall", frameskip=3)
+    assert env.unwrapped.action_repeat == 3
+    env.close()

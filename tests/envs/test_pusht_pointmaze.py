@@ -116,8 +116,8 @@ def test_oracle_reaches_goals_random_actions_mostly_do_not(env):
     assert n_random <= 3  # random wins only by chance; the U-maze is small, so it does sometimes
 
 
-def test_pusht_oracle_replays_goal_exactly_with_frameskip():
-    env = make_env("pusht", frameskip=5, goal_steps=10)
+def test_pusht_oracle_replays_goal_exactly_with_action_repeat():
+    env = make_env("pusht", action_repeat=5, goal_steps=10)
     _, info = env.reset(seed=4)
     for _ in range(10):
         _, _, _, _, info = env.step(env.unwrapped.oracle_action())

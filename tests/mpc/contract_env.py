@@ -1,7 +1,7 @@
 """A user's env that follows only the observation contract, for the end-to-end CLI test.
 
 Written without anything from wmpc: its constructor takes only ``speed`` (no ``image_size``, no
-``frameskip``), the goal image comes only in ``reset``'s info, and steps report ``state`` and
+``action_repeat``), the goal image comes only in ``reset``'s info, and steps report ``state`` and
 ``goal_state`` but no ``distance``. Success ends the episode (``terminated``), as many gymnasium
 goal envs signal it, and is also reported as ``info["success"]``.
 Registered as ``Beacon-v0`` when imported (``env=tests.mpc.contract_env:Beacon-v0``).

@@ -18,8 +18,8 @@ class FakeGoalEnv(GoalEnv):
 
     success_threshold = 0.05
 
-    def __init__(self, image_size: int = 16, frameskip: int = 1, render_mode: str | None = "rgb_array"):
-        super().__init__(image_size=image_size, frameskip=frameskip, render_mode=render_mode)
+    def __init__(self, image_size: int = 16, action_repeat: int = 1, render_mode: str | None = "rgb_array"):
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),

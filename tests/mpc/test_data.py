@@ -82,7 +82,7 @@ def _assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return _collect(tmp_path_factory.mktemp("ds") / "fake", episodes=5, steps=14, frameskip=2)
+    return _collect(tmp_path_factory.mktemp("ds") / "fake", episodes=5, steps=14, action_repeat=2)
 
 
 # ----------------------------------------------------------------------------- policies
@@ -117,9 +117,9 @@ def test_policy_temporal_structure():
 # ----------------------------------------------------------------------------- collection
 def test_collected_data_equal_direct_replay(dataset):
     ds = load_dataset(dataset)
-    assert ds.meta["env"] == GYM_ID and ds.meta["env_options"] == {"image_size": 16, "frameskip": 2}
+    assert ds.meta["env"] == GYM_ID and ds.meta["env_options"] == {"image_size": 16, "action_repeat": 2}
     assert ds.meta["action_low"] == [-1.0, -1.0] and ds.meta["seed"] == 7 and len(ds) == 5
-    env = envs.make_env(GYM_ID, image_size=16, frameskip=2)
+    env = envs.make_env(GYM_ID, image_size=16, action_repeat=2)
     for i in range(len(ds)):
         actions = make_actions("colored-noise", env.action_space.low, env.action_space.high, 14, 7 + i)
         expected = rollout_episode(env, actions, 7 + i)
@@ -127,7 +127,7 @@ def test_collected_data_equal_direct_replay(dataset):
         with h5py.File(ds.paths[i], "r") as f:  # readable with h5py alone
             assert f.attrs["seed"] == 7 + i and f.attrs["length"] == 14 and bool(f.attrs["complete"])
             assert f["pixels"].shape == (15, 16, 16, 3) and f["states"].dtype == np.float64
-    # replay is not trivial: frames change and the point moves 0.1*a per simulator step (frameskip 2)
+    # replay is not trivial: frames change and the point moves 0.1*a per simulator step (action_repeat 2)
     ep = ds[0]
     np.testing.assert_allclose(ep["states"][1], np.clip(ep["states"][0] + 0.2 * ep["actions"][0], -1, 1),
                                atol=1e-6)

@@ -79,7 +79,7 @@ def wall_task_model(tmp_path):
                              encoder="dinov2", encoder_options=opts)
     model = WorldModel(cfg, encoder=enc)
     model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=64, env="wall",
-                   env_options={"image_size": 64, "frameskip": 1})
+                   env_options={"image_size": 64, "action_repeat": 1})
     return model.save(tmp_path / "wall_task.safetensors")
 
 

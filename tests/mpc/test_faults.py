@@ -139,13 +139,7 @@ def train_step(run_dir: Path) -> int:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def one_thread():
-    """What the subprocesses get (OMP_NUM_THREADS=1): same numbers, and no fight over the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mpc/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def images(size=48, n=2):
 
 # --- the task record --------------------------------------------------------------------------
 def test_checkpoint_keeps_the_task(tmp_path):
-    meta = {"env": "wall", "env_options": {"image_size": 48, "frameskip": 2, "door_width": 0.2},
+    meta = {"env": "wall", "env_options": {"image_size": 48, "action_repeat": 2, "door_width": 0.2},
             "action_low": [0.0, -0.5], "action_high": [2.0, 0.5], "episodes": 3}
     model = tiny_model()
     model.set_task(task_from_dataset_meta(meta))
@@ -63,7 +63,7 @@ def test_checkpoint_keeps_the_task(tmp_path):
     assert loaded.action_low.dtype == np.float32 and loaded.action_low.tolist() == [0.0, -0.5]
     assert loaded.action_high.tolist() == [2.0, 0.5]
     assert loaded.image_size == 48 and loaded.env == "wall"
-    assert loaded.env_options == {"image_size": 48, "frameskip": 2, "door_width": 0.2}
+    assert loaded.env_options == {"image_size": 48, "action_repeat": 2, "door_width": 0.2}
     assert WorldModel.read_header(tmp_path / "m.safetensors")["task"]["env"] == "wall"
 
 

@@ -74,13 +74,7 @@ if "test-centroid" not in encoders.list_encoders():
 
 
 # --- helpers -------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight parallel test runs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mpc/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +82,7 @@ def dataset(tmp_path_factory) -> Path:
     from mpc.data import collect, encode_dataset
 
     out = collect(ENV_ID, tmp_path_factory.mktemp("data") / "blob", episodes=40, steps=40,
-                  image_size=IMG, frameskip=5, seed=0, progress=False)
+                  image_size=IMG, action_repeat=5, seed=0, progress=False)
     encode_dataset(out, encoders.make_encoder("test-centroid"), dtype="float32", progress=False)
     return out
 

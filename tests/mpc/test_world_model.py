@@ -16,13 +16,7 @@ from mpc.world_model import (FORMAT_VERSION, WorldModel, WorldModelConfig, confi
 N, D, A, P = 4, 8, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster than several (and than a busy box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mpc/conftest.py
 
 
 
