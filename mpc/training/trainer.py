@@ -23,6 +23,7 @@ killed at any moment leaves either the old or the new version; the next run in t
 holds its lock) deletes the temp files a killed one left. ``resume=true`` continues exactly: the
 data order is a pure function of (seed, epoch, step), every RNG state is restored, and so are the
 train metrics summed since the last ``metrics.csv`` row, so the resumed run logs the same rows.
+The checkpoints are written and read by :mod:`mpc.training.state`.
 """
 from __future__ import annotations
 
@@ -30,25 +31,23 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from mpc._io import atomic_write, folder_lock, remove_temp_files, write_json
+from mpc._io import folder_lock, remove_temp_files, write_json
 from mpc.training.assembly import build_encoder, build_model, ensure_cache, model_options
 from mpc.training.distributed import DistContext, LossModule, all_reduce_sum, setup_distributed
 from mpc.training.run_log import RunLog
-from mpc.training.schedule import cosine_schedule, rng_state, seed_everything, set_rng_state
+from mpc.training.schedule import cosine_schedule, seed_everything
+from mpc.training.state import TRAIN_STATE_VERSION, find_train_state, load_train_state, save_train_state
 
 __all__ = ["Trainer", "train", "TRAIN_STATE_VERSION"]
 
 log = logging.getLogger(__name__)
-
-TRAIN_STATE_VERSION = 1
 
 
 class Trainer:
@@ -245,66 +244,25 @@ class Trainer:
         packed = all_reduce_sum(torch.stack([sums[k] for k in keys] + [count]), self.ctx)
         return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
 
-    # -- checkpoints --
+    # -- checkpoints (mpc.training.state) --
     def save_checkpoint(self) -> None:
         """Write model_step_N, model_latest and train_state.pt (collective: every rank calls it)."""
-        local = {"rng": rng_state(), "log_window": {
-            "sums": {k: v.cpu() for k, v in self.log_sums.items()}, "count": self.log_count}}
-        if self.ctx.distributed:
-            states: list[Any] = [None] * self.ctx.world_size
-            dist.all_gather_object(states, local)
-        else:
-            states = [local]
-        if self.ctx.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            self.model.save(self.ckpt_dir / f"model_step_{self.step:07d}.safetensors")  # atomic
-            self.model.save(self.ckpt_dir / "model_latest.safetensors")
-            state = {"format_version": TRAIN_STATE_VERSION, "step": self.step,
-                     "world_size": self.ctx.world_size, "model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": [s["rng"] for s in states], "log_window": [s["log_window"] for s in states]}
-            atomic_write(self.ckpt_dir / "train_state.pt", lambda p: torch.save(state, p))
-            keep = self.cfg.train.keep_checkpoints
-            if keep is not None:
-                steps = sorted(self.ckpt_dir.glob("model_step_*.safetensors"))
-                for old in steps[:max(0, len(steps) - int(keep))]:
-                    old.unlink()
-            log.info("checkpoint at step %d -> %s", self.step, self.ckpt_dir)
-        self.ctx.barrier()
+        save_train_state(self.ckpt_dir, self.model, self.optimizer, self.scheduler, self.step,
+                         self.log_sums, self.log_count, self.ctx, self.cfg.train.keep_checkpoints)
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, step, this rank's RNG state and its train metrics
         summed since the last logged row from ``path``."""
-        state = torch.load(path, map_location=self.ctx.device, weights_only=False)
-        if state.get("format_version") != TRAIN_STATE_VERSION:
-            raise ValueError(f"{path} has train-state format {state.get('format_version')}, this "
-                             f"wmpc writes {TRAIN_STATE_VERSION}; start a new run (another out=)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        if state["world_size"] == self.ctx.world_size:
-            set_rng_state(state["rng"][self.ctx.rank])
-            window = (state.get("log_window") or [{"sums": {}, "count": 0}] * self.ctx.world_size)[self.ctx.rank]
-            self.log_sums = {k: v.to(self.ctx.device) for k, v in window["sums"].items()}
-            self.log_count = int(window["count"])
-        else:
-            log.warning("checkpoint was written by %d processes, this run has %d: the data order "
-                        "and dropout noise will differ from an uninterrupted run",
-                        state["world_size"], self.ctx.world_size)
-            seed_everything(int(self.cfg.seed) + self.step * 1000 + self.ctx.rank)
-        log.info("resumed from %s at step %d", path, self.step)
+        self.step, window = load_train_state(path, self.model, self.optimizer, self.scheduler, self.ctx,
+                                             int(self.cfg.seed))
+        if window is not None:
+            self.log_sums, self.log_count = window
 
     def _resume_if_asked(self) -> None:
         """Load ``train_state.pt`` when the run folder holds one and ``resume`` is true."""
-        state_path = self.ckpt_dir / "train_state.pt"
-        if state_path.exists():
-            if not self.cfg.resume:
-                raise ValueError(f"{self.run_dir} already holds a training run ({state_path}); pass "
-                                 "resume=true to continue it, or choose another out=")
+        state_path = find_train_state(self.run_dir, self.ckpt_dir, self.cfg.resume)
+        if state_path is not None:
             self.load_checkpoint(state_path)
-        elif self.cfg.resume:
-            log.warning("resume=true but %s does not exist: starting from step 0", state_path)
 
     # -- the loop --
     @contextlib.contextmanager
