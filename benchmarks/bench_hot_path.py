@@ -58,7 +58,7 @@ def test_plan(benchmark, size, impl):
 
         def run():
             out = reference_cem_plan(ref, x["zc"], x["pc"], x["goal"], x["pa"], -ones, ones, horizon=H,
-                                     samples=S, iterations=I, elites=topk)[0]
+                                     samples=S, iterations=I, topk=topk)[0]
             sync(DEVICE)
             return out
     with torch.inference_mode():

@@ -1,30 +1,40 @@
-"""The hot path, measured: wmpc's rollout and CEM plan against a DINO-WM-style reference.
+"""The hot path, measured: wmpc's rollout and CEM plan against the DINO-WM reference.
 
 Run: ``python -m benchmarks.hot_path [--quick] [--device cuda] [--json OUT.json]``.
 
-In one run on one machine this prints, for the ``tiny`` size (tiny preset on 64 x 32 VAE-grid
-latents, 4 envs at once) and the ``dino_wm`` size (196 tokens x 384, depth 6, 16 heads, MLP 2048):
+In one run on one machine this prints, section after section (never overlapping: on CPU each
+measurement is a subprocess of its own, started after the previous one ended):
 
-1. time and peak memory of a full CEM plan (S candidates x I iterations, horizon 5) and of one
-   rollout, wmpc against :mod:`benchmarks.reference` (one env at a time, full-history recompute
-   every step, explicit masked softmax attention, float32, context copied per candidate);
-2. the speed-up of each hot-path switch on its own: KV cache, prefix sharing (the context computed
-   once per env instead of once per candidate), bf16 autocast (CUDA only), ``torch.compile``;
+1. the roofline: the machine's fp32 rate on a large ``torch.matmul`` (CPU, best of a few; measured
+   again in each rollout's process right after it, and the fraction taken against that rate, since
+   a shared CPU's rate drifts) or the spec bf16 peak (CUDA);
+2. plans and rollouts, wmpc against :mod:`benchmarks.reference` (DINO-WM's work: one env at a time,
+   a ``num_hist`` window recomputed every step, the observation encoded once per candidate when an
+   encoder is attached, explicit masked softmax attention, float32), at three sizes:
+   ``dino_wm16`` (wmpc's public ``mpc.plan`` with a random-weight DINOv2 at 56 px: 16 x 384 tokens,
+   CEM 300 x 2, horizon 5, one env), ``dino_wm`` (196 x 384 tokens) and ``tiny`` (4 envs); each
+   rollout's achieved FLOP/s (analytic FLOPs, :func:`rollout_flops`) as a fraction of the roofline;
 3. the memory bound: a dino_wm rollout of many candidates under a memory budget (chunks of S);
 4. planner overhead (planner-only time against rollout time per iteration) and the rollouts each
    planner needs to reach a given cost on the tiny model's latent cost;
-5. on CUDA, the fraction of the GPU's peak bf16 rate the rollout reaches (FLOPs counted analytically).
+5. the speed-up of each hot-path switch on its own: KV cache, prefix sharing (the context computed
+   once per env instead of once per candidate), bf16 autocast (CUDA only), ``torch.compile``.
+
+Fair timing: both sides get the same warm-up (one call of the same shape, or one CEM iteration
+before a plan) and then the same number of timed calls (best is reported). Nothing is
+extrapolated unless ``--ref-*-iters`` asks for it (at least 2 measured iterations), and then the
+figure is labelled "extrapolated". Context: plans start from one frame, as ``mpc.plan`` and
+DINO-WM's planner do; the switch table uses 3 context frames (closed-loop MPC keeps ``num_hist``).
 
 Peak memory: on CPU each measurement runs in its own subprocess and reports ``ru_maxrss`` (the
 resident peak, the interpreter and torch included; the baseline after building the model is printed
 too); on CUDA ``torch.cuda.max_memory_allocated``. Weights are random (speed does not depend on
-them). Imports only torch and wmpc's world model, planners and objectives (no envs, no encoders).
+them). The last line gives the dino_wm plan speed-ups and the roofline fraction.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -39,12 +49,15 @@ from benchmarks.reference import ReferenceWorldModel, reference_cem_plan
 from mpc.objectives import make_objective
 from mpc.world_model import WorldModel, config_from_preset, load_preset
 
-A, P, H, T = 2, 4, 5, 3  # env action dim, proprio dim, horizon, context frames
-# the tiny preset is meant for 64-token latents (configs/model/tiny.yaml)
+A, P, H, T = 2, 4, 5, 3  # env action dim, proprio dim, horizon, context frames of the switch table
+PLAN_CONTEXT = 1  # context frames of the plans: mpc.plan and DINO-WM's planner start from one frame
 SIZES = {  # name -> preset and latent shape
     "tiny": {"preset": "tiny", "N": 64, "D": 32, "what": "tiny preset, 64 x 32 tokens (VAE 8 x 8 grid)"},
     "dino_wm": {"preset": "dino_wm", "N": 196, "D": 384,
-                "what": "dino_wm preset, 196 x 384 tokens (DINOv2 ViT-S/14 at 224 px)"},
+                "what": "dino_wm preset, 196 x 384 tokens (DINO-WM's ViT-S patch grid)"},
+    "dino_wm16": {"preset": "dino_wm", "N": 16, "D": 384, "image_size": 56,
+                  "what": "dino_wm preset, 16 x 384 tokens from a random-weight DINOv2 ViT-S/14 at 56 px; "
+                          "wmpc through mpc.plan (encoder included on both sides)"},
 }
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense tensor-core peaks (spec)
 
@@ -55,21 +68,36 @@ def build_model(size: str, device, tokens: int | None = None, **predictor) -> Wo
     spec = SIZES[size]
     pre = load_preset(spec["preset"])
     pre["predictor"].update(dropout=0.0, **predictor)
+    pre.update(num_tokens=None, token_dim=None)  # the latent shape is the size's, not the preset's
     cfg = config_from_preset(pre, num_tokens=tokens or spec["N"], token_dim=spec["D"], env_action_dim=A,
                              proprio_dim=P)
     torch.manual_seed(0)
     return WorldModel(cfg).to(device).eval()
 
 
-def make_inputs(model: WorldModel, batch: int, samples: int, seed: int = 0) -> dict:
+def build_encoder(size: str, device):
+    """The random-weight DINOv2 of a size with ``image_size`` (its N patches at D = 384)."""
+    from encoders import make_encoder
+    return make_encoder("dinov2", weights="random", image_size=SIZES[size]["image_size"]).to(device)
+
+
+def make_inputs(model: WorldModel, batch: int, samples: int, seed: int = 0, context: int = T) -> dict:
     """Context ``(B, T, N, D)``, proprio, past actions, goal tokens and one candidate set."""
     g = torch.Generator().manual_seed(seed)
     N, D, Am = model.num_tokens, model.token_dim, model.action_dim
-    t = {"zc": torch.randn(batch, T, N, D, generator=g), "pc": torch.randn(batch, T, P, generator=g),
-         "pa": torch.rand(batch, T - 1, Am, generator=g) * 2 - 1,
+    t = {"zc": torch.randn(batch, context, N, D, generator=g),
+         "pc": torch.randn(batch, context, P, generator=g),
+         "pa": torch.rand(batch, context - 1, Am, generator=g) * 2 - 1,
          "goal": torch.randn(batch, N, D, generator=g),
          "actions": torch.rand(batch, samples, H, Am, generator=g) * 2 - 1}
     return {k: v.to(model.device) for k, v in t.items()}
+
+
+def make_images(size: int, batch: int, seed: int = 0) -> dict:
+    """uint8 observation ``(B, size, size, 3)`` and goal images of the same shape."""
+    g = torch.Generator().manual_seed(seed)
+    return {"obs": torch.randint(0, 256, (batch, size, size, 3), generator=g, dtype=torch.uint8),
+            "goal": torch.randint(0, 256, (batch, size, size, 3), generator=g, dtype=torch.uint8)}
 
 
 def _box(model: WorldModel):
@@ -110,74 +138,120 @@ def rollout_flops(model: WorldModel, batch: int, samples: int, horizon: int = H,
 
 
 # --- one measurement ---------------------------------------------------------------------------
-def measure(spec: dict) -> dict:
-    """Run one measurement described by ``spec`` (see the ``CASE_*`` builders) and time it.
-
-    Returns:
-        dict with ``seconds`` (best of ``repeat`` after ``warmup``), ``first_s`` (first call,
-        compilation included), ``cpu_s``, ``peak_mb``, ``base_mb`` and extra keys.
-    """
-    device = torch.device(spec.get("device", "cpu"))
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
-    model = build_model(spec["size"], device, **spec.get("predictor", {}))
-    B, S = spec["batch"], spec["samples"]
-    x = make_inputs(model, B, S)
+def _callable(spec: dict, device):
+    """The call a spec times, and facts about it; a plan's call takes its CEM iterations (default the spec's)."""
     kind = spec["kind"]
-    ref = ReferenceWorldModel(model) if kind.startswith("ref") else None
+    if kind == "matmul":
+        n = spec.get("n", 2048)
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+        return (lambda: torch.matmul(a, b)), {"flops": 2.0 * n ** 3}
+    model = build_model(spec["size"], device, **spec.get("predictor", {}))
+    B, S, ctx = spec["batch"], spec["samples"], spec.get("context", T)
+    I = spec.get("iterations", 1)
+    x = make_inputs(model, B, S, context=ctx)
     options = dict(spec.get("options", {}))
+    info = {"flops": rollout_flops(model, B, S, context=ctx), "chunk": None}
+    encoder = build_encoder(spec["size"], device) if spec.get("encoder") else None
+    if encoder is not None:
+        model.attach_encoder(encoder)
+        imgs = make_images(SIZES[spec["size"]]["image_size"], B)
+    if kind.startswith("ref"):
+        ref = ReferenceWorldModel(model)
 
     if kind == "ref_rollout":
-        fn = lambda: ref.rollout(x["zc"], x["pc"], x["actions"], x["pa"])  # noqa: E731
-    elif kind == "ref_plan":
+        return (lambda: ref.rollout(x["zc"], x["pc"], x["actions"], x["pa"])), info
+    if kind == "ref_plan":
         ones = torch.ones(model.action_dim, device=device)
-        fn = lambda: reference_cem_plan(ref, x["zc"], x["pc"], x["goal"], x["pa"], -ones, ones,  # noqa: E731
-                                        horizon=H, samples=S, iterations=spec["iterations"],
-                                        topk=spec["topk"])
-    elif kind == "rollout":
-        fn = lambda: model.rollout(x["zc"], x["pc"], x["actions"], x["pa"], **options)  # noqa: E731
-    elif kind == "rollout_budget":
+        enc = {"images": imgs["obs"][:, None], "goal_images": imgs["goal"]} if encoder is not None else {}
+        return (lambda it=I: reference_cem_plan(ref, None if enc else x["zc"], x["pc"],
+                                                None if enc else x["goal"], x["pa"], -ones, ones, horizon=H,
+                                                samples=S, iterations=it, topk=spec["topk"], **enc)), info
+    if kind == "rollout":
+        return (lambda: model.rollout(x["zc"], x["pc"], x["actions"], x["pa"], **options)), info
+    if kind == "rollout_budget":
         from mpc.memory import candidate_chunk, chunked_rollout
-        chunk = candidate_chunk(model.config, B, S, T, H, memory_budget_mb=spec["budget_mb"],
-                                device=device)
-        options["chunk"] = chunk
-        fn = lambda: chunked_rollout(model.rollout, x["zc"], x["pc"], x["actions"], x["pa"],  # noqa: E731
-                                     chunk=chunk)
-    elif kind == "rollout_no_sharing":
-        fn = lambda: cached_per_candidate(model, x["zc"], x["pc"], x["pa"], x["actions"])  # noqa: E731
-    elif kind == "plan":
+        chunk = candidate_chunk(model.config, B, S, ctx, H, memory_budget_mb=spec["budget_mb"], device=device)
+        info["chunk"] = chunk
+        return (lambda: chunked_rollout(model.rollout, x["zc"], x["pc"], x["actions"], x["pa"],
+                                        chunk=chunk)), info
+    if kind == "rollout_no_sharing":
+        return (lambda: cached_per_candidate(model, x["zc"], x["pc"], x["pa"], x["actions"])), info
+    if kind == "plan":
         from mpc.planners import make_planner
         objective = make_objective("last")
-        planner = make_planner("cem", action_space=_box(model), horizon=H, device=device, samples=S,
-                               iterations=spec["iterations"], elites=spec["topk"])
 
         def cost_fn(actions):
             z, _ = model.rollout(x["zc"], x["pc"], actions, x["pa"], **options)
             return objective(z, x["goal"])
-        fn = lambda: planner.optimize(cost_fn, batch=B)  # noqa: E731
-    else:
-        raise ValueError(f"unknown measurement kind {kind!r}")
 
+        def run(it=I):
+            planner = make_planner("cem", action_space=_box(model), horizon=H, device=device, samples=S,
+                                   iterations=it, elites=spec["topk"])
+            return planner.optimize(cost_fn, batch=B)
+        return run, info
+    if kind == "mpc_plan":  # the public one-call API: encode the observation and goal, plan
+        import numpy as np
+        from gymnasium import spaces
+
+        from mpc.controller import plan
+        box = spaces.Box(-1.0, 1.0, (A,), np.float32)
+        obs = {"pixels": imgs["obs"].numpy(), "proprio": x["pc"][:, -1].cpu().numpy()}
+        return (lambda it=I: plan(obs, imgs["goal"].numpy(), model, planner="cem", horizon=H, action_space=box,
+                                  device=device, samples=S, iterations=it, elites=spec["topk"])), info
+    raise ValueError(f"unknown measurement kind {kind!r}")
+
+
+def measure(spec: dict) -> dict:
+    """Run one measurement described by ``spec`` and time it.
+
+    Spec keys: ``kind``, ``size``, ``batch``, ``samples``, ``context``, ``iterations``, ``topk``,
+    ``predictor``, ``options``, ``encoder``, ``device``, ``threads``; ``warmup`` (untimed calls
+    before the timed ones; a plan's warm-up call runs ``warmup_iterations``, default 1) and
+    ``repeat`` (timed calls).
+
+    Returns:
+        dict with ``seconds`` (best timed call), ``first_s`` (first timed call), ``cpu_s`` (process
+        CPU time per timed call), ``peak_mb``, ``base_mb``, ``flops`` (of one rollout) and ``chunk``.
+    """
+    device = torch.device(spec.get("device", "cpu"))
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    fn, info = _callable(spec, device)
+    is_plan = spec["kind"] in ("plan", "ref_plan", "mpc_plan")
+    warm = (lambda: fn(spec.get("warmup_iterations", 1))) if is_plan else fn
     sync(device)
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base_mb = torch.cuda.memory_allocated(device) / 2**20
-    times, cpu0 = [], time.process_time()
     with torch.inference_mode():
-        for _ in range(spec.get("warmup", 0) + spec.get("repeat", 1)):
+        for _ in range(spec.get("warmup", 0)):
+            warm()
+        sync(device)
+        times, cpu0 = [], time.process_time()
+        for _ in range(spec.get("repeat", 1)):
             t0 = time.perf_counter()
             fn()
             sync(device)
             times.append(time.perf_counter() - t0)
-    cpu_s = (time.process_time() - cpu0) / len(times)
+        cpu_s = (time.process_time() - cpu0) / len(times)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    timed = times[spec.get("warmup", 0):] or times
-    return {"seconds": min(timed), "first_s": times[0], "cpu_s": cpu_s, "peak_mb": peak_mb,
-            "base_mb": base_mb, "flops": rollout_flops(model, B, S), "chunk": options.get("chunk")}
+    out = {"seconds": min(times), "first_s": times[0], "cpu_s": cpu_s, "peak_mb": peak_mb,
+           "base_mb": base_mb, **info}
+    if spec.get("matmul_check") and device.type == "cpu":  # the roofline under this process's conditions
+        mm, _ = _callable({"kind": "matmul"}, device)
+        mm()
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            mm()
+            best = min(best, time.perf_counter() - t0)
+        out["matmul_flops_per_s"] = 2.0 * 2048 ** 3 / best
+    return out
 
 
 def run_isolated(spec: dict, isolate: bool, timeout: float | None = None) -> dict:
@@ -219,147 +293,226 @@ def _ratio(a: dict, b: dict, key: str = "seconds") -> str:
     return f"{a[key] / b[key]:6.1f}x"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _rate(r: dict) -> str:
+    if "error" in r or "roofline_fraction" not in r:
+        return ""
+    rate = r["flops"] / r["seconds"]
+    beside = (f" (matmul beside it {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)"
+              if "matmul_flops_per_s" in r else "")
+    return f"  {rate / 1e9:7.1f} GFLOP/s = {100 * r['roofline_fraction']:4.1f}% of the roofline{beside}"
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.hot_path", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every case")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
-    ap.add_argument("--dino-plan", default=None, help="SxI of the dino_wm plan (CPU default 30x2, CUDA 300x30)")
+    ap.add_argument("--dino16-plan", default=None, help="SxI of the dino_wm16 plan (default 300x2; quick 16x1)")
+    ap.add_argument("--dino-plan", default=None, help="SxI of the dino_wm plan (CPU 10x2, quick 2x1, CUDA 300x30)")
+    ap.add_argument("--tiny-plan", default=None, help="SxI of the tiny plan (CPU 300x3, quick 16x2, CUDA 300x30)")
     ap.add_argument("--ref-dino-iters", type=int, default=None,
-                    help="iterations the reference's dino_wm plan actually runs (time scaled to the plan's)")
-    ap.add_argument("--ref-tiny-iters", type=int, default=None,
-                    help="iterations the reference's tiny plan actually runs (time scaled to the plan's)")
+                    help="iterations the reference's dino_wm plan runs (>= 2; its time is then extrapolated "
+                         "to the plan's iterations and labelled so)")
+    ap.add_argument("--ref-tiny-iters", type=int, default=None, help="the same for the tiny plan")
     ap.add_argument("--switch-samples", type=int, default=None, help="S of the switch table (CPU 10, CUDA 300)")
     ap.add_argument("--memory-samples", type=int, default=None, help="S of the memory-bound case (CPU 32, CUDA 300)")
-    ap.add_argument("--tiny-plan", default=None, help="SxI of the tiny plan (default 300x30)")
     ap.add_argument("--envs", type=int, default=4, help="envs planned at once at tiny size")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: plans,switches,memory,planners")
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the switch table")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: " + ",".join(SECTIONS))
     ap.add_argument("--only", default="", help="comma list of the only sections to run")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per CPU measurement")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per CPU measurement")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     ap.add_argument("--in-process", action="store_true",
                     help="measure in this process (CPU peak memory then covers everything so far)")
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(json.loads(args.measure))), flush=True)
-        return 0
+    return ap
 
-    device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        print("--device cuda but torch sees no GPU", file=sys.stderr)
-        return 2
-    isolate = not cuda and not args.in_process
-    threads = args.threads or torch.get_num_threads()
+
+SECTIONS = ("roofline", "plans", "memory", "planners", "switches")
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Every size and flag of a run, chosen from the command line and the device."""
+    cuda = torch.device(args.device).type == "cuda"
+    q = args.quick
+    parse = lambda s: tuple(int(v) for v in s.lower().split("x"))  # noqa: E731
+    plans = {  # size -> (B, S, I)
+        "dino_wm16": (1, *parse(args.dino16_plan or ("16x1" if q else "300x2"))),
+        "dino_wm": (1, *parse(args.dino_plan or ("300x30" if cuda else ("2x1" if q else "10x2")))),
+        "tiny": (args.envs, *parse(args.tiny_plan or ("300x30" if cuda else ("16x2" if q else "300x3")))),
+    }
+    ref_iters = {"dino_wm": args.ref_dino_iters, "tiny": args.ref_tiny_iters}
+    for size, it in ref_iters.items():
+        if it is not None and it < 2:
+            raise SystemExit(f"--ref-{size.split('_')[0]}-iters must be >= 2 (an extrapolation needs "
+                             f"at least 2 measured iterations), got {it}")
     skip = set(filter(None, args.skip.split(",")))
     if args.only:
-        skip |= {"plans", "switches", "memory", "planners"} - set(args.only.split(","))
-    parse = lambda s: tuple(int(v) for v in s.lower().split("x"))  # noqa: E731
-    dino_S, dino_I = parse(args.dino_plan or ("300x30" if cuda else ("8x1" if args.quick else "10x2")))
-    tiny_S, tiny_I = parse(args.tiny_plan or ("64x3" if args.quick else "300x30"))
-    ref_dino_I = min(args.ref_dino_iters or dino_I, dino_I)
-    ref_tiny_I = min(args.ref_tiny_iters or tiny_I, tiny_I)
-    B = args.envs
-    common = {"device": str(device), "threads": threads if not cuda else None}
-    results: dict = {"device": str(device), "threads": threads, "torch": torch.__version__}
-    if cuda:
-        results["gpu"] = torch.cuda.get_device_name(device)
-    print(f"# wmpc hot path on {results.get('gpu', 'CPU')} ({threads} threads), torch {torch.__version__}")
-    for name, spec in SIZES.items():
-        print(f"#   {name}: {spec['what']}")
+        skip |= set(SECTIONS) - set(args.only.split(","))
+    return {
+        "device": args.device, "cuda": cuda, "quick": q,
+        "threads": None if cuda else (args.threads or torch.get_num_threads()),
+        "isolate": not cuda and not args.in_process, "timeout": args.timeout,
+        "plans": plans, "ref_iters": {k: min(v, plans[k][2]) for k, v in ref_iters.items() if v},
+        "memory_samples": args.memory_samples or (300 if cuda else (4 if q else 32)),
+        "memory_budget_mb": 2048 if cuda else 512,
+        "switch_samples": args.switch_samples or (300 if cuda else (2 if q else 10)),
+        "compile": not (args.no_compile or q), "sections": [s for s in SECTIONS if s not in skip],
+        "horizon": H, "plan_context": PLAN_CONTEXT, "switch_context": T, "envs": args.envs,
+    }
+
+
+def collect(cfg: dict) -> dict:
+    """Run the sections of ``cfg`` (from :func:`settings`) one after another, printing as they go.
+
+    Returns:
+        every result, with the machine, torch version and ``cfg`` itself.
+    """
+    device, cuda = torch.device(cfg["device"]), cfg["cuda"]
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch sees no GPU")
+    import platform
+    machine = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
+    results: dict = {"machine": machine, "cpus": os.cpu_count(), "torch": torch.__version__,
+                     "python": platform.python_version(), "settings": cfg}
+    common = {"device": cfg["device"], "threads": cfg["threads"]}
 
     def run(spec):
-        r = run_isolated({**common, **spec}, isolate, args.timeout)
-        return r
+        return run_isolated({**common, **spec}, cfg["isolate"], cfg["timeout"])
 
-    # 1. plans and rollouts, wmpc against the reference
-    if "plans" not in skip:
-        print(f"\n## CEM plan (horizon {H}) and one rollout: wmpc vs reference (best of the timed calls)")
-        rows = [("dino_wm", 1, dino_S, dino_I, ref_dino_I), ("tiny", B, tiny_S, tiny_I, ref_tiny_I)]
-        for size, b, S, I, rI in rows:
+    print(f"# wmpc hot path on {machine} ({cfg['threads'] or 'GPU'} threads, {os.cpu_count()} CPUs), "
+          f"torch {torch.__version__}")
+    for name, spec in SIZES.items():
+        print(f"#   {name}: {spec['what']}")
+    sizes = ", ".join(f"{k} B={b} S x I={s}x{i}" for k, (b, s, i) in cfg["plans"].items())
+    print(f"# sizes: plans {sizes}; horizon {H}; memory S={cfg['memory_samples']}; "
+          f"switches S={cfg['switch_samples']}{'' if cfg['compile'] else ' (no compile)'}")
+
+    # 1. roofline
+    peak = None
+    if "roofline" in cfg["sections"]:
+        if cuda:
+            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in machine), None)
+            peak = peak * 1e12 if peak else None
+            results["roofline"] = {"kind": "spec bf16 peak", "flops_per_s": peak}
+            print(f"\n## Roofline: spec bf16 peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
+        else:
+            mm = run({"kind": "matmul", "n": 2048, "warmup": 1, "repeat": 5})
+            peak = mm["flops"] / mm["seconds"] if "error" not in mm else None
+            results["roofline"] = {"kind": "fp32 torch.matmul 2048^3, best of 5", "flops_per_s": peak, **mm}
+            print(f"\n## Roofline: fp32 torch.matmul 2048 x 2048 x 2048, best of 5: "
+                  f"{(peak or float('nan')) / 1e9:.1f} GFLOP/s")
+
+    # 2. plans and rollouts, wmpc against the reference
+    if "plans" in cfg["sections"]:
+        print(f"\n## CEM plan (horizon {H}, {PLAN_CONTEXT} context frame) and one rollout: wmpc vs reference "
+              "(same warm-up, best timed call)")
+        prec = "bf16 autocast" if cuda else "float32"
+        for size, (b, S, I) in cfg["plans"].items():
             topk = max(2, min(30, S // 10))
+            rI = cfg["ref_iters"].get(size, I)
             wm_opts = {"autocast_bf16": True} if cuda else {}
-            w_plan = run({"size": size, "kind": "plan", "batch": b, "samples": S, "iterations": I,
-                          "topk": topk, "predictor": wm_opts, "warmup": 1 if cuda else 0})
-            r_plan = run({"size": size, "kind": "ref_plan", "batch": b, "samples": S, "iterations": rI,
-                          "topk": topk})
+            enc = size == "dino_wm16"
+            base = {"size": size, "batch": b, "samples": S, "context": PLAN_CONTEXT, "topk": topk,
+                    "warmup": 1, "repeat": 1, "encoder": enc}
+            w_plan = run({**base, "kind": "mpc_plan" if enc else "plan", "iterations": I, "predictor": wm_opts})
+            r_plan = run({**base, "kind": "ref_plan", "iterations": rI})
             if "error" not in r_plan and rI != I:
                 r_plan = {**r_plan, "seconds": r_plan["seconds"] * I / rI, "cpu_s": r_plan["cpu_s"] * I / rI,
-                          "scaled_from_iters": rI}
-            w_roll = run({"size": size, "kind": "rollout", "batch": b, "samples": S,
-                          "predictor": wm_opts, "warmup": 1, "repeat": 3 if cuda else 1})
-            r_roll = run({"size": size, "kind": "ref_rollout", "batch": b, "samples": S,
-                          "warmup": 1 if cuda else 0})
-            results[f"{size}_plan"] = {"S": S, "I": I, "B": b, "wmpc": w_plan, "ref": r_plan}
-            results[f"{size}_rollout"] = {"S": S, "B": b, "wmpc": w_roll, "ref": r_roll}
-            prec = "bf16 autocast" if cuda else "float32"
-            scaled = f" (reference ran {rI} iterations, time x{I / rI:g})" if rI != I else ""
-            print(f"{size}: {b} env(s), S x I = {S} x {I}, wmpc {prec}, reference float32{scaled}")
+                          "extrapolated_from_iterations": rI}
+            roll = {**base, "encoder": False, "warmup": 1, "repeat": 3 if cuda else 1, "matmul_check": True}
+            w_roll = run({**roll, "kind": "rollout", "predictor": wm_opts})
+            r_roll = run({**roll, "kind": "ref_rollout"})
+            results[f"{size}_plan"] = {"B": b, "S": S, "I": I, "wmpc": w_plan, "ref": r_plan}
+            results[f"{size}_rollout"] = {"B": b, "S": S, "wmpc": w_roll, "ref": r_roll}
+            for r in (w_roll, r_roll):  # against the matmul rate measured beside it (a shared CPU drifts)
+                local = r.get("matmul_flops_per_s", peak) if "error" not in r else None
+                if local:
+                    r["roofline_fraction"] = r["flops"] / r["seconds"] / local
+            extra = (f"; reference ran {rI} iterations, its time EXTRAPOLATED x{I / rI:g}" if rI != I else "")
+            what = "mpc.plan (encodes obs and goal once)" if enc else "CEM planner on tokens"
+            print(f"{size}: {b} env(s), S x I = {S} x {I}, wmpc {what}, {prec}; reference float32"
+                  f"{', obs encoded per candidate' if enc else ''}{extra}")
             print(f"  plan     wmpc {_fmt_s(w_plan)} {_fmt_mb(w_plan)}")
             print(f"           ref  {_fmt_s(r_plan)} {_fmt_mb(r_plan)}")
             print(f"           speed-up {_ratio(r_plan, w_plan)} (cpu time {_ratio(r_plan, w_plan, 'cpu_s')}),"
                   f" wmpc peak / ref peak = {_ratio(w_plan, r_plan, 'peak_mb')}")
-            print(f"  rollout  wmpc {_fmt_s(w_roll)} {_fmt_mb(w_roll)}")
+            print(f"  rollout  wmpc {_fmt_s(w_roll)} {_fmt_mb(w_roll)}{_rate(w_roll)}")
             print(f"           ref  {_fmt_s(r_roll)} {_fmt_mb(r_roll)}")
             print(f"           speed-up {_ratio(r_roll, w_roll)} (cpu time {_ratio(r_roll, w_roll, 'cpu_s')}),"
                   f" wmpc peak / ref peak = {_ratio(w_roll, r_roll, 'peak_mb')}")
-            if cuda and "error" not in w_roll:
-                gpu = results["gpu"]
-                peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
-                tflops = w_roll["flops"] / w_roll["seconds"] / 1e12
-                frac = f", {100 * tflops / peak:.1f}% of the {peak:.0f} TFLOP/s bf16 peak" if peak else ""
-                print(f"           rollout rate {tflops:.1f} TFLOP/s (analytic FLOPs {w_roll['flops']:.3g}){frac}")
-                results[f"{size}_rollout"]["tflops"] = tflops
 
-    # 2. memory bound: many candidates under a budget
-    if "memory" not in skip:
-        S = args.memory_samples or (300 if cuda else (16 if args.quick else 32))
-        budget = 512 if not cuda else 2048
+    # 3. memory bound: many candidates under a budget
+    if "memory" in cfg["sections"]:
+        S, budget = cfg["memory_samples"], cfg["memory_budget_mb"]
         print(f"\n## Memory bound: dino_wm rollout, 1 env, S = {S}, H = {H}, memory_budget_mb = {budget}")
-        base = {"size": "dino_wm", "batch": 1, "samples": S, "kind": "rollout"}
+        base = {"size": "dino_wm", "batch": 1, "samples": S, "kind": "rollout", "warmup": 1}
         un = run(base)
         ch = run({**base, "kind": "rollout_budget", "budget_mb": budget})
         results["memory"] = {"S": S, "budget_mb": budget, "unchunked": un, "chunked": ch}
         print(f"  unchunked {_fmt_s(un)} {_fmt_mb(un)}")
         print(f"  chunked   {_fmt_s(ch)} {_fmt_mb(ch)}  ({ch.get('chunk')} candidates per chunk)")
 
-    # 3. planners: overhead and rollouts to a cost
-    if "planners" not in skip:
+    # 4. planners: overhead and rollouts to a cost
+    if "planners" in cfg["sections"]:
         from benchmarks import planner_stats
-        results["planners"] = planner_stats.report(device, quick=args.quick)
+        if cfg["threads"]:
+            torch.set_num_threads(cfg["threads"])
+        results["planners"] = planner_stats.report(device, quick=cfg["quick"])
 
-    # 4. switches, each on its own (dino_wm rollout)
-    if "switches" not in skip:
-        S = args.switch_samples or (300 if cuda else (8 if args.quick else 10))
-        print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}")
-        base = {"size": "dino_wm", "batch": 1, "samples": S, "warmup": 1, "repeat": 3 if cuda else 1}
+    # 5. switches, each on its own (dino_wm rollout)
+    if "switches" in cfg["sections"]:
+        S = cfg["switch_samples"]
+        print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}, {T} context frames")
+        base = {"size": "dino_wm", "batch": 1, "samples": S, "context": T, "warmup": 1, "repeat": 3 if cuda else 1}
         cases = [("uncached (full history, context per candidate)", {"kind": "rollout", "options": {"use_cache": False}}),
                  ("KV cache, context per candidate", {"kind": "rollout_no_sharing"}),
                  ("KV cache + prefix sharing (default)", {"kind": "rollout"})]
         if cuda:
             cases.append(("  + bf16 autocast", {"kind": "rollout", "predictor": {"autocast_bf16": True}}))
-        if cuda:  # one compiled case per device (compilation takes a while)
+        if cfg["compile"] and cuda:
             cases.append(("  + bf16 + torch.compile", {"kind": "rollout",
                                                        "predictor": {"autocast_bf16": True, "compile": True}}))
-        else:
+        elif cfg["compile"]:
             cases.append(("  + torch.compile", {"kind": "rollout", "predictor": {"compile": True}}))
-        sw = {}
-        for label, extra in cases:
-            sw[label] = run({**base, **extra})
+        sw = {label: run({**base, **extra}) for label, extra in cases}
         results["switches"] = sw
-        ref_of = {1: 0, 2: 1, 3: 2, 4: 3 if cuda else 2}  # the case without the switch
         labels = list(sw)
         for i, label in enumerate(labels):
             r = sw[label]
-            prev = sw[labels[ref_of[i]]] if i else None
+            prev = sw[labels[i - 1 if i < 4 or cuda else 2]] if i else None  # the case without the switch
             extra = f"  switch alone {_ratio(prev, r)}" if prev is not None else ""
-            first = f" (first call {r['first_s']:.1f} s)" if "error" not in r and "compile" in label else ""
+            first = f" (warm-up call compiles)" if "compile" in label else ""
             print(f"  {label:48s} {_fmt_s(r)} {_fmt_mb(r)}{extra}{first}")
+    return results
 
+
+def summary(results: dict) -> str:
+    """The closing line: the dino_wm plan speed-ups and the dino_wm rollout's roofline fraction."""
+    parts = []
+    for size in ("dino_wm16", "dino_wm"):
+        r = results.get(f"{size}_plan")
+        if r and "error" not in r["wmpc"] and "error" not in r["ref"]:
+            ex = " extrapolated" if "extrapolated_from_iterations" in r["ref"] else ""
+            parts.append(f"{size} plan speed-up {r['ref']['seconds'] / r['wmpc']['seconds']:.1f}x{ex} "
+                         f"(S x I = {r['S']} x {r['I']}, peak {r['wmpc']['peak_mb']:.0f} vs {r['ref']['peak_mb']:.0f} MiB)")
+    roll = results.get("dino_wm_rollout", {}).get("wmpc", {})
+    if "roofline_fraction" in roll:
+        parts.append(f"dino_wm rollout at {100 * roll['roofline_fraction']:.0f}% of the roofline")
+    return "RESULT: " + ("; ".join(parts) if parts else "no dino_wm figures measured")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(json.loads(args.measure))), flush=True)
+        return 0
+    results = collect(settings(args))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
+    print()
+    print(summary(results))
     return 0
 
 

@@ -78,10 +78,26 @@ def test_measure_runs_each_kind():
     for kind in ("rollout", "ref_rollout", "rollout_no_sharing"):
         r = measure({**base, "kind": kind})
         assert r["seconds"] > 0 and r["peak_mb"] >= r["base_mb"] > 0
-    r = measure({**base, "kind": "plan", "iterations": 2, "topk": 2})
-    assert r["seconds"] > 0
+    for kind in ("plan", "ref_plan"):  # a plan's warm-up is one CEM iteration
+        r = measure({**base, "kind": kind, "iterations": 2, "topk": 2, "context": 1, "warmup": 1})
+        assert r["seconds"] > 0 and r["flops"] == rollout_flops(build_model("tiny", "cpu"), 1, 4, context=1)
     r = measure({**base, "kind": "rollout_budget", "budget_mb": 1e-3})
     assert r["chunk"] == 1
+    r = measure({"kind": "matmul", "n": 64, "repeat": 2, "threads": 1})
+    assert r["flops"] == 2 * 64 ** 3 and r["seconds"] > 0
+
+
+def test_settings_and_summary():
+    from benchmarks.hot_path import parser, settings, summary
+    cfg = settings(parser().parse_args(["--quick", "--only", "plans"]))
+    assert cfg["sections"] == ["plans"] and cfg["plans"]["dino_wm16"][0] == 1
+    with pytest.raises(SystemExit, match="extrapolation"):
+        settings(parser().parse_args(["--ref-dino-iters", "1"]))
+    res = {"dino_wm_plan": {"S": 10, "I": 2, "wmpc": {"seconds": 1.0, "peak_mb": 5},
+                            "ref": {"seconds": 4.0, "peak_mb": 9, "extrapolated_from_iterations": 2}},
+           "dino_wm_rollout": {"wmpc": {"roofline_fraction": 0.5}}}
+    line = summary(res)
+    assert "dino_wm plan speed-up 4.0x extrapolated" in line and "50% of the roofline" in line
 
 
 @pytest.mark.slow

@@ -1,4 +1,10 @@
-"""The DINO-WM-style reference (benchmarks/reference.py) computes the same function as wmpc's rollout."""
+"""The DINO-WM reference (benchmarks/reference.py): the work it does, and what it computes against wmpc.
+
+The reference recomputes DINO-WM's window of ``num_hist`` frames every step. That equals wmpc's
+rollout for ``absolute`` positions (wmpc recomputes the same window), for depth-1 models and on the
+steps where the window still holds the whole history (``T + h <= num_hist``); a deeper ``rope``
+model sees further back through its sliding-window layers, which ``full_history=True`` reproduces.
+"""
 from __future__ import annotations
 
 import pytest
@@ -46,15 +52,113 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("T", [1, 3, 4])
 def test_reference_equals_wmpc_rollout(case, T):
+    """Full-history reference == wmpc for rope; DINO-WM's window == wmpc for absolute positions."""
     name, n, d, over = CASES[case]
     model = _model(name, n, d, **over)
-    ref = ReferenceWorldModel(model)
+    ref = ReferenceWorldModel(model, full_history=model.config.predictor.time_encoding == "rope")
     zc, pc, a, pa = _inputs(model, T=T)
     with torch.no_grad():
         z1, p1 = model.rollout(zc, pc, a, pa)  # KV cache where the model allows it
         z2, p2 = ref.rollout(zc, pc, a, pa)
     torch.testing.assert_close(z1, z2, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(p1, p2, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_dino_wm_window_equals_wmpc_while_the_window_holds_the_history(T):
+    """rope, depth 2: equal on steps with T + h <= num_hist, different after (wmpc sees further back)."""
+    model = _model("dino_wm", 12, 48, depth=2, dim=64, mlp_dim=96)
+    ref = ReferenceWorldModel(model)  # DINO-WM's window
+    zc, pc, a, pa = _inputs(model, T=T)
+    with torch.no_grad():
+        z1, p1 = model.rollout(zc, pc, a, pa)
+        z2, p2 = ref.rollout(zc, pc, a, pa)
+    same = model.num_hist - T + 1  # steps h = 0 .. num_hist - T
+    torch.testing.assert_close(z2[:, :, :same], z1[:, :, :same], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(p2[:, :, :same], p1[:, :, :same], atol=2e-5, rtol=1e-5)
+    assert (z2[:, :, same:] - z1[:, :, same:]).abs().amax() > 1e-3
+
+
+def test_dino_wm_window_equals_wmpc_for_one_layer():
+    """With one layer the sliding window is the whole receptive field: equal at every step."""
+    model = _model("dino_wm", 12, 48, depth=1, dim=64, mlp_dim=96)
+    zc, pc, a, pa = _inputs(model, T=1)
+    with torch.no_grad():
+        z1, p1 = model.rollout(zc, pc, a, pa)
+        z2, p2 = ReferenceWorldModel(model).rollout(zc, pc, a, pa)
+    torch.testing.assert_close(z2, z1, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(p2, p1, atol=2e-5, rtol=1e-5)
+
+
+def _count_predictor_tokens(ref):
+    seen = []
+    predict = ref.predict
+
+    def counting(z, p, a):
+        seen.append(z.shape[1] * z.shape[2])  # frames x N tokens in this pass
+        return predict(z, p, a)
+    ref.predict = counting
+    return seen
+
+
+@pytest.mark.parametrize("T, frames", [(1, [1, 2, 3, 3, 3]), (2, [2, 3, 3, 3, 3]), (3, [3, 3, 3, 3, 3])])
+def test_reference_predictor_sees_dino_wm_window(T, frames):
+    """min(T + h, num_hist) frames at step h: N, 2N, 3N, 3N, 3N tokens from one context frame."""
+    model = _model("dino_wm", 12, 48, depth=1, dim=64, mlp_dim=96)
+    ref = ReferenceWorldModel(model)
+    seen = _count_predictor_tokens(ref)
+    zc, pc, a, pa = _inputs(model, B=1, T=T, H=5)
+    ref.rollout(zc, pc, a, pa)
+    assert seen == [f * model.num_tokens for f in frames]
+    full = ReferenceWorldModel(model, full_history=True)
+    seen_full = _count_predictor_tokens(full)
+    full.rollout(zc, pc, a, pa)
+    assert seen_full == [(T + h) * model.num_tokens for h in range(5)]
+
+
+class _CountingEncoder:
+    """Encodes uint8 images (M, Hi, Wi, 3) to fixed random tokens and counts the images it saw."""
+
+    def __init__(self, N, D):
+        self.N, self.D, self.images = N, D, []
+        self.proj = torch.randn(3, N * D, generator=torch.Generator().manual_seed(0))
+
+    def encode(self, images):
+        images = torch.as_tensor(images)
+        self.images.append(images.shape[0])
+        mean = images.float().mean(dim=(1, 2)) / 255  # (M, 3)
+        return (mean @ self.proj).reshape(-1, self.N, self.D)
+
+
+@pytest.mark.parametrize("per_candidate", [True, False])
+def test_reference_plan_encodes_the_observation_per_candidate(per_candidate):
+    model = _model("tiny", 4, 8)
+    enc = _CountingEncoder(4, 8)
+    ref = ReferenceWorldModel(model, encoder=enc)
+    _, pc, _, pa = _inputs(model, B=2, T=1)
+    images = torch.randint(0, 255, (2, 1, 8, 8, 3), dtype=torch.uint8)
+    goals = torch.randint(0, 255, (2, 8, 8, 3), dtype=torch.uint8)
+    S, iters = 16, 3
+    low, high = -torch.ones(A), torch.ones(A)
+    plan, _ = reference_cem_plan(ref, None, pc, None, pa, low, high, samples=S, iterations=iters, topk=4,
+                                 images=images, goal_images=goals, encode_per_candidate=per_candidate)
+    assert plan.shape == (2, 5, A)
+    per_env = [1] + ([S] * iters if per_candidate else [1])  # the goal once, then the observation
+    assert enc.images == per_env * 2
+    # the encoded copies are the context: the plan equals planning from the tokens themselves
+    z = enc.encode(images.reshape(2, 8, 8, 3)).reshape(2, 1, 4, 8)
+    plan2, _ = reference_cem_plan(ref, z, pc, enc.encode(goals), pa, low, high, samples=S,
+                                  iterations=iters, topk=4)
+    torch.testing.assert_close(plan, plan2)
+
+
+def test_reference_encoder_comes_from_the_model_or_is_required():
+    model = _model("tiny", 4, 8)
+    with pytest.raises(RuntimeError, match="encoder"):
+        ReferenceWorldModel(model).encode(torch.zeros(1, 8, 8, 3, dtype=torch.uint8))
+    enc = _CountingEncoder(4, 8)
+    object.__setattr__(model, "encoder", enc)  # what WorldModel.attach_encoder stores
+    assert ReferenceWorldModel(model).encoder is enc
 
 
 def test_reference_context_matters():
