@@ -157,6 +157,39 @@ class FrameRope(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, xp), dim=-1)
 
 
+class KVRing:
+    """One layer's keys/values of the last ``window`` frames, preallocated: a ring of frame slots.
+
+    Every cached step writes its frame's keys/values into the next slot (overwriting the frame that
+    left the window) and attends over the filled slots. With RoPE the positions live in the rotated
+    keys, and attention does not depend on the order of keys, so the slots need no shifting; each
+    step copies only its own frame instead of concatenating the whole window again.
+
+    Args:
+        frames: the context frames' ``(k, v)``, each ``(*batch', h, N, hd)`` (broadcast into the ring).
+        batch: the ring's leading shape ``(*batch, h)`` and the frame's ``N``, ``hd``, dtype, device.
+    """
+
+    def __init__(self, frames: list, window: int, shape: tuple, dtype, device):
+        *lead, N, hd = shape
+        self.N, self.window = N, window
+        self.k = torch.empty(*lead, window * N, hd, dtype=dtype, device=device)
+        self.v = torch.empty_like(self.k)
+        for i, (k, v) in enumerate(frames):  # the shared prefix, copied once per candidate
+            self.k[..., i * N:(i + 1) * N, :] = k
+            self.v[..., i * N:(i + 1) * N, :] = v
+        self.count = len(frames)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one frame's ``k``, ``v`` ``(*batch, h, N, hd)``; returns the keys/values to attend."""
+        N, slot = self.N, self.count % self.window
+        self.k[..., slot * N:(slot + 1) * N, :] = k
+        self.v[..., slot * N:(slot + 1) * N, :] = v
+        self.count += 1
+        filled = min(self.count, self.window) * N
+        return self.k[..., :filled, :], self.v[..., :filled, :]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
 
@@ -175,7 +208,8 @@ class Attention(nn.Module):
             x: ``(*batch, M, W)`` tokens.
             rope: rotary module (None: no rotation); ``cos``/``sin`` ``(M, rot/2)``.
             mask: bool ``(M, Mp + M)`` or None (all visible).
-            past: list of ``(k, v)`` each ``(*batch', h, Mi, hd)`` broadcastable to ``x``'s batch.
+            past: list of ``(k, v)`` each ``(*batch', h, Mi, hd)`` broadcastable to ``x``'s batch, or
+                a :class:`KVRing` that receives ``x``'s keys/values and holds the window.
 
         Returns:
             ``(out (*batch, M, W), k, v)``; ``k``, ``v`` ``(*batch, h, M, hd)`` (rotated k).
@@ -192,7 +226,9 @@ class Attention(nn.Module):
             q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)  # each (*batch, h, M, hd)
             if rope is not None:
                 q, k = rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
-        if past:
+        if isinstance(past, KVRing):
+            keys, vals = past.write(k, v)  # views of the ring, (*batch, h, Mk, hd): no concatenation
+        elif past:
             shape = (*batch, h, -1, W // h)
             keys = torch.cat([pk.expand(shape) for pk, _ in past] + [k], dim=-2)  # (*batch, h, Mk, hd)
             vals = torch.cat([pv.expand(shape) for _, pv in past] + [v], dim=-2)
@@ -378,15 +414,25 @@ class TransformerPredictor(nn.Module):
         x = self.embed(z, proprio, actions)  # (B, S, N, W)
         pos = cache["pos"]
         cos, sin = self.rope.angles(pos.reshape(1))  # (1, rot/2): one frame index for all tokens
-        frames = cache["frames"]
-        new = []
-        for i, blk in enumerate(self.blocks):
-            past = [f[i] for f in frames]
-            x, k, v = blk(x, self.rope, cos, sin, None, past)
-            new.append((k, v))
-        frames = (frames + [new])[-(self.window - 1):] if self.window > 1 else []
+        if torch.is_grad_enabled():  # gradient planners: in-place ring writes would break autograd
+            frames, new = cache["frames"], []
+            for i, blk in enumerate(self.blocks):
+                x, k, v = blk(x, self.rope, cos, sin, None, [f[i] for f in frames])
+                new.append((k, v))
+            frames = (frames + [new])[-(self.window - 1):] if self.window > 1 else []
+            z_next, p_next = self.readout(x)
+            return z_next, p_next, {"frames": frames, "pos": pos + 1}
+        rings = cache.get("rings")
+        if rings is None:  # first step: the prefix frames go into one ring per layer, (B, S, h, window*N, hd)
+            h = self.blocks[0].attn.heads
+            shape = (*x.shape[:-2], h, x.shape[-2], x.shape[-1] // h)
+            frames = cache["frames"]
+            rings = [KVRing([f[i] for f in frames], self.window, shape, x.dtype, x.device)
+                     for i in range(len(self.blocks))]
+        for blk, ring in zip(self.blocks, rings):
+            x, _, _ = blk(x, self.rope, cos, sin, None, ring)
         z_next, p_next = self.readout(x)
-        return z_next, p_next, {"frames": frames, "pos": pos + 1}
+        return z_next, p_next, {"rings": rings, "pos": pos + 1}
 
 
 # --- vector-latent predictors ---------------------------------------------------------------------
