@@ -148,8 +148,11 @@ class PushTEnv(GoalEnv):
         self.goal_steps = int(goal_steps)
         self._sim = _PushTSim(obs_type="state", render_mode="rgb_array")
         self._sim.reset(seed=0)
-        # Block outline in body coordinates, one polygon per rectangle of the T: (2, 4, 2).
-        self._block_local = np.array([[tuple(v) for v in s.get_vertices()] for s in self._sim.block.shapes])
+        # Block outline in body coordinates, one polygon per rectangle of the T: (2, 4, 2). pymunk keeps
+        # a body's shapes in a set, whose order varies between instances: sorted (bar first, then stem)
+        # so every instance draws the overlapping anti-aliased edges alike.
+        polygons = [[tuple(v) for v in s.get_vertices()] for s in self._sim.block.shapes]
+        self._block_local = np.array(sorted(polygons, key=lambda p: min(y for _, y in p)))
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
