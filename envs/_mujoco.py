@@ -14,8 +14,36 @@ import mujoco
 import numpy as np
 
 from .base import GoalEnv
+from .variation import Factor
 
-__all__ = ["MujocoScene", "MujocoGoalEnv", "OwnsRenderer", "free_renderer", "new_renderer"]
+__all__ = ["MujocoScene", "MujocoGoalEnv", "OwnsRenderer", "free_renderer", "new_renderer", "ARENA_FACTORS",
+           "add_disc"]
+
+# Factors of the dm_control arena (pointmass, reacher: a 0.6 m square, camera "fixed" above it).
+# Colours tint the materials (agent "self", walls "decoration", floor "grid"); light scales the
+# diffuse light of the scene light and the headlight; floor_texrepeat repeats the floor's grid
+# texture; the distractor is a flat disc on the floor (visual only, drawn under the agent).
+ARENA_FACTORS = {
+    "agent_rgb": Factor("rgb", [[0.6, 0.4, 0.2], [0.8, 0.6, 0.4]], [[0.2, 0.6, 0.2], [0.4, 0.8, 0.4]]),
+    "wall_rgb": Factor("rgb", [[0.2, 0.4, 0.6], [0.4, 0.6, 0.8]], [[0.6, 0.2, 0.5], [0.8, 0.4, 0.7]]),
+    "floor_rgb": Factor("rgb", [[0.8, 0.8, 0.8], [1.0, 1.0, 1.0]], [[0.9, 0.6, 0.4], [1.0, 0.8, 0.6]]),
+    "floor_texrepeat": Factor("uniform", [0.8, 1.5], [3.0, 5.0]),
+    "light": Factor("uniform", [0.7, 1.1], [0.3, 0.5]),
+    "distractor_size": Factor("uniform", [0.0, 0.0], [0.02, 0.04]),
+    "distractor_rgb": Factor("rgb", [[0.8, 0.8, 0.1], [1.0, 1.0, 0.4]], [[0.8, 0.8, 0.1], [1.0, 1.0, 0.4]]),
+    "distractor_x": Factor("uniform", [-0.25, 0.25], [-0.25, 0.25]),
+    "distractor_y": Factor("uniform", [-0.25, 0.25], [-0.25, 0.25]),
+}
+
+
+def add_disc(scene, x: float, y: float, radius: float, rgb, z: float = 0.001) -> None:
+    """Append a flat visual-only disc to an ``MjvScene`` after ``update_scene`` (no physics)."""
+    if scene.ngeom >= scene.maxgeom:
+        return
+    mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_CYLINDER,
+                        np.array([radius, 0.0005, 0.0]), np.array([x, y, z]), np.eye(3).ravel(),
+                        np.array([*rgb, 1.0], np.float32))
+    scene.ngeom += 1
 
 _LIVE: "weakref.WeakSet[OwnsRenderer]" = weakref.WeakSet()
 
@@ -111,6 +139,35 @@ class MujocoScene(OwnsRenderer):
         vis.offwidth, vis.offheight = max(vis.offwidth, image_size), max(vis.offheight, image_size)
         self._camera = camera
         self._own_renderer(new_renderer(self.model, image_size))
+        m = self.model
+        self._look = (m.mat_rgba.copy(), m.mat_texrepeat.copy(), m.light_diffuse.copy(),
+                      m.vis.headlight.diffuse.copy())
+        self.discs: list[tuple] = []  # (x, y, radius, rgb): visual-only discs drawn on the floor
+
+    def restore_look(self) -> None:
+        """Undo :meth:`set_look`: materials, textures, lights as loaded; no discs."""
+        m = self.model
+        m.mat_rgba[:], m.mat_texrepeat[:], m.light_diffuse[:], m.vis.headlight.diffuse[:] = self._look
+        self.discs = []
+
+    def set_look(self, materials: dict[str, object] | None = None, light: float | None = None,
+                 texrepeat: dict[str, float] | None = None) -> None:
+        """Tint materials (``{name: rgb}``), scale the diffuse lights, scale texture repeats."""
+        m = self.model
+        for name, rgb in (materials or {}).items():
+            m.mat_rgba[self._id(mujoco.mjtObj.mjOBJ_MATERIAL, name), :3] = rgb
+        for name, scale in (texrepeat or {}).items():
+            mid = self._id(mujoco.mjtObj.mjOBJ_MATERIAL, name)
+            m.mat_texrepeat[mid] = self._look[1][mid] * scale
+        if light is not None:
+            m.light_diffuse[:] = self._look[2] * light
+            m.vis.headlight.diffuse[:] = self._look[3] * light
+
+    def _id(self, kind, name: str) -> int:
+        i = mujoco.mj_name2id(self.model, kind, name)
+        if i < 0:
+            raise ValueError(f"the model has no {kind.name[6:].lower()} named {name!r}")
+        return i
 
     def _geom_id(self, name: str) -> int:
         gid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, name)
@@ -144,6 +201,8 @@ class MujocoScene(OwnsRenderer):
             data.qvel[:] = 0.0
             mujoco.mj_forward(self.model, data)
         self._renderer.update_scene(data, camera=self._camera)
+        for disc in self.discs:
+            add_disc(self._renderer.scene, *disc)
         return self._renderer.render()
 
 
@@ -151,8 +210,20 @@ class MujocoGoalEnv(GoalEnv):
     """GoalEnv hooks for a :class:`MujocoScene` whose state is ``qpos + qvel`` of 2 joints each.
 
     Subclasses build ``self._scene`` and set ``physics_steps``; they add goal sampling, the
-    success distance and the oracle.
+    success distance and the oracle. ``_MATERIALS`` maps colour factors to the materials they tint.
     """
+
+    _MATERIALS = {"agent_rgb": ("self",), "wall_rgb": ("decoration",), "floor_rgb": ("grid",)}
+
+    def _apply_factors(self, factors: dict) -> None:
+        scene = self._scene
+        scene.restore_look()
+        materials = {mat: factors[f] for f, mats in self._MATERIALS.items() if f in factors for mat in mats}
+        texrepeat = {"grid": factors["floor_texrepeat"]} if "floor_texrepeat" in factors else None
+        scene.set_look(materials, factors.get("light"), texrepeat)
+        if factors.get("distractor_size", 0.0) > 0:
+            scene.discs = [(factors.get("distractor_x", 0.0), factors.get("distractor_y", 0.0),
+                            factors["distractor_size"], factors.get("distractor_rgb", (0.9, 0.9, 0.2)))]
 
     def _set_state(self, state: np.ndarray) -> None:
         if state.shape != (4,):

@@ -8,7 +8,9 @@ Observation: ``{"pixels": uint8 (H, W, 3), "proprio": float32 (P,)}``; actions: 
   goal-proprio planning objective, ``alpha > 0``, compares the predicted proprio with);
 - ``state``, ``goal_state``: the true simulator state and the goal's, float64 vectors;
 - ``distance``: the env's distance of ``state`` to ``goal_state``;
-- ``is_success``: judged from the true state (``distance <= success_threshold``).
+- ``is_success``: judged from the true state (``distance <= success_threshold``);
+- ``factors``: the factors of variation drawn at reset (``{}`` with ``variation="none"``; see
+  :mod:`envs.variation`).
 
 Envs of other packages follow the same contract by returning the same observation dict and info
 keys; the dataset tools need only ``pixels``, ``proprio`` and (if present) ``state``, and
@@ -19,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import gymnasium as gym
 from gymnasium import spaces
+
+from .variation import Factor, describe, factor_rng, resolve_variation, sample_factors
 
 __all__ = ["GoalEnv"]
 
@@ -48,13 +52,16 @@ class GoalEnv(gym.Env):
         _render() -> uint8 (H, W, 3) of the current state at ``image_size``
         _proprio() -> float32 (P,)
         goal_distance(state, goal_state) -> float; success_threshold: float
+        _apply_factors(factors)  (only for envs with a ``FACTORS`` table: set the drawn factors;
+        called at reset before the start and goal are sampled, never with ``variation="none"``)
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     success_threshold: float = 0.0
+    FACTORS: dict[str, Factor] = {}  # name -> Factor(kind, train range, test range); see envs.variation
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
-                 frameskip: int | None = None):
+                 frameskip: int | None = None, variation: str | dict | None = "none"):
         self.image_size = whole_number("image_size", image_size, minimum=1)
         if frameskip is not None:  # wmpc 0.1's name; works until wmpc 0.3
             import warnings
@@ -66,6 +73,9 @@ class GoalEnv(gym.Env):
         self._goal_state: np.ndarray | None = None
         self._goal_image: np.ndarray | None = None
         self._goal_proprio: np.ndarray | None = None
+        self.variation, self.variation_ranges = resolve_variation(variation, self.FACTORS)
+        self._factor_rng: np.random.Generator | None = None
+        self.factors: dict = {}  # the factors drawn at the last reset
 
     # --- hooks ------------------------------------------------------------------------
     def _sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -89,12 +99,19 @@ class GoalEnv(gym.Env):
     def goal_distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         raise NotImplementedError
 
+    def _apply_factors(self, factors: dict) -> None:
+        raise NotImplementedError
+
     # --- public helpers ---------------------------------------------------------------
     def get_state(self) -> np.ndarray:
         return np.array(self._get_state(), dtype=np.float64)
 
     def set_state(self, state: np.ndarray) -> None:
         self._set_state(np.asarray(state, dtype=np.float64))
+
+    def variation_spec(self) -> dict:
+        """The variation in use, plainly: ``{"split": ..., "factors": {name: {"kind", "range"}}}``."""
+        return describe(self.variation, self.variation_ranges, self.FACTORS)
 
     def render_state(self, state: np.ndarray) -> np.ndarray:
         """Render an arbitrary state without disturbing the running episode."""
@@ -117,12 +134,18 @@ class GoalEnv(gym.Env):
         dist = float(self.goal_distance(state, self._goal_state))
         return {"state": state, "goal_state": self._goal_state.copy(), "goal_image": self._goal_image.copy(),
                 "goal_proprio": self._goal_proprio.copy(), "distance": dist,
-                "is_success": bool(dist <= self.success_threshold)}
+                "is_success": bool(dist <= self.success_threshold),
+                "factors": {k: (list(v) if isinstance(v, list) else v) for k, v in self.factors.items()}}
 
     # --- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
+        if seed is not None or self._factor_rng is None:
+            self._factor_rng = factor_rng(seed)
+        if self.variation_ranges:
+            self.factors = sample_factors(self.variation_ranges, self.FACTORS, self._factor_rng)
+            self._apply_factors(self.factors)
         start, goal = self._sample_episode(self.np_random)
         if "start_state" in options:
             start = np.asarray(options["start_state"], dtype=np.float64)

@@ -9,7 +9,7 @@ import numpy as np
 from dm_control.suite import point_mass
 from gymnasium import spaces
 
-from ._mujoco import MujocoGoalEnv, MujocoScene
+from ._mujoco import ARENA_FACTORS, MujocoGoalEnv, MujocoScene
 
 __all__ = ["PointMassEnv"]
 
@@ -65,17 +65,36 @@ class PointMassEnv(MujocoGoalEnv):
     mass's top speed is 0.1 m/s), ``min_goal_distance`` (0.1 m), ``agent_radius`` (0.025 m),
     ``antialias`` (True: 4x multisampling; False renders about 3x faster without a GPU).
 
+    ``variation`` ("none"; "train", "test" or a dict of factor ranges: see :mod:`envs.variation`).
+
+    ## Factors of variation
+    ``FACTORS`` (dm_control arena, :data:`envs._mujoco.ARENA_FACTORS`), drawn at each reset from
+    the seed when ``variation`` is not "none" (``info["factors"]``); all visual, the dynamics and
+    the success rule never change. Colours tint the materials in [0, 1].
+
+    | factor | kind | train | test |
+    |---|---|---|---|
+    | agent_rgb | rgb | the agent (material ``self``): browns | greens |
+    | wall_rgb | rgb | arena walls: blues | purples |
+    | floor_rgb | rgb | floor grid tint: near white | warm |
+    | floor_texrepeat | uniform | grid texture repeat x 0.8..1.5 | x 3..5 |
+    | light | uniform | diffuse light x 0.7..1.1 | x 0.3..0.5 |
+    | distractor_size | uniform | 0 (none) | a flat disc on the floor, radius 0.02..0.04 m |
+    | distractor_rgb, distractor_x, distractor_y | rgb, uniform | yellows, -0.25..0.25 m | same |
+
     ## Version History
     * v0: initial version.
     """
 
+    FACTORS = ARENA_FACTORS
     success_threshold = 0.03
     _LIMIT = 0.25
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
                  physics_steps: int = 10, min_goal_distance: float = 0.1, agent_radius: float = 0.025,
-                 antialias: bool = True):
-        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
+                 antialias: bool = True, variation: str | dict | None = "none"):
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
+                         variation=variation)
         if int(physics_steps) < 1:
             raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
         if not 0 <= min_goal_distance < 0.5:

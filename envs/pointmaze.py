@@ -20,8 +20,9 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from ._mujoco import OwnsRenderer, new_renderer  # noqa: E402
+from ._mujoco import OwnsRenderer, add_disc, new_renderer  # noqa: E402
 from .base import GoalEnv  # noqa: E402
+from .variation import Factor  # noqa: E402
 
 # gymnasium_robotics prints a notice about its Adroit envs to stderr on import; not used here.
 with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
@@ -40,6 +41,19 @@ MAX_SPEED = 5.0  # PointEnv clips each velocity component to [-5, 5]
 def _free_cells(maze_map: list[list]) -> list[tuple[int, int]]:
     """(row, col) of every cell that is not a wall (``1``)."""
     return [(i, j) for i, row in enumerate(maze_map) for j, cell in enumerate(row) if cell != 1]
+
+
+LAYOUTS = ("rot0", "rot90", "rot180", "rot270")  # the layout factor: the maze turned by k x 90 degrees
+
+
+def _layout(maze_map: list[list], name: str) -> list[list]:
+    """``maze_map`` turned counter-clockwise by the quarter turns ``name`` gives (``"rot90"``...)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown maze layout {name!r}; layouts: {', '.join(LAYOUTS)}")
+    out = [list(row) for row in maze_map]
+    for _ in range(LAYOUTS.index(name)):
+        out = [list(row) for row in zip(*out)][::-1]
+    return out
 
 
 def _bfs_next(maze_map: list[list], goal: tuple[int, int]) -> dict[tuple[int, int], tuple[tuple[int, int], int]]:
@@ -101,15 +115,51 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
     ``image_size`` (64; 224 for DINO-WM), ``action_repeat`` (1), ``maze`` ("umaze" | "medium"),
     ``substeps`` (10), ``min_goal_cells`` (2), ``max_goal_cells`` (6).
 
+    ``variation`` ("none"; "train", "test" or a dict of factor ranges: see :mod:`envs.variation`).
+
+    ## Factors of variation
+    Drawn at each reset from the seed when ``variation`` is not "none" (``info["factors"]``).
+    Colours in [0, 1]; lengths in maze units. ``layout`` turns the maze by quarter turns (a
+    layout the train split never shows): with it the model holds the walls of every layout in
+    the split and each reset keeps those of the drawn one (the others lose collision and
+    visibility); the start and goal are drawn over the drawn layout's cells, so a layout change
+    changes which cells they come from. The distractor is a flat disc on the floor (no collision;
+    a wall may hide it).
+
+    | factor | kind | train | test |
+    |---|---|---|---|
+    | agent_rgb | rgb | the ball: greens | reds |
+    | wall_rgb | rgb | browns | blue-greys |
+    | floor_rgb | rgb | floor tint: near white | warm |
+    | floor_texrepeat | uniform | floor texture repeat x 0.8..1.5 | x 0.2..0.4 |
+    | light | uniform | headlight x 0.8..1.1 | x 0.4..0.6 |
+    | layout | choice | rot0, rot180 | rot90, rot270 |
+    | distractor_size | uniform | 0 (none) | radius 0.2..0.35 |
+    | distractor_rgb, distractor_x, distractor_y | rgb, uniform | yellows, -1.5..1.5 | same |
+
     ## Version History
     * v0: initial version (gymnasium-robotics 1.4 PointMaze model).
     """
 
     success_threshold = SUCCESS_RADIUS
+    FACTORS = {
+        "agent_rgb": Factor("rgb", [[0.2, 0.5, 0.2], [0.4, 0.7, 0.4]], [[0.7, 0.1, 0.1], [0.9, 0.3, 0.3]]),
+        "wall_rgb": Factor("rgb", [[0.6, 0.4, 0.2], [0.8, 0.6, 0.4]], [[0.3, 0.4, 0.5], [0.45, 0.55, 0.65]]),
+        "floor_rgb": Factor("rgb", [[0.8, 0.8, 0.8], [1.0, 1.0, 1.0]], [[0.9, 0.6, 0.4], [1.0, 0.8, 0.6]]),
+        "floor_texrepeat": Factor("uniform", [0.8, 1.5], [0.2, 0.4]),
+        "light": Factor("uniform", [0.8, 1.1], [0.4, 0.6]),
+        "layout": Factor("choice", ["rot0", "rot180"], ["rot90", "rot270"]),
+        "distractor_size": Factor("uniform", [0.0, 0.0], [0.2, 0.35]),
+        "distractor_rgb": Factor("rgb", [[0.8, 0.8, 0.1], [1.0, 1.0, 0.4]], [[0.8, 0.8, 0.1], [1.0, 1.0, 0.4]]),
+        "distractor_x": Factor("uniform", [-1.5, 1.5], [-1.5, 1.5]),
+        "distractor_y": Factor("uniform", [-1.5, 1.5], [-1.5, 1.5]),
+    }
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, maze: str = "umaze", substeps: int = 10,
-                 min_goal_cells: int = 2, max_goal_cells: int = 6, render_mode: str | None = "rgb_array"):
-        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
+                 min_goal_cells: int = 2, max_goal_cells: int = 6, render_mode: str | None = "rgb_array",
+                 variation: str | dict | None = "none"):
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
+                         variation=variation)
         if maze not in MAZES:
             raise ValueError(f"maze must be one of {sorted(MAZES)}, got {maze!r}")
         if int(substeps) < 1:
@@ -121,9 +171,15 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
         self.min_goal_cells = int(min_goal_cells)
         self.max_goal_cells = int(max_goal_cells)
         self._maze_map = MAZES[maze]
+        layouts = self.variation_ranges.get("layout", [])
+        self._layouts = {name: _layout(self._maze_map, name) for name in layouts}
+        built = self._maze_map
+        if self._layouts:  # one model with the walls of every layout; each reset keeps its layout's
+            built = [[1 if any(m[i][j] == 1 for m in self._layouts.values()) else cell for j, cell in enumerate(row)]
+                     for i, row in enumerate(self._maze_map)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._sim = _PointMazeSim(maze_map=self._maze_map, render_mode=None, continuing_task=True)
+            self._sim = _PointMazeSim(maze_map=built, render_mode=None, continuing_task=True)
         self._grid = self._sim.maze
         self.model = self._sim.point_env.model
         self.data = self._sim.point_env.data
@@ -131,6 +187,13 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
         self._setup_renderer()
         self._cells = _free_cells(self._maze_map)
         self._paths: dict[tuple[int, int], dict] = {}
+        m = self.model
+        self._blocks = {(i, j): mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"block_{i}_{j}")
+                        for i, row in enumerate(built) for j, cell in enumerate(row) if cell == 1}
+        self._agent_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "particle_site")
+        self._look = (m.geom_rgba.copy(), m.site_rgba.copy(), m.mat_rgba.copy(), m.mat_texrepeat.copy(),
+                      m.vis.headlight.diffuse.copy())
+        self._discs: list[tuple] = []
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
@@ -156,6 +219,33 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
         cam.elevation = -90.0
         cam.azimuth = 90.0
         self._camera = cam
+
+    def _apply_factors(self, factors: dict) -> None:
+        m = self.model
+        m.geom_rgba[:], m.site_rgba[:], m.mat_rgba[:], m.mat_texrepeat[:], m.vis.headlight.diffuse[:] = self._look
+        if "layout" in factors and factors["layout"] in self._layouts:
+            name = factors["layout"]
+            self._maze_map = self._layouts[name]
+            self._cells, self._paths = _free_cells(self._maze_map), {}
+            for (i, j), gid in self._blocks.items():
+                wall = self._maze_map[i][j] == 1
+                m.geom_contype[gid] = m.geom_conaffinity[gid] = int(wall)
+                m.geom_rgba[gid, 3] = float(wall)
+        if "agent_rgb" in factors:
+            m.site_rgba[self._agent_site, :3] = factors["agent_rgb"]
+        if "wall_rgb" in factors:
+            for gid in self._blocks.values():
+                m.geom_rgba[gid, :3] = factors["wall_rgb"]
+        floor = m.geom_matid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "ground")]
+        if "floor_rgb" in factors:
+            m.mat_rgba[floor, :3] = factors["floor_rgb"]
+        if "floor_texrepeat" in factors:
+            m.mat_texrepeat[floor] = self._look[3][floor] * factors["floor_texrepeat"]
+        if "light" in factors:
+            m.vis.headlight.diffuse[:] = self._look[4] * factors["light"]
+        size = factors.get("distractor_size", 0.0)
+        self._discs = [] if size <= 0 else [(factors.get("distractor_x", 0.0), factors.get("distractor_y", 0.0),
+                                             size, factors.get("distractor_rgb", (0.9, 0.9, 0.2)), -0.09)]
 
     # --- simulator layer --------------------------------------------------------------
     def _get_state(self) -> np.ndarray:
@@ -184,6 +274,8 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
 
     def _draw(self, data: mujoco.MjData) -> np.ndarray:
         self._renderer.update_scene(data, self._camera)
+        for disc in self._discs:
+            add_disc(self._renderer.scene, *disc)
         return self._renderer.render()
 
     def _render(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .base import GoalEnv
+from .variation import Factor
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (imported by gym_pusht) stays headless
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -101,17 +102,44 @@ class PushTEnv(GoalEnv):
 
     ## Arguments
     ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``action_scale`` (50 px
-    per unit action), ``goal_steps`` (25).
+    per unit action), ``goal_steps`` (25), ``variation`` ("none"; "train", "test" or a dict of
+    factor ranges: see :mod:`envs.variation`).
+
+    ## Factors of variation
+    Drawn at each reset from the seed when ``variation`` is not "none" (``info["factors"]``); all
+    visual (gym-pusht's block shape and physics stay as they are, so the goal-making push and the
+    success test do not change). Colours in [0, 1]; the distractor is a disc drawn on the board
+    under the block and pusher (no collision), in board pixels.
+
+    | factor | kind | train | test |
+    |---|---|---|---|
+    | agent_rgb | rgb | blues | oranges |
+    | object_rgb | rgb | the T: slate greys | brick reds |
+    | wall_rgb | rgb | light greys | dark greys |
+    | background_rgb | rgb | near white | pale green |
+    | distractor_size | uniform | 0 (none) | radius 20..40 px |
+    | distractor_rgb, distractor_x, distractor_y | rgb, uniform | purples, 60..452 px | same |
 
     ## Version History
     * v0: initial version (gym-pusht 0.1.8 physics).
     """
 
     success_threshold = 1.0
+    FACTORS = {
+        "agent_rgb": Factor("rgb", [[0.2, 0.35, 0.8], [0.35, 0.5, 0.95]], [[0.85, 0.45, 0.1], [1.0, 0.6, 0.25]]),
+        "object_rgb": Factor("rgb", [[0.4, 0.45, 0.5], [0.55, 0.6, 0.7]], [[0.55, 0.2, 0.2], [0.7, 0.35, 0.35]]),
+        "wall_rgb": Factor("rgb", [[0.75, 0.75, 0.75], [0.9, 0.9, 0.9]], [[0.3, 0.3, 0.3], [0.45, 0.45, 0.45]]),
+        "background_rgb": Factor("rgb", [[0.9, 0.9, 0.9], [1.0, 1.0, 1.0]], [[0.8, 0.9, 0.75], [0.9, 1.0, 0.85]]),
+        "distractor_size": Factor("uniform", [0.0, 0.0], [20.0, 40.0]),
+        "distractor_rgb": Factor("rgb", [[0.5, 0.2, 0.6], [0.7, 0.4, 0.8]], [[0.5, 0.2, 0.6], [0.7, 0.4, 0.8]]),
+        "distractor_x": Factor("uniform", [60.0, 452.0], [60.0, 452.0]),
+        "distractor_y": Factor("uniform", [60.0, 452.0], [60.0, 452.0]),
+    }
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, action_scale: float = 50.0,
-                 goal_steps: int = 25, render_mode: str | None = "rgb_array"):
-        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
+                 goal_steps: int = 25, render_mode: str | None = "rgb_array", variation: str | dict | None = "none"):
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
+                         variation=variation)
         if not action_scale > 0:
             raise ValueError(f"action_scale must be > 0 px, got {action_scale}")
         if int(goal_steps) < 1:
@@ -120,8 +148,11 @@ class PushTEnv(GoalEnv):
         self.goal_steps = int(goal_steps)
         self._sim = _PushTSim(obs_type="state", render_mode="rgb_array")
         self._sim.reset(seed=0)
-        # Block outline in body coordinates, one polygon per rectangle of the T: (2, 4, 2).
-        self._block_local = np.array([[tuple(v) for v in s.get_vertices()] for s in self._sim.block.shapes])
+        # Block outline in body coordinates, one polygon per rectangle of the T: (2, 4, 2). pymunk keeps
+        # a body's shapes in a set, whose order varies between instances: sorted (bar first, then stem)
+        # so every instance draws the overlapping anti-aliased edges alike.
+        polygons = [[tuple(v) for v in s.get_vertices()] for s in self._sim.block.shapes]
+        self._block_local = np.array(sorted(polygons, key=lambda p: min(y for _, y in p)))
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
@@ -130,13 +161,35 @@ class PushTEnv(GoalEnv):
             "proprio": spaces.Box(np.array([-BOARD / 4] * 2 + [-1e4] * 2, np.float32),
                                   np.array([BOARD * 1.25] * 2 + [1e4] * 2, np.float32)),
         })
-        # white board with the walls (segments at 5 px from the edge, 2 px radius): (H, W, 3)
-        self._background = np.full((self.image_size, self.image_size, 3), _BACKGROUND, np.uint8)
-        inset, last = int(round(5 * self.image_size / BOARD)) - 1, self.image_size - 1
-        cv2.rectangle(self._background, (inset, inset), (last - inset, last - inset), _WALL,
-                      max(1, round(4 * self.image_size / BOARD)))
+        self._colors = {"background": _BACKGROUND, "wall": _WALL, "object": _BLOCK, "agent": _AGENT}
+        self._distractor: tuple | None = None  # (x, y, radius in board px, colour)
+        self._background = self._draw_background()
         self._plan: np.ndarray | None = None  # recorded goal-making actions (goal_steps, 2)
         self._steps = 0
+
+    def _draw_background(self) -> np.ndarray:
+        """The board with the walls (segments at 5 px from the edge, 2 px radius): uint8 (H, W, 3)."""
+        size = self.image_size
+        background = np.full((size, size, 3), self._colors["background"], np.uint8)
+        if self._distractor is not None:
+            x, y, radius, colour = self._distractor
+            scale = size / BOARD * (1 << _SUBPIXEL_BITS)
+            cv2.circle(background, (int(round(x * scale)), int(round(y * scale))), int(round(radius * scale)),
+                       colour, -1, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
+        inset, last = int(round(5 * size / BOARD)) - 1, size - 1
+        cv2.rectangle(background, (inset, inset), (last - inset, last - inset), self._colors["wall"],
+                      max(1, round(4 * size / BOARD)))
+        return background
+
+    def _apply_factors(self, factors: dict) -> None:
+        defaults = {"background": _BACKGROUND, "wall": _WALL, "object": _BLOCK, "agent": _AGENT}
+        self._colors = {k: tuple(255.0 * c for c in factors[f"{k}_rgb"]) if f"{k}_rgb" in factors else v
+                        for k, v in defaults.items()}
+        size = factors.get("distractor_size", 0.0)
+        self._distractor = None if size <= 0 else (
+            factors.get("distractor_x", BOARD / 2), factors.get("distractor_y", BOARD / 2), size,
+            tuple(255.0 * c for c in factors.get("distractor_rgb", (0.6, 0.3, 0.7))))
+        self._background = self._draw_background()
 
     # --- simulator layer --------------------------------------------------------------
     def _get_state(self) -> np.ndarray:
@@ -184,10 +237,10 @@ class PushTEnv(GoalEnv):
         rot = np.array([[c, s], [-s, c]])  # row-vector rotation: p_world = p_local @ rot + origin
         for poly in self._block_local:
             pts = ((poly @ rot + state[2:4]) * scale).round().astype(np.int32)
-            cv2.fillPoly(img, [pts], _BLOCK, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
+            cv2.fillPoly(img, [pts], self._colors["object"], lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
         centre = tuple(int(v) for v in (state[:2] * scale).round())
         radius = int(round(AGENT_RADIUS * scale))
-        cv2.circle(img, centre, radius, _AGENT, -1, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
+        cv2.circle(img, centre, radius, self._colors["agent"], -1, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
         return img
 
     def _render(self) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .base import GoalEnv
+from .variation import Factor
 
 __all__ = ["WallEnv"]
 
@@ -66,18 +67,48 @@ class WallEnv(GoalEnv):
     ``door_center`` (0.45), ``door_width`` (0.16), ``wall_width`` (0.04), ``agent_radius``
     (0.035), ``border`` (0.05), ``cross_prob`` (0.5), ``min_goal_distance`` (0.3).
 
+    ``variation`` ("none"; "train", "test" or a dict of factor ranges: see :mod:`envs.variation`).
+
+    ## Factors of variation
+    Drawn at each reset from the seed when ``variation`` is not "none" (``info["factors"]``);
+    colours in [0, 1], lengths in room units. The door moves the wall's gap (dynamics and the
+    oracle follow; the success rule does not change). The distractor is a disc drawn on the floor
+    under the agent (no collision), absent when its radius is 0.
+
+    | factor | kind | train | test |
+    |---|---|---|---|
+    | agent_rgb | rgb | reds | blues |
+    | floor_rgb | rgb | light greys | sand |
+    | wall_rgb | rgb | dark greys | dark greens |
+    | door_center | uniform | 0.3..0.6 | 0.65..0.75 |
+    | door_width | uniform | 0.14..0.22 | 0.10..0.13 |
+    | distractor_size | uniform | 0 (none) | 0.05..0.09 (radius) |
+    | distractor_rgb, distractor_x, distractor_y | rgb, uniform | greens, 0.1..0.9 | same |
+
     ## Version History
     * v0: initial version.
     """
 
     success_threshold = 0.05
+    FACTORS = {
+        "agent_rgb": Factor("rgb", [[0.75, 0.1, 0.1], [0.95, 0.35, 0.35]], [[0.1, 0.3, 0.75], [0.3, 0.5, 0.95]]),
+        "floor_rgb": Factor("rgb", [[0.8, 0.8, 0.8], [1.0, 1.0, 1.0]], [[0.85, 0.75, 0.5], [1.0, 0.9, 0.65]]),
+        "wall_rgb": Factor("rgb", [[0.05, 0.05, 0.05], [0.3, 0.3, 0.3]], [[0.1, 0.25, 0.05], [0.25, 0.45, 0.2]]),
+        "door_center": Factor("uniform", [0.3, 0.6], [0.65, 0.75]),
+        "door_width": Factor("uniform", [0.14, 0.22], [0.10, 0.13]),
+        "distractor_size": Factor("uniform", [0.0, 0.0], [0.05, 0.09]),
+        "distractor_rgb": Factor("rgb", [[0.1, 0.5, 0.1], [0.4, 0.8, 0.4]], [[0.1, 0.5, 0.1], [0.4, 0.8, 0.4]]),
+        "distractor_x": Factor("uniform", [0.1, 0.9], [0.1, 0.9]),
+        "distractor_y": Factor("uniform", [0.1, 0.9], [0.1, 0.9]),
+    }
     _SUBSTEPS = 4
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",
                  max_step: float = 0.04, door_center: float = 0.45, door_width: float = 0.16,
                  wall_width: float = 0.04, agent_radius: float = 0.035, border: float = 0.05,
-                 cross_prob: float = 0.5, min_goal_distance: float = 0.3):
-        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode)
+                 cross_prob: float = 0.5, min_goal_distance: float = 0.3, variation: str | dict | None = "none"):
+        super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
+                         variation=variation)
         if door_width <= 2 * agent_radius:
             raise ValueError(f"door_width ({door_width}) must exceed the agent's diameter "
                              f"({2 * agent_radius}), else the halves are not connected")
@@ -98,12 +129,14 @@ class WallEnv(GoalEnv):
         self._halves = ((border + r, self.wall_x[0] - r), (self.wall_x[1] + r, 1 - border - r))
         self._y_range = (border + r, 1 - border - r)
         self._pos = np.full(2, 0.25)
-        self._background = self._draw_background()  # float32 (S, S, 3)
-        self._background_u8 = np.rint(self._background).astype(np.uint8)
+        self._default_door = (self.door, self.door_center)
+        self._floor, self._wall, self._agent = _FLOOR, _WALL, _AGENT
+        self._distractor: tuple | None = None  # (x, y, radius, colour) of a disc drawn on the floor
         # pixel-centre coordinates in room units: column -> x, row -> y (row 0 at the top)
         s = self.image_size
         self._px = (np.arange(s) + 0.5) / s
         self._py = 1.0 - (np.arange(s) + 0.5) / s
+        self._redraw()
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Dict({
             "pixels": self._pixel_space(),
@@ -132,7 +165,38 @@ class WallEnv(GoalEnv):
         border = (x < self.border) | (x > 1 - self.border) | (y < self.border) | (y > 1 - self.border)
         wall = (x >= self.wall_x[0]) & (x <= self.wall_x[1]) & ((y <= self.door[0]) | (y >= self.door[1]))
         solid = (border | wall)[..., None]  # (s, s, 1)
-        return np.where(solid, _WALL, _FLOOR).astype(np.float32)
+        image = np.where(solid, self._wall, self._floor).astype(np.float32)
+        if self._distractor is not None:  # a disc on the floor only (walls drawn over it)
+            dx, dy, radius, colour = self._distractor
+            cover = np.clip((radius - np.sqrt((x - dx) ** 2 + (y - dy) ** 2)) * s + 0.5, 0.0, 1.0)[..., None]
+            cover = np.where(solid, 0.0, cover)
+            image = (image * (1.0 - cover) + colour * cover).astype(np.float32)
+        return image
+
+    def _redraw(self) -> None:
+        self._background = self._draw_background()  # float32 (S, S, 3)
+        self._background_u8 = np.rint(self._background).astype(np.uint8)
+
+    def _apply_factors(self, factors: dict) -> None:
+        def colour(name, default):
+            return np.float32(255) * np.array(factors[name], np.float32) if name in factors else default
+
+        self._floor, self._wall = colour("floor_rgb", _FLOOR), colour("wall_rgb", _WALL)
+        self._agent = colour("agent_rgb", _AGENT)
+        (lo, hi), centre = self._default_door
+        if "door_center" in factors or "door_width" in factors:
+            centre = factors.get("door_center", centre)
+            width = factors.get("door_width", hi - lo)
+            lo, hi = centre - width / 2, centre + width / 2
+            if width <= 2 * self.radius or not (self.border < lo and hi < 1 - self.border):
+                raise ValueError(f"the drawn door [{lo:.3f}, {hi:.3f}] does not fit: its width must exceed "
+                                 f"{2 * self.radius} and it must lie inside [{self.border}, {1 - self.border}]")
+        self.door, self.door_center = (float(lo), float(hi)), float(centre)
+        size = factors.get("distractor_size", 0.0)
+        self._distractor = None if size <= 0 else (
+            factors.get("distractor_x", 0.5), factors.get("distractor_y", 0.5), size,
+            colour("distractor_rgb", np.array([60, 160, 60], np.float32)))
+        self._redraw()
 
     # --- hooks ------------------------------------------------------------------------
     def _sample_in(self, rng: np.random.Generator, side: int) -> np.ndarray:
@@ -179,7 +243,7 @@ class WallEnv(GoalEnv):
             return image
         dist = np.sqrt((self._px[None, c0:c1] - x) ** 2 + (self._py[r0:r1, None] - y) ** 2)  # (h, w)
         cover = np.clip((self.radius - dist) * s + 0.5, 0.0, 1.0)[..., None]  # 1 inside, ramp at the rim
-        patch = self._background[r0:r1, c0:c1] * (1.0 - cover) + _AGENT * cover
+        patch = self._background[r0:r1, c0:c1] * (1.0 - cover) + self._agent * cover
         image[r0:r1, c0:c1] = np.rint(patch).astype(np.uint8)
         return image
 

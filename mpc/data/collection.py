@@ -310,6 +310,9 @@ def _collect_locked(env: str, out: Path, episodes: int, steps: int, policy: str,
         pixels = getattr(probe.observation_space, "spaces", {}).get("pixels")
         if pixels is not None and len(pixels.shape) == 3:
             meta["image_size"] = int(pixels.shape[0])  # the frames' side, whoever chose it
+        spec = getattr(probe.unwrapped, "variation_spec", None)
+        if "variation" in env_options and spec is not None:
+            meta["variation"] = to_plain(spec())  # split and {factor: {kind, range}} (envs.variation)
         _open_folder(out, meta)
         todo = _missing_episodes(episodes_dir, episodes)
         if todo:
