@@ -143,16 +143,19 @@ class _Push:
 
     Each push draws a heading, an offset of the aim point across it (``offset`` px) and a push
     length (``reach`` px); the pusher goes to ``standoff`` px behind the aim point (at most
-    ``approach_steps`` steps), then towards the far point for ``push_steps`` steps at most.
-    Gaussian noise of std ``noise`` (in action units) is added to every action.
+    ``approach_steps`` steps), then towards the far point until it is there (``push_steps`` steps
+    at most), then draws the next push.
+    The far point stays ``margin`` px inside the board, so pushes seldom ram the block through a
+    wall. Gaussian noise of std ``noise`` (in action units) is added to every action.
     """
 
     def __init__(self, rng: np.random.Generator, low: np.ndarray, high: np.ndarray, noise: float = 0.1,
                  offset: float = 25.0, reach: tuple = (60.0, 140.0), standoff: float = 90.0,
-                 approach_steps: int = 15, push_steps: int = 12):
+                 approach_steps: int = 15, push_steps: int = 12, margin: float = 80.0):
         self.rng, self.low, self.high = rng, low, high
         self.noise, self.offset, self.reach = float(noise), float(offset), tuple(float(r) for r in reach)
         self.standoff, self.approach_steps, self.push_steps = float(standoff), int(approach_steps), int(push_steps)
+        self.margin = float(margin)
         self._phase, self._left, self._target, self._through = "new", 0, None, None
 
     def _new_push(self, u) -> None:
@@ -164,7 +167,7 @@ class _Push:
         direction = np.array([np.cos(heading), np.sin(heading)])
         aim = cog + self.rng.uniform(-self.offset, self.offset) * np.array([-direction[1], direction[0]])
         self._target = np.clip(aim - self.standoff * direction, 30, BOARD - 30)
-        self._through = np.clip(aim + self.rng.uniform(*self.reach) * direction, 30, BOARD - 30)
+        self._through = np.clip(aim + self.rng.uniform(*self.reach) * direction, self.margin, BOARD - self.margin)
         self._phase, self._left = "approach", self.approach_steps
 
     def __call__(self, env) -> np.ndarray:
@@ -172,13 +175,11 @@ class _Push:
         if not hasattr(u, "_sim") or not hasattr(u._sim, "block"):
             raise ValueError(f"policy 'push' needs the Push-T env (envs/pusht.py), got {type(u).__name__}")
         agent = np.array(u._sim.agent.position)
-        if self._phase == "new" or self._left <= 0:
-            if self._phase == "approach":
-                self._phase, self._left, self._target = "push", self.push_steps, self._through
-            else:
-                self._new_push(u)
-        elif self._phase == "approach" and np.linalg.norm(agent - self._target) < 15:
+        arrived = self._target is not None and np.linalg.norm(agent - self._target) < 15
+        if self._phase == "approach" and (arrived or self._left <= 0):
             self._phase, self._left, self._target = "push", self.push_steps, self._through
+        elif self._phase == "new" or arrived or self._left <= 0:  # a push ended (or none yet)
+            self._new_push(u)
         self._left -= 1
         action = (self._target - agent) / u.action_scale + self.rng.normal(0.0, self.noise, 2)
         return np.clip(action, self.low, self.high)
@@ -241,7 +242,7 @@ def make_policy(policy: str, low: np.ndarray, high: np.ndarray, steps: int, seed
 
     Args:
         policy: one of :data:`POLICIES` or :data:`CLOSED_LOOP` (``push`` options: ``noise``,
-            ``offset``, ``reach``, ``standoff``, ``approach_steps``, ``push_steps``; ``waypoints``:
+            ``offset``, ``reach``, ``standoff``, ``approach_steps``, ``push_steps``, ``margin``; ``waypoints``:
             ``noise``, ``hold``).
         low, high: (A,) finite action bounds.
         steps: T.
