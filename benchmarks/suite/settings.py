@@ -92,12 +92,18 @@ class EvalSettings:
 class EnvSettings:
     """One env of the suite."""
 
-    name: str                # registered env name
+    name: str                # entry name in the suite (rows and folders use it)
     options: dict            # ``make_env`` options: configs/env/<name>.yaml with the suite's ``options`` on top
     data: DataSettings       # exploration data
     model: dict              # changes to the world-model preset for this env
     probe: ProbeSettings | None  # latent probe (None: no probe)
     eval: EvalSettings       # evaluation
+    env: str = ""            # registered env name (an entry's ``env:``; empty: ``name``), e.g. two
+                             # entries pointmaze and pointmaze_medium of the env pointmaze
+
+    def __post_init__(self):
+        if not self.env:
+            object.__setattr__(self, "env", self.name)
 
     @property
     def collect_options(self) -> tuple[dict, int, int]:
@@ -149,12 +155,13 @@ class PlannerSettings:
 
 
 def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
-    options = merge(_group_or("env", name, {"name": name}), entry.get("options"))
+    env = str(entry.get("env") or name)
+    options = merge(_group_or("env", env, {"name": env}), entry.get("options"))
     options.pop("name", None)
     probe = entry.get("probe")
     data = {**(entry.get("data") or {})}
     data["policy_options"] = data.get("policy_options") or {}
-    return EnvSettings(name=name, options=options, data=_build(DataSettings, data, f"envs.{name}.data"),
+    return EnvSettings(name=name, env=env, options=options, data=_build(DataSettings, data, f"envs.{name}.data"),
                        model=dict(entry.get("model") or {}),
                        probe=_build(ProbeSettings, probe, f"envs.{name}.probe") if probe else None,
                        eval=_build(EvalSettings, merge(eval_cfg, entry.get("eval")), f"envs.{name}.eval"))

@@ -27,7 +27,7 @@ import numpy as np
 
 from mpc._config import to_plain
 from mpc._io import package_version, read_json, remove_temp_files, write_json
-from mpc.data.exploration import check_policy, make_actions
+from mpc.data.exploration import check_policy, make_policy
 from mpc.data.format import (EPISODE_FILE, EPISODES_DIR, FORMAT_VERSION, META_FILE, STATS_FILE,
                              DatasetError, check_episode, dataset_lock, files_to_redo, write_h5,
                              write_stats)
@@ -46,21 +46,32 @@ def _make_env(env: str, env_options: dict):
     return envs.make_env(env, **env_options)
 
 
-def rollout_episode(env, actions: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def rollout_episode(env, actions, seed: int, steps: int | None = None) -> dict[str, np.ndarray]:
     """Reset ``env`` with ``seed`` and play ``actions``; returns the arrays of one episode file.
 
     Args:
         env: a gymnasium env following the contract of :mod:`envs.base`.
-        actions: (T, A) actions.
+        actions: (T, A) actions, or a per-step policy ``act(env) -> (A,)`` (see
+            :func:`mpc.data.exploration.make_policy`) called after the reset and after each step.
         seed: passed to ``env.reset(seed=seed)``.
+        steps: T; required with a policy, ignored with an array.
 
     Returns:
         dict with ``pixels`` (T+1,H,W,3) uint8, ``proprio`` (T+1,P) float32, ``actions`` (T,A)
-        float32 and, if the env reports ``info["state"]``, ``states`` (T+1, state_dim) float64.
+        float32 (those played) and, if the env reports ``info["state"]``, ``states``
+        (T+1, state_dim) float64.
 
     Raises:
-        ValueError: an observation that is not ``{"pixels": uint8 (H,W,3), "proprio": (P,)}``.
+        ValueError: an observation that is not ``{"pixels": uint8 (H,W,3), "proprio": (P,)}``, or a
+            policy without ``steps``.
     """
+    if callable(actions):
+        if steps is None:
+            raise ValueError("rollout_episode needs steps= with a per-step policy")
+        act, T = actions, int(steps)
+    else:
+        table = np.asarray(actions, np.float32)
+        act, T = None, len(table)
     obs, info = env.reset(seed=int(seed))
     if not (isinstance(obs, dict) and "pixels" in obs and "proprio" in obs):
         raise ValueError(f"env observations must be dicts with 'pixels' uint8 (H, W, 3) and 'proprio' "
@@ -69,19 +80,20 @@ def rollout_episode(env, actions: np.ndarray, seed: int) -> dict[str, np.ndarray
     pix0 = np.asarray(obs["pixels"])
     if pix0.dtype != np.uint8 or pix0.ndim != 3 or pix0.shape[-1] != 3:
         raise ValueError(f"obs['pixels'] must be uint8 (H, W, 3), got {pix0.dtype} {pix0.shape}")
-    T = len(actions)
     has_state = info.get("state") is not None
     pixels = np.empty((T + 1, *pix0.shape), np.uint8)
     proprio = np.empty((T + 1, np.asarray(obs["proprio"]).size), np.float32)
     states = np.empty((T + 1, np.asarray(info["state"]).size), np.float64) if has_state else None
+    played = np.empty((T, *env.action_space.shape), np.float32)
     for t in range(T + 1):
         pixels[t] = obs["pixels"]
         proprio[t] = np.asarray(obs["proprio"], np.float32).ravel()
         if has_state:
             states[t] = np.asarray(info["state"], np.float64).ravel()
         if t < T:
-            obs, _, _, _, info = env.step(actions[t])
-    out = {"pixels": pixels, "proprio": proprio, "actions": np.asarray(actions, np.float32)}
+            played[t] = table[t] if act is None else act(env)
+            obs, _, _, _, info = env.step(played[t])
+    out = {"pixels": pixels, "proprio": proprio, "actions": played}
     if has_state:
         out["states"] = states
     return out
@@ -113,13 +125,12 @@ def _collect_one(index: int) -> tuple[int, int]:
     """Collect episode ``index`` with the worker's env and write it atomically. Returns (index, frames)."""
     spec, env = _WORKER["spec"], _WORKER["env"]
     seed = spec["seed"] + index
-    actions = make_actions(spec["policy"], spec["low"], spec["high"], spec["steps"], seed,
-                           **spec["policy_options"])
-    arrays = rollout_episode(env, actions, seed)
+    act = make_policy(spec["policy"], spec["low"], spec["high"], spec["steps"], seed, **spec["policy_options"])
+    arrays = rollout_episode(env, act, seed, steps=spec["steps"])
     path = Path(spec["episodes_dir"]) / EPISODE_FILE.format(index)
-    write_h5(path, arrays, {"seed": seed, "length": len(actions), "format_version": FORMAT_VERSION},
+    write_h5(path, arrays, {"seed": seed, "length": spec["steps"], "format_version": FORMAT_VERSION},
              compression=spec["compression"])
-    return index, len(actions) + 1
+    return index, spec["steps"] + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,8 +258,8 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
             progress: bool = True, frameskip: int | None = None) -> Path:
     """Collect ``episodes`` random-exploration episodes of ``steps`` steps into ``out``.
 
-    Episode ``i`` resets the env with seed ``seed + i`` and plays :func:`make_actions` of that seed,
-    so the data do not depend on ``workers`` or on interruptions. Collecting into a directory that
+    Episode ``i`` resets the env with seed ``seed + i`` and plays :func:`make_policy` of that seed
+    (an open-loop sequence, or a closed-loop policy that reads the env each step), so the data do not depend on ``workers`` or on interruptions. Collecting into a directory that
     already holds a dataset with the same settings skips the finished episodes (resume) and may add
     episodes (a larger ``episodes``).
 
@@ -256,7 +267,9 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
         env: a wmpc env name (``envs.list_envs()``) or a gymnasium id ``"pkg.mod:Name-v0"``.
         out: dataset directory (created).
         episodes, steps: number of episodes and steps T per episode.
-        policy: exploration policy name (see :data:`POLICIES`); ``policy_options`` its options.
+        policy: exploration policy name (:data:`POLICIES` or :data:`CLOSED_LOOP`); ``policy_options``
+            its options (closed-loop ones also take ``mix``: the fraction of colored-noise episodes).
+            Both are recorded in ``dataset.json``.
         seed: base seed.
         workers: processes (1 = collect in this process).
         env_options: extra keyword arguments of the env.
@@ -304,7 +317,7 @@ def _collect_locked(env: str, out: Path, episodes: int, steps: int, policy: str,
     try:
         space = probe.action_space
         low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
-        make_actions(policy, low, high, 2, seed, **policy_options)  # check policy options early
+        make_policy(policy, low, high, 2, seed, **policy_options)  # check policy options early
         meta = _dataset_meta(env, env_options, low, high, episodes, steps, policy, policy_options, seed,
                              compression)
         pixels = getattr(probe.observation_space, "spaces", {}).get("pixels")

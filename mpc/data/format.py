@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_FILE = "dataset.json"       # <root>/dataset.json: how the dataset was collected
-STATS_FILE = "stats.json"        # <root>/stats.json: action/proprio/state mean and std
+STATS_FILE = "stats.json"        # <root>/stats.json: action/proprio/state mean and std, coverage
 EPISODES_DIR = "episodes"        # <root>/episodes/episode_%06d.h5
 EPISODE_FILE = "episode_{:06d}.h5"
 REDO_COLLECT = "re-run the same `wmpc collect` command"
@@ -146,15 +146,53 @@ def files_to_redo(folder: Path, count: int, check: Callable[[Path, int], Any], w
     return todo
 
 
-def compute_stats(episodes_dir: Path, num_episodes: int) -> dict[str, Any]:
-    """Mean and std (floored at 1e-6) of actions, proprio and states over all episodes.
+# Envs whose state holds a movable object: env name -> indices of the object's (x, y, angle) in
+# the state vector. Their coverage adds how often and how far the object moves.
+OBJECT_POSE = {"pusht": (2, 3, 4)}  # Push-T: block_x, block_y, block_angle (envs/pusht.py)
+MOVE_PX, MOVE_RAD = 1.0, 0.01  # a step moves the object when it shifts > 1 state unit or turns > 0.01 rad
+
+
+def _object_coverage(states: list[np.ndarray], pose: tuple[int, int, int]) -> dict[str, Any]:
+    """How much exploration moved an object, from each episode's ``(T+1, state_dim)`` states.
+
+    Returns:
+        ``object_moving_fraction`` (share of transitions whose object moves, :data:`MOVE_PX` /
+        :data:`MOVE_RAD`), ``object_pose_std`` (std of x and y and circular std of the angle,
+        over all frames) and ``object_displacement_mean`` (mean distance between an episode's first
+        and last object position).
+    """
+    ix, iy, ia = pose
+    steps = np.concatenate([np.diff(s[:, [ix, iy, ia]], axis=0) for s in states])  # (sum T, 3)
+    turn = np.abs(np.angle(np.exp(1j * steps[:, 2])))  # wrapped
+    moving = (np.linalg.norm(steps[:, :2], axis=1) > MOVE_PX) | (turn > MOVE_RAD)
+    frames = np.concatenate(states)
+    resultant = np.abs(np.mean(np.exp(1j * frames[:, ia])))
+    angle_std = float(np.sqrt(-2.0 * np.log(max(resultant, 1e-12))))
+    shift = [np.linalg.norm(s[-1, [ix, iy]] - s[0, [ix, iy]]) for s in states]
+    return {"object_moving_fraction": float(moving.mean()) if len(moving) else 0.0,
+            "object_pose_std": [float(frames[:, ix].std()), float(frames[:, iy].std()), angle_std],
+            "object_displacement_mean": float(np.mean(shift))}
+
+
+def compute_stats(episodes_dir: Path, num_episodes: int, env: str | None = None) -> dict[str, Any]:
+    """Mean and std (floored at 1e-6) of actions, proprio and states over all episodes, and coverage.
+
+    Args:
+        episodes_dir: the dataset's ``episodes`` folder.
+        num_episodes: episodes ``0 .. num_episodes - 1`` are read.
+        env: the dataset's env name; one listed in :data:`OBJECT_POSE` adds object coverage.
 
     Returns:
         dict with ``action_mean``/``action_std`` (A,), ``proprio_mean``/``proprio_std`` (P,),
         ``state_mean``/``state_std`` (state_dim,) when states exist, ``num_episodes``, ``num_frames``,
-        ``num_transitions`` (all as lists/ints, JSON-ready).
+        ``num_transitions`` (all as lists/ints, JSON-ready) and, with states, ``coverage``: the
+        spread of the states (``state_std`` unfloored, ``state_min``, ``state_max``,
+        ``state_range``) and for an :data:`OBJECT_POSE` env the keys of :func:`_object_coverage`.
     """
     sums: dict[str, list] = {}
+    lo = hi = None
+    pose = OBJECT_POSE.get(env) if env else None
+    object_states = []
     for i in range(num_episodes):
         ep = read_h5(episodes_dir / EPISODE_FILE.format(i), ("actions", "proprio", "states"))
         for key, name in (("actions", "action"), ("proprio", "proprio"), ("states", "state")):
@@ -164,19 +202,38 @@ def compute_stats(episodes_dir: Path, num_episodes: int) -> dict[str, Any]:
                 s[0] += len(x)
                 s[1] = s[1] + x.sum(0)
                 s[2] = s[2] + (x ** 2).sum(0)
+        if "states" in ep and len(ep["states"]):
+            x = ep["states"].astype(np.float64)
+            lo = x.min(0) if lo is None else np.minimum(lo, x.min(0))
+            hi = x.max(0) if hi is None else np.maximum(hi, x.max(0))
+            if pose is not None and x.shape[1] > max(pose):
+                object_states.append(x)
     stats: dict[str, Any] = {}
+    raw_std = {}
     for name, (n, s1, s2) in sums.items():
         mean = s1 / max(n, 1)
         std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0.0))
+        raw_std[name] = std
         stats[f"{name}_mean"] = mean.tolist()
         stats[f"{name}_std"] = np.maximum(std, 1e-6).tolist()
     stats["num_episodes"] = num_episodes
     stats["num_transitions"] = int(sums["action"][0]) if "action" in sums else 0
     stats["num_frames"] = int(sums["proprio"][0]) if "proprio" in sums else 0
+    if lo is not None:
+        coverage = {"state_std": raw_std["state"].tolist(), "state_min": lo.tolist(), "state_max": hi.tolist(),
+                    "state_range": (hi - lo).tolist()}
+        if object_states:
+            coverage.update(_object_coverage(object_states, pose))
+        stats["coverage"] = coverage
     return stats
 
 
 def write_stats(root: Path, num_episodes: int) -> None:
-    """Compute the stats of the first ``num_episodes`` episodes and write ``<root>/stats.json``."""
-    write_json(root / STATS_FILE, compute_stats(root / EPISODES_DIR, num_episodes), sort_keys=True)
+    """Compute the stats of the first ``num_episodes`` episodes and write ``<root>/stats.json``
+    (the env named in ``<root>/dataset.json`` chooses the coverage keys)."""
+    import json
+
+    meta_path = root / META_FILE
+    env = json.loads(meta_path.read_text()).get("env") if meta_path.exists() else None
+    write_json(root / STATS_FILE, compute_stats(root / EPISODES_DIR, num_episodes, env=env), sort_keys=True)
 

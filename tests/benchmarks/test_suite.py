@@ -203,3 +203,66 @@ def test_a_users_gym_env_runs_in_the_suite(tmp_path):
     mine = [r for r in rows if r["env"] == "tests.mpc.contract_env:Beacon-v0"]
     assert report.exists() and mine
     assert any(r["encoder"] == "vae" and r.get("status", "ok") == "ok" for r in mine), mine
+
+
+def _compose_bench(suite_name: str, out, overrides=()):
+    """``configs/bench.yaml`` with ``bench=<suite_name>`` composed as ``wmpc bench`` does."""
+    from hydra import compose, initialize_config_dir
+
+    from mpc._config import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        return compose("bench", overrides=[f"bench={suite_name}", f"out={out}", *overrides])
+
+
+def test_standard_config_composes(tmp_path):
+    from mpc.data.exploration import check_policy
+
+    s = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
+    assert s.name == "standard" and s.env_order == ["pointmass", "wall", "reacher", "pointmaze", "pointmaze_medium",
+                                                    "pusht"]
+    assert set(s.encoders) == {"vae", "diffusion", "jepa", "dinov2"} and list(s.planners) == ["cem", "icem"]
+    medium = s.envs["pointmaze_medium"]
+    assert medium.env == "pointmaze" and medium.options["maze"] == "medium" and s.envs["pointmaze"].options["maze"] == "umaze"
+    assert s.envs["pusht"].data.policy == "push" and s.envs["pusht"].data.policy_options == {"mix": 0.2}
+    for es in s.envs.values():
+        check_policy(es.data.policy)
+        assert es.eval.episodes == 50 and es.probe is not None
+    assert s.baselines == ["random", "oracle"] and s.jobs == 2
+    quick = suite.SuiteSettings.from_config(_compose_bench("quick", tmp_path))
+    assert quick.env_order == ["pointmass", "wall", "reacher"] and quick.envs["reacher"].data.policy == "waypoints"
+
+
+def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
+    """The standard suite cut down to Push-T (push data, Push-T probe parts), vae, cem and icem, in seconds."""
+    tiny = ["select.env=pusht", "select.encoder=vae", "bench.envs.pusht.options.image_size=32",
+            "bench.envs.pusht.data.episodes=3", "bench.envs.pusht.data.steps=8", "bench.envs.pusht.probe.points=5",
+            "bench.encoders.vae.options.width=4", "bench.encoders.vae.train.steps=2", "bench.encoders.vae.train.batch_size=8",
+            "bench.model_options.predictor.dim=16", "bench.model_options.predictor.mlp_dim=16",
+            "bench.train.steps=2", "bench.train.batch_size=8", "bench.train.val_every=2", "bench.train.ckpt_every=2",
+            "bench.train.warmup_steps=1", "bench.train.eval_windows=4",
+            "bench.planners.cem.samples=4", "bench.planners.cem.iterations=1", "bench.planners.cem.elites=2",
+            "bench.planners.icem.samples=4", "bench.planners.icem.iterations=1", "bench.planners.icem.elites=2",
+            "bench.eval.episodes=1", "bench.eval.steps=2", "bench.eval.batch_envs=1", "bench.eval.videos=0",
+            "jobs=1", "workers=1", "device=cpu"]
+    cfg = _compose_bench("standard", tmp_path, tiny)
+    suite.run_suite(cfg)
+    cells = sorted(p.name for p in (tmp_path / "cells").glob("*.json"))
+    assert cells == ["pusht__oracle__none.json", "pusht__random__none.json", "pusht__vae__cem.json",
+                     "pusht__vae__icem.json"]
+    meta = json.loads((tmp_path / "data" / "pusht" / "dataset.json").read_text())
+    assert meta["policy"] == "push" and meta["policy_options"] == {"mix": 0.2}
+    assert "object_moving_fraction" in json.loads((tmp_path / "data" / "pusht" / "stats.json").read_text())["coverage"]
+    probe = json.loads((tmp_path / "probes" / "pusht__vae.json").read_text())
+    assert set(probe["parts"]) == {"block_position", "block_angle", "agent"}
+
+    import mpc.data
+    import mpc.evaluation
+    import mpc.training
+
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
+    for module, name in ((mpc.training, "train_encoder"), (mpc.training, "train"), (mpc.evaluation, "evaluate"),
+                         (mpc.data, "collect")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called on a resumed suite"))
+    suite.run_suite(cfg)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")} == before
