@@ -157,6 +157,16 @@ class FrameRope(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, xp), dim=-1)
 
 
+def _attention(q, k, v, mask, dropout: float) -> torch.Tensor:
+    """Softmax attention in plain matmuls: ``q (*batch, h, M, hd)``, ``k``/``v`` ``(*batch, h, Mk, hd)``,
+    bool ``mask (M, Mk)`` or None -> ``(*batch, M, h * hd)``."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (*batch, h, M, Mk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out = F.dropout(scores.softmax(-1), dropout) @ v  # (*batch, h, M, hd)
+    return out.movedim(-3, -2).flatten(-2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
 
@@ -199,6 +209,10 @@ class Attention(nn.Module):
         else:
             keys, vals = k, v
         drop = self.dropout if self.training else 0.0
+        if torch._C._functorch.is_batchedtensor(q) or torch._C._functorch.is_batchedtensor(keys):
+            # under torch.vmap (ensemble members, mpc.ensemble) CPU SDPA has no batching rule and
+            # would loop over members: plain matmuls batch
+            return self.proj_drop(self.proj(_attention(q, keys, vals, mask, drop))), k, v
         # fused SDPA kernels take 4-D (batch, h, M, hd): fold the leading batch dims
         out = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]),
                                              keys.reshape(-1, *keys.shape[-3:]),
