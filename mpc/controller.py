@@ -112,22 +112,30 @@ class MPCController:
         planner: a planner object (``optimize(cost_fn, batch, init)``), or a registered name.
         objective: a callable ``(z_pred, z_goal, proprio_pred, proprio_goal) -> (B, S)``, or a name
             (default ``"last"``: MSE on the last predicted frame, DINO-WM's). One with ``alpha > 0``
-            needs the goal's proprio at every :meth:`act`.
+            needs the goal's proprio at every :meth:`act`; one with ``members`` True (risk > 0, e.g.
+            ``make_objective("last", risk=1.0)``) gets every ensemble member's prediction.
         horizon: H, planning horizon in model steps.
         replan_every: model steps executed from each plan before replanning.
         action_space: the env's Box (per env action); default: the bounds stored in the model
             (``model.action_low`` / ``action_high``, from its checkpoint).
         planner_options: options for ``make_planner`` when ``planner`` is a name.
         device: where planning runs (default: the model's device).
+        record_gap: record the imagination gap of every plan (below; one extra S = 1 rollout per plan).
 
     Raises:
         ValueError: bad horizon / replan_every, an action space that does not match the model, or
             a goal-proprio objective (``alpha > 0``) with a model that predicts no proprio.
+
+    With ``record_gap`` every plan also records the *imagination gap*: the token MSE to the goal
+    that the model predicts for the frame the executed part of the plan leads to (model step
+    ``replan_every``, the ensemble's mean), and, at the next replan, the token MSE of the frame
+    actually reached (encoded). ``imagination`` holds one dict per plan seen through, ``predicted``
+    and ``realised`` float arrays ``(B,)``; the last plan of an episode stays unrecorded.
     """
 
     def __init__(self, model, planner="cem", objective="last", horizon: int = 5, replan_every: int = 1,
                  action_space: spaces.Box | None = None, planner_options: dict | None = None,
-                 seed: int = 0, device=None):
+                 seed: int = 0, device=None, record_gap: bool = False):
         if horizon < 1 or replan_every < 1 or replan_every > horizon:
             raise ValueError(f"need 1 <= replan_every <= horizon, got horizon={horizon}, replan_every={replan_every}")
         self.model = model
@@ -148,6 +156,10 @@ class MPCController:
                              "world model predicts no proprio (proprio_dim=0); set alpha=0")
         self.last_plan_info: dict = {}
         self.plan_times: list[float] = []
+        self.record_gap = bool(record_gap)
+        # imagination gap: one dict per plan whose executed part has been seen through, with
+        # "predicted" and "realised" float arrays (B,) (see _replan)
+        self.imagination: list[dict] = []
         self.reset()
 
     def reset(self) -> None:
@@ -158,6 +170,7 @@ class MPCController:
         self._queue: list[np.ndarray] = []   # env actions (B, A) still to execute from the plan
         self._plan: torch.Tensor | None = None  # (B, H, Am) last plan, for the warm start
         self._pending: list[np.ndarray] = [] # env actions of the model step under way
+        self._predicted = None  # (predicted latent cost (B,), z_goal) of the plan under way
         self._steps = 0                      # env steps taken since reset
         self._goal_key: str | None = None
         self._z_goal: torch.Tensor | None = None
@@ -219,10 +232,16 @@ class MPCController:
         T = z_ctx.shape[1]
         past = (torch.stack(list(self._a_hist)[-(T - 1):], dim=1) if T > 1 else None)  # (B, T-1, Am)
         model, objective = self.model, self.objective
+        members = {"members": True} if getattr(objective, "members", False) else {}  # risk-aware
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
-            z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past)
+            z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past, **members)
             return objective(z_pred, z_goal, p_pred, p_goal)
+
+        if self.record_gap and self._predicted is not None:  # the frame the last plan led to is in
+            predicted, goal = self._predicted
+            realised = ((z_ctx[:, -1] - goal) ** 2).mean(dim=(-1, -2))       # (B,)
+            self.imagination.append({"predicted": predicted, "realised": realised.cpu().numpy()})
 
         init = None
         if self._plan is not None:  # warm start: the old plan moved past what was executed
@@ -236,6 +255,11 @@ class MPCController:
         self.plan_times.append(time.perf_counter() - t0)
         self.last_plan_info = dict(result.info, cost=result.cost.detach().cpu().numpy())
         self._plan = result.actions.detach()                                 # (B, H, Am)
+        if self.record_gap:  # the latent cost the model predicts where the executed steps lead
+            with torch.no_grad():
+                z_plan, _ = model.rollout(z_ctx, p_ctx, self._plan[:, None], past_actions=past)
+            z_reach = z_plan[:, 0, self.replan_every - 1]                    # (B, N, D)
+            self._predicted = (((z_reach - z_goal) ** 2).mean(dim=(-1, -2)).cpu().numpy(), z_goal)
         steps = self._plan[:, : self.replan_every].cpu().numpy()             # (B, r, Am)
         steps = steps.reshape(B, self.replan_every * self.frameskip, self.env_action_dim)
         self._queue = [steps[:, i] for i in range(steps.shape[1])]

@@ -8,6 +8,13 @@ An objective is any callable::
 :class:`LatentObjective` is the DINO-WM one (mean squared error over tokens of the last predicted
 frame), optionally over all predicted frames with a discount, plus an optional proprio term.
 Replace it with your own callable of the same signature wherever an objective is taken.
+
+Risk (ensembles, :mod:`mpc.ensemble`): with ``risk > 0`` the objective asks the world model for every
+member's prediction (its ``members`` attribute is True, and the controller then passes
+``z_pred (B, S, K, H, N, D)``, ``proprio_pred (B, S, K, H, P)``) and adds ``risk`` x the members'
+disagreement (``risk_mode="disagreement"``, on the same frames as the cost), or plans against the worst
+member (``risk_mode="pessimistic"``: ``(1 - risk) x`` the mean member's cost ``+ risk x`` the worst
+member's cost, so ``risk=1`` is the pure worst case). Planners only see the resulting ``(B, S)``.
 The controller passes the world model's predicted proprio (raw units) and the goal's proprio given to
 ``plan(..., goal_proprio=...)`` / ``MPCController.act(..., goal_proprio=...)`` (None when not given).
 """
@@ -21,6 +28,7 @@ __all__ = ["LatentObjective", "make_objective", "list_objectives", "Objective"]
 
 Objective = Callable[..., torch.Tensor]
 _MODES = ("last", "all")
+RISK_MODES = ("disagreement", "pessimistic")
 
 
 class LatentObjective:
@@ -35,19 +43,33 @@ class LatentObjective:
         mode: ``"last"`` or ``"all"``.
         discount: per-step weight base for ``mode="all"`` (1 = plain mean).
         alpha: weight of the proprio term (0 = off; then proprio inputs are ignored).
+        risk: weight beta of the ensemble's uncertainty (0 = off; see the module docstring).
+        risk_mode: ``"disagreement"`` (cost of the members' mean + beta x disagreement) or
+            ``"pessimistic"`` (blend of the mean member's and the worst member's cost).
 
     Raises:
-        ValueError: unknown mode, negative alpha, non-positive discount.
+        ValueError: unknown mode or risk_mode, negative alpha or risk, non-positive discount.
     """
 
-    def __init__(self, mode: str = "last", discount: float = 1.0, alpha: float = 0.0):
+    def __init__(self, mode: str = "last", discount: float = 1.0, alpha: float = 0.0, risk: float = 0.0,
+                 risk_mode: str = "disagreement"):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         if float(discount) <= 0:
             raise ValueError(f"discount must be > 0, got {discount!r}")
         if float(alpha) < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        if float(risk) < 0:
+            raise ValueError(f"risk must be >= 0, got {risk!r}")
+        if risk_mode not in RISK_MODES:
+            raise ValueError(f"risk_mode must be one of {RISK_MODES}, got {risk_mode!r}")
         self.mode, self.discount, self.alpha = mode, float(discount), float(alpha)
+        self.risk, self.risk_mode = float(risk), risk_mode
+
+    @property
+    def members(self) -> bool:
+        """Whether this objective takes every ensemble member's prediction (``risk > 0``)."""
+        return self.risk > 0
 
     def _over_time(self, err: torch.Tensor) -> torch.Tensor:
         """(B, S, H) per-frame errors -> (B, S)."""
@@ -61,9 +83,18 @@ class LatentObjective:
                  proprio_goal: torch.Tensor | None = None) -> torch.Tensor:
         """Cost (B, S) of predicted tokens (B, S, H, N, D) against goal tokens (B, N, D).
 
+        With ``risk > 0``: member predictions ``z_pred (B, S, K, H, N, D)`` (and ``proprio_pred
+        (B, S, K, H, P)``); a 5-D ``z_pred`` is taken as one member (no disagreement).
+
         Raises:
             ValueError: shapes that do not match the layout above, or ``alpha > 0`` without proprio.
         """
+        if self.members:
+            return self._risky(z_pred, z_goal, proprio_pred, proprio_goal)
+        return self._plain(z_pred, z_goal, proprio_pred, proprio_goal)
+
+    def _plain(self, z_pred, z_goal, proprio_pred, proprio_goal) -> torch.Tensor:
+        """The cost without risk: ``z_pred (B, S, H, N, D)`` -> ``(B, S)``."""
         if z_pred.ndim != 5 or z_goal.ndim != 3 or z_pred.shape[0] != z_goal.shape[0] \
                 or z_pred.shape[-2:] != z_goal.shape[-2:]:
             raise ValueError(f"expected z_pred (B, S, H, N, D) and z_goal (B, N, D) with matching B, N, D; "
@@ -83,8 +114,28 @@ class LatentObjective:
             cost = cost + self.alpha * self._over_time(perr)
         return cost
 
+    def _risky(self, z_pred, z_goal, proprio_pred, proprio_goal) -> torch.Tensor:
+        """Risk-aware cost (B, S) from member predictions (B, S, K, H, N, D)."""
+        if z_pred.ndim == 5:
+            z_pred = z_pred.unsqueeze(2)
+            proprio_pred = None if proprio_pred is None else proprio_pred.unsqueeze(2)
+        if z_pred.ndim != 6:
+            raise ValueError(f"a risk-aware objective takes member predictions (B, S, K, H, N, D), got "
+                             f"{tuple(z_pred.shape)}")
+        B, S, K = z_pred.shape[:3]
+        if self.risk_mode == "disagreement":
+            from mpc.ensemble import disagreement
+
+            mean_p = None if proprio_pred is None else proprio_pred.mean(2)
+            cost = self._plain(z_pred.mean(2), z_goal, mean_p, proprio_goal)  # (B, S)
+            return cost + self.risk * self._over_time(disagreement(z_pred))
+        flat_p = None if proprio_pred is None else proprio_pred.flatten(1, 2)
+        per_member = self._plain(z_pred.flatten(1, 2), z_goal, flat_p, proprio_goal).view(B, S, K)
+        return (1 - min(self.risk, 1.0)) * per_member.mean(-1) + min(self.risk, 1.0) * per_member.amax(-1)
+
     def __repr__(self) -> str:
-        return f"LatentObjective(mode={self.mode!r}, discount={self.discount}, alpha={self.alpha})"
+        return (f"LatentObjective(mode={self.mode!r}, discount={self.discount}, alpha={self.alpha}, "
+                f"risk={self.risk}, risk_mode={self.risk_mode!r})")
 
 
 def list_objectives() -> list[str]:
@@ -97,7 +148,7 @@ def make_objective(name: str = "last", **options) -> LatentObjective:
 
     Args:
         name: ``"last"`` (DINO-WM: last predicted frame) or ``"all"`` (discounted mean over frames).
-        **options: ``discount``, ``alpha`` (see :class:`LatentObjective`).
+        **options: ``discount``, ``alpha``, ``risk``, ``risk_mode`` (see :class:`LatentObjective`).
 
     Raises:
         ValueError: unknown name or option.
@@ -105,7 +156,8 @@ def make_objective(name: str = "last", **options) -> LatentObjective:
     if name not in _MODES:
         raise ValueError(f"unknown objective {name!r}; known objectives: {', '.join(_MODES)} "
                          "(or pass your own callable objective(z_pred, z_goal, proprio_pred, proprio_goal))")
-    unknown = set(options) - {"discount", "alpha"}
+    unknown = set(options) - {"discount", "alpha", "risk", "risk_mode"}
     if unknown:
-        raise ValueError(f"unknown option(s) for objective {name!r}: {sorted(unknown)}; valid: discount, alpha")
+        raise ValueError(f"unknown option(s) for objective {name!r}: {sorted(unknown)}; valid: discount, "
+                         "alpha, risk, risk_mode")
     return LatentObjective(mode=name, **options)

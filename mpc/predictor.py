@@ -190,6 +190,16 @@ class KVRing:
         return self.k[..., :filled, :], self.v[..., :filled, :]
 
 
+def _attention(q, k, v, mask, dropout: float) -> torch.Tensor:
+    """Softmax attention in plain matmuls: ``q (*batch, h, M, hd)``, ``k``/``v`` ``(*batch, h, Mk, hd)``,
+    bool ``mask (M, Mk)`` or None -> ``(*batch, M, h * hd)``."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (*batch, h, M, Mk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out = F.dropout(scores.softmax(-1), dropout) @ v  # (*batch, h, M, hd)
+    return out.movedim(-3, -2).flatten(-2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
 
@@ -235,6 +245,10 @@ class Attention(nn.Module):
         else:
             keys, vals = k, v
         drop = self.dropout if self.training else 0.0
+        if torch._C._functorch.is_batchedtensor(q) or torch._C._functorch.is_batchedtensor(keys):
+            # under torch.vmap (ensemble members, mpc.ensemble) CPU SDPA has no batching rule and
+            # would loop over members: plain matmuls batch
+            return self.proj_drop(self.proj(_attention(q, keys, vals, mask, drop))), k, v
         # fused SDPA kernels take 4-D (batch, h, M, hd): fold the leading batch dims
         out = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]),
                                              keys.reshape(-1, *keys.shape[-3:]),
@@ -414,7 +428,8 @@ class TransformerPredictor(nn.Module):
         x = self.embed(z, proprio, actions)  # (B, S, N, W)
         pos = cache["pos"]
         cos, sin = self.rope.angles(pos.reshape(1))  # (1, rot/2): one frame index for all tokens
-        if torch.is_grad_enabled():  # gradient planners: in-place ring writes would break autograd
+        # gradient planners (autograd) and ensembles (vmap over members) cannot write into a ring in place
+        if torch.is_grad_enabled() or torch._C._functorch.is_batchedtensor(x):
             frames, new = cache["frames"], []
             for i, blk in enumerate(self.blocks):
                 x, k, v = blk(x, self.rope, cos, sin, None, [f[i] for f in frames])

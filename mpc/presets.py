@@ -34,11 +34,12 @@ class WorldModelConfig:
     encoder_fingerprint: str | None = None  # fingerprint of the encoder the latents came from
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     proprio_loss_weight: float = 1.0  # weight of the proprio MSE in the loss
+    ensemble: int = 1  # K predictors trained as one batched module (mpc.ensemble); 1: a single one
 
     def __post_init__(self):
         if isinstance(self.predictor, dict):
             self.predictor = PredictorConfig.from_dict(self.predictor)
-        for name in ("num_tokens", "token_dim", "env_action_dim", "frameskip"):
+        for name in ("num_tokens", "token_dim", "env_action_dim", "frameskip", "ensemble"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if int(self.proprio_dim) < 0:

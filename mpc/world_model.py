@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from mpc import checkpoint
 from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS, TaskInfo, task_from_dataset_meta
+from mpc.ensemble import make_ensemble_predictor
 from mpc.memory import candidate_chunk, chunked_rollout
-from mpc.predictor import make_predictor, sdpa_context
+from mpc.predictor import sdpa_context
 from mpc.presets import WorldModelConfig, config_from_preset, load_preset
 
 __all__ = ["WorldModelConfig", "WorldModel", "TaskInfo", "task_from_dataset_meta", "FORMAT_VERSION",
@@ -72,8 +73,7 @@ class WorldModel(nn.Module):
         if isinstance(config, dict):
             config = WorldModelConfig.from_dict(config)
         self.config = config
-        self.predictor = make_predictor(config.predictor, config.num_tokens, config.token_dim,
-                                        config.action_dim, config.proprio_dim)
+        self.predictor = make_ensemble_predictor(config)  # K = config.ensemble stacked members
         Am, P = config.action_dim, config.proprio_dim
         self.register_buffer("action_mean", torch.zeros(Am))
         self.register_buffer("action_std", torch.ones(Am))
@@ -97,6 +97,7 @@ class WorldModel(nn.Module):
     token_dim = property(lambda self: self.config.token_dim, doc="D")
     frameskip = property(lambda self: self.config.frameskip)
     num_hist = property(lambda self: self.config.predictor.num_hist)
+    ensemble = property(lambda self: self.config.ensemble, doc="K predictors (1: a single one)")
     encoder_fingerprint = property(lambda self: self.config.encoder_fingerprint)
 
     @property
@@ -256,7 +257,7 @@ class WorldModel(nn.Module):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else contextlib.nullcontext()
 
     # --- teacher forcing ---
-    def forward(self, z, proprio, actions):
+    def forward(self, z, proprio, actions, members: bool = False):
         """Teacher-forced prediction: output i predicts frame i+1.
 
         Args:
@@ -264,7 +265,9 @@ class WorldModel(nn.Module):
                 ``(B, L-1, Am)`` raw.
 
         Returns:
-            ``(z_pred (B, L-1, N, D), proprio_pred (B, L-1, P))`` (proprio_pred normalised).
+            ``(z_pred (B, L-1, N, D), proprio_pred (B, L-1, P))`` (proprio_pred normalised); for an
+            ensemble the members' mean, or with ``members=True`` every member's,
+            ``(B, K, L-1, N, D)`` and ``(B, K, L-1, P)``.
 
         Raises:
             ValueError: wrong shapes or non-finite values.
@@ -278,9 +281,21 @@ class WorldModel(nn.Module):
             raise ValueError(f"expected z (B, L, N, D), proprio (B, L, P), actions (B, L-1, Am) with "
                              f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
                              f"{tuple(actions.shape)}")
+        zp, pp = self._teacher(z[:, :-1], self._norm_proprio(proprio[:, :-1]), self._norm_actions(actions))
+        if self.ensemble > 1:  # (K, B, ...) -> (B, K, ...) or the members' mean
+            zp, pp = (zp.movedim(0, 1), pp.movedim(0, 1)) if members else (zp.mean(0), pp.mean(0))
+        elif members:
+            zp, pp = zp.unsqueeze(1), pp.unsqueeze(1)
+        return zp, pp
+
+    def _teacher(self, z, proprio, actions):
+        """The predictor on normalised inputs; an ensemble takes and gives a leading K axis (inputs
+        without one are shared by every member)."""
+        K = self.ensemble
+        if K > 1 and z.ndim == 4:  # (B, L', N, D): the same windows for every member
+            z, proprio, actions = (x.expand(K, *x.shape) for x in (z, proprio, actions))
         with self._autocast():
-            zp, pp = self.predictor(z[:, :-1], self._norm_proprio(proprio[:, :-1]),
-                                    self._norm_actions(actions))
+            zp, pp = self.predictor(z, proprio, actions)
         return zp.float(), pp.float()
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -299,10 +314,21 @@ class WorldModel(nn.Module):
         z = self._check("z", batch["z"], (4,), (self.num_tokens, self.token_dim))
         proprio = self._check("proprio", self._no_proprio("proprio", batch.get("proprio"), z.shape[:2]),
                               (3,), (self.proprio_dim,))
-        zp, pp = self(z, proprio, batch["actions"])
-        z_loss = F.mse_loss(zp, z[:, 1:])
-        p_loss = (F.mse_loss(pp, self._norm_proprio(proprio[:, 1:])) if self.proprio_dim
-                  else zp.new_zeros(()))
+        actions = self._check("actions", batch["actions"], (3,), (self.action_dim,))
+        B, L = z.shape[:2]
+        if proprio.shape[:2] != (B, L) or actions.shape[:2] != (B, L - 1) or L < 2:
+            raise ValueError(f"expected z (B, L, N, D), proprio (B, L, P), actions (B, L-1, Am) with "
+                             f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
+                             f"{tuple(actions.shape)}")
+        proprio, actions = self._norm_proprio(proprio), self._norm_actions(actions)
+        if self.ensemble > 1:
+            # bootstrapped windows: in training every member sees its own resampled batch
+            idx = (torch.randint(B, (self.ensemble, B), device=z.device) if self.training
+                   else torch.arange(B, device=z.device).expand(self.ensemble, B))  # (K, B)
+            z, proprio, actions = z[idx], proprio[idx], actions[idx]  # (K, B, ...)
+        zp, pp = self._teacher(z[..., :-1, :, :], proprio[..., :-1, :], actions)
+        z_loss = F.mse_loss(zp, z[..., 1:, :, :])  # the mean over members of each one's MSE
+        p_loss = F.mse_loss(pp, proprio[..., 1:, :]) if self.proprio_dim else zp.new_zeros(())
         loss = z_loss + self.config.proprio_loss_weight * p_loss
         metrics = {"loss": float(loss.detach()), "z_loss": float(z_loss.detach()),
                    "proprio_loss": float(p_loss.detach())}
@@ -318,7 +344,7 @@ class WorldModel(nn.Module):
 
     def rollout(self, z_context, proprio_context, actions, past_actions=None, use_cache: bool = True,
                 max_batch: int | None = None, memory_budget_mb: float | str | None = None,
-                share_prefix: bool = True):
+                share_prefix: bool = True, members: bool = False):
         """Roll ``S`` candidate action sequences forward ``H`` steps from a context of T frames.
 
         Args:
@@ -339,10 +365,15 @@ class WorldModel(nn.Module):
             share_prefix: with the cache, compute the shared context once per env (True) or once
                 per candidate (False: B x S contexts, the same result; for timing prefix sharing).
                 The recomputing rollouts always run the context per candidate.
+            members: return every ensemble member's prediction (a member axis K after S) instead
+                of the members' mean; a single model gives K = 1. Disagreement:
+                :func:`mpc.ensemble.disagreement`.
 
         Returns:
             ``(z_pred, proprio_pred)``: ``(S, H, N, D)`` / ``(B, S, H, N, D)`` predicted tokens of
-            frames T .. T+H-1 and ``(S, H, P)`` / ``(B, S, H, P)`` raw proprio.
+            frames T .. T+H-1 and ``(S, H, P)`` / ``(B, S, H, P)`` raw proprio; for an ensemble the
+            members' mean (each member rolls out on its own predictions). With ``members=True``:
+            ``(S, K, H, N, D)`` / ``(B, S, K, H, N, D)`` and ``(S, K, H, P)`` / ``(B, S, K, H, P)``.
 
         Raises:
             ValueError: wrong shapes, mismatched B or T, or non-finite values.
@@ -360,7 +391,12 @@ class WorldModel(nn.Module):
         else:  # absolute positions (DINO-WM) see the last num_hist frames; the rest the whole history
             absolute = pcfg.kind == "transformer" and pcfg.time_encoding == "absolute"
             run = functools.partial(self._rollout_recompute, window=self.num_hist if absolute else None)
-        chunk = candidate_chunk(self.config, B, S, T, H,
+        K = self.ensemble
+        if K > 1:  # every member rolls out in one vmapped call; member axis after S
+            run = self.predictor.vmap(
+                functools.partial(lambda inner, pred, *args: inner(*args, predictor=pred), run),
+                (None, None, None, None), out_dims=2)
+        chunk = candidate_chunk(self.config, B * K, S, T, H,
                                 max_batch=self.max_batch if max_batch is None else max_batch,
                                 memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
                                                   else memory_budget_mb),
@@ -368,8 +404,12 @@ class WorldModel(nn.Module):
         with self._autocast():
             zs, ps = chunked_rollout(lambda zc_, pc_, part, pa_: run(zc_, pc_, pa_, part),
                                      zc, pc, a, pa, chunk=chunk)
-        z_pred = zs.float()  # (B, S, H, N, D)
-        p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P)
+        z_pred = zs.float()  # (B, S, H, N, D), an ensemble's (B, S, K, H, N, D)
+        p_pred = self._denorm_proprio(ps.float())  # (B, S, H, P), an ensemble's (B, S, K, H, P)
+        if K > 1 and not members:
+            z_pred, p_pred = z_pred.mean(2), p_pred.mean(2)
+        elif K == 1 and members:
+            z_pred, p_pred = z_pred.unsqueeze(2), p_pred.unsqueeze(2)
         if not batched:
             z_pred, p_pred = z_pred[0], p_pred[0]
         return z_pred, p_pred
@@ -407,21 +447,23 @@ class WorldModel(nn.Module):
                                  f" here, got {tuple(past_actions.shape)}")
         return z_context, proprio_context, actions, past_actions, batched
 
-    def _rollout_cached(self, zc, pc, pa, a, share_prefix: bool = True):
+    def _rollout_cached(self, zc, pc, pa, a, share_prefix: bool = True, predictor=None):
         """KV-cached rollout on normalised inputs; ``(B, S, H, N, D)``, ``(B, S, H, P)`` out.
 
         With ``share_prefix`` the T-1 context frames run once per env (batch B) and the cache
         broadcasts over S; without it every candidate becomes an env of its own (batch B x S).
+        ``predictor``: one ensemble member (default: ``self.predictor``).
         """
         if not share_prefix:
             B, S = a.shape[:2]
             def per_candidate(x):  # (B, ...) -> (B*S, ...)
                 return x.unsqueeze(1).expand(B, S, *x.shape[1:]).reshape(B * S, *x.shape[1:])
             z, p = self._rollout_cached(per_candidate(zc), per_candidate(pc), per_candidate(pa),
-                                        a.reshape(B * S, 1, *a.shape[2:]))  # (B*S, 1, H, ...)
+                                        a.reshape(B * S, 1, *a.shape[2:]),
+                                        predictor=predictor)  # (B*S, 1, H, ...)
             return z.reshape(B, S, *z.shape[2:]), p.reshape(B, S, *p.shape[2:])
-        cache = self.predictor.prefill(zc[:, :-1], pc[:, :-1], pa)  # batch (B,) -> (B, 1) entries
-        step = self._step_fn()
+        cache = (predictor or self.predictor).prefill(zc[:, :-1], pc[:, :-1], pa)  # (B,) -> (B, 1) entries
+        step = self._step_fn() if predictor is None else predictor.step
         z_cur, p_cur = zc[:, -1:], pc[:, -1:]  # (B, 1, N, D), (B, 1, P): broadcast over S
         zs, ps = [], []
         # the kernel choice applies to the maskless per-step attention (flash takes no mask)
@@ -432,12 +474,14 @@ class WorldModel(nn.Module):
                 ps.append(p_cur)
         return torch.stack(zs, 2), torch.stack(ps, 2)
 
-    def _rollout_recompute(self, zc, pc, pa, a, window: int | None = None):
+    def _rollout_recompute(self, zc, pc, pa, a, window: int | None = None, predictor=None):
         """Rollout that runs the predictor over the last ``window`` frames every step (None: all).
 
         ``window=None`` is the reference semantics (the whole history, every step);
-        ``window=num_hist`` is DINO-WM's absolute-position rollout.
+        ``window=num_hist`` is DINO-WM's absolute-position rollout. ``predictor``: one ensemble
+        member (default: ``self.predictor``).
         """
+        predictor = predictor or self.predictor
         B, S, H = a.shape[:3]
         T = zc.shape[1]
         w = T + H if window is None else window  # T + H frames never exceed a full-history window
@@ -447,7 +491,7 @@ class WorldModel(nn.Module):
         zs, ps = [], []
         for h in range(H):
             n = zh.shape[2]  # frames T+h-n .. T+h-1 are in the window
-            zo, po = self.predictor(zh, ph, ah[:, :, T + h - n:T + h])  # (B, S, n, N, D)
+            zo, po = predictor(zh, ph, ah[:, :, T + h - n:T + h])  # (B, S, n, N, D)
             z_next, p_next = zo[:, :, -1], po[:, :, -1]
             zs.append(z_next)
             ps.append(p_next)

@@ -6,6 +6,12 @@ plans them in one batched call), and reports the success rate with a 95% Wilson 
 planning time per replan, and the final latent and true-state distances. Baselines (``random``,
 ``oracle``, see :mod:`mpc.evaluation.policies`) run through the same loop. With ``out`` it writes
 ``results.json`` and a side-by-side GIF (observation | goal) of the first ``videos`` episodes.
+
+The planner policy also measures the *imagination gap*: for every executed plan, the latent cost
+(token MSE to the goal) the model predicted for the frame the plan's executed steps lead to, and
+the latent cost of the frame actually reached (encoded). Plans of an env that reached its goal
+before their steps were through are left out. ``EvalResult.imagination_gap`` summarises
+realised - predicted (see :func:`~mpc.evaluation.metrics.gap_statistics`).
 """
 from __future__ import annotations
 
@@ -74,7 +80,7 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
     model = _world_model(checkpoint, model, device) if policy == "planner" else None
     if model is not None and getattr(model, "image_size", None) is not None:
         env_options.setdefault("image_size", model.image_size)
-    rows, plan_times, latent_distances, frames = [], [], [], {}
+    rows, plan_times, latent_distances, frames, gaps = [], [], [], {}, []
     bar = tqdm(total=settings.episodes, desc=f"eval {env_name} ({policy})", disable=not progress)
     for bi in range(math.ceil(settings.episodes / settings.batch_envs)):  # one batch of envs at a time
         ids = list(range(bi * settings.batch_envs,
@@ -83,7 +89,7 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
         try:
             actor = make_policy(policy, envs, seed=settings.seed + bi, model=model,
                                 settings=planning, device=device)
-            batch_rows, final_pixels, goals = _run_episodes(envs, ids, actor, settings, frames)
+            batch_rows, final_pixels, goals = _run_episodes(envs, ids, actor, settings, frames, gaps)
         finally:
             for e in envs:
                 e.close()
@@ -97,7 +103,9 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                        planner=planning.planner if policy == "planner" else None,
                        steps=settings.steps, plan_times=plan_times,
                        latent_distances=latent_distances,
-                       labels=[] if planning.alpha == 0 else ["goal-proprio"])
+                       labels=([] if planning.alpha == 0 else ["goal-proprio"])
+                       + ([] if planning.risk == 0 else [f"risk={planning.risk:g}"]),
+                       imagination=gaps if policy == "planner" else None)
     if out is not None:
         _write_run(Path(out), result, frames)
     return result
@@ -128,11 +136,13 @@ def _world_model(checkpoint, model, device):
 
 
 def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSettings,
-                  frames: dict[int, list]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+                  frames: dict[int, list], gaps: list[tuple[float, float]] | None = None
+                  ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Run one episode in each of the B ``envs`` until all reached their goals or time ran out.
 
     An env that reached its goal holds still while the others go on. Frames of episodes below
-    ``settings.videos`` are appended to ``frames``.
+    ``settings.videos`` are appended to ``frames``; each plan's ``(predicted, realised)`` latent
+    cost of an env still under way when the plan's steps were through is appended to ``gaps``.
 
     Returns:
         ``(rows, final pixels (B, H, W, 3), goal images (B, H, W, 3))``, one row per episode.
@@ -150,7 +160,12 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
     for _ in range(settings.steps):
         batch_obs = {"pixels": np.stack([o["pixels"] for o in obs]),  # (B, H, W, 3)
                      "proprio": np.stack([o["proprio"] for o in obs])}  # (B, P)
+        seen = len(getattr(policy, "imagination", ()))
         actions = policy.act(batch_obs, episode_info)  # (B, A)
+        for rec in getattr(policy, "imagination", [])[seen:]:  # plans whose steps just went through
+            if gaps is not None:
+                gaps += [(float(rec["predicted"][j]), float(rec["realised"][j]))
+                         for j in range(len(ids)) if not done[j]]
         for j, e in enumerate(envs):
             if ids[j] < settings.videos:
                 frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], goals[j]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["wilson_interval", "EvalResult", "summarize", "format_result"]
+__all__ = ["wilson_interval", "EvalResult", "gap_statistics", "summarize", "format_result"]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -42,6 +42,7 @@ class EvalResult:
     mean_final_latent_distance: float | None  # token MSE to the goal at the end (with a world model)
     per_episode: list = field(default_factory=list)  # dicts: episode, seed, reached, distances
     labels: list = field(default_factory=list)  # notes such as "goal-proprio"
+    imagination_gap: dict | None = None  # realised - predicted latent cost per plan (gap_statistics)
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -55,11 +56,34 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def gap_statistics(pairs: list[tuple[float, float]]) -> dict | None:
+    """Summary of the imagination gap from ``(predicted, realised)`` latent costs, one per plan.
+
+    Returns:
+        None without pairs, else a dict: ``plans``, ``mean`` (of realised - predicted; > 0: the
+        model promised more than it delivered), ``quantiles`` (of the gap at 0.05, 0.25, 0.5, 0.75,
+        0.95, keyed by the level), ``mean_predicted``, ``mean_realised``, ``correlation`` (Pearson
+        between predicted and realised; None when either is constant).
+    """
+    if not pairs:
+        return None
+    pred, real = np.asarray(pairs, np.float64).T  # (n,), (n,)
+    gap = real - pred
+    corr = (float(np.corrcoef(pred, real)[0, 1]) if len(pred) > 1 and pred.std() > 0 and real.std() > 0
+            else None)
+    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {"plans": int(len(gap)), "mean": float(gap.mean()),
+            "quantiles": {str(q): float(v) for q, v in zip(levels, np.quantile(gap, levels))},
+            "mean_predicted": float(pred.mean()), "mean_realised": float(real.mean()),
+            "correlation": corr}
+
+
 def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, steps: int,
               plan_times: list[float], latent_distances: list[float],
-              labels: list[str]) -> EvalResult:
+              labels: list[str], imagination: list[tuple[float, float]] | None = None) -> EvalResult:
     """Aggregate per-episode rows (``reached``, ``final_success``, ``initial_distance``,
-    ``final_distance``) into an :class:`EvalResult`."""
+    ``final_distance``) into an :class:`EvalResult`; ``imagination``: ``(predicted, realised)``
+    latent costs of the executed plans (see :func:`gap_statistics`)."""
     n = len(rows)
     k = sum(r["reached"] for r in rows)
     return EvalResult(
@@ -70,7 +94,8 @@ def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, s
         mean_final_distance=_finite_mean([r["final_distance"] for r in rows]),
         mean_initial_distance=_finite_mean([r["initial_distance"] for r in rows]),
         mean_final_latent_distance=float(np.mean(latent_distances)) if latent_distances else None,
-        per_episode=rows, labels=list(labels))
+        per_episode=rows, labels=list(labels),
+        imagination_gap=gap_statistics(imagination or []))
 
 
 def format_result(r: EvalResult) -> str:
@@ -82,6 +107,9 @@ def format_result(r: EvalResult) -> str:
          f"{_fmt(r.mean_final_distance, '.3f')}")
     if r.mean_plan_time_s is not None:
         s += f"; {r.mean_plan_time_s * 1e3:.1f} ms per replan; final latent distance {_fmt(r.mean_final_latent_distance, '.4f')}"
+    if r.imagination_gap is not None:
+        g = r.imagination_gap
+        s += f"; imagination gap {g['mean']:+.4f} over {g['plans']} plans"
     if r.labels:
         s += f" [{', '.join(r.labels)}]"
     return s

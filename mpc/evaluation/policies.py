@@ -44,6 +44,7 @@ class PlannerSettings:
     planner_options: dict | None = None  # make_planner options (samples, iterations, ...)
     objective: str = "last"  # last: MSE on the last predicted frame (DINO-WM); all: every step
     alpha: float = 0.0  # weight of the goal-proprio term (0: plan from images alone)
+    risk: float = 0.0  # weight of the ensemble's disagreement in the objective (0: off)
     horizon: int = 5  # H, planning horizon in model steps
     replan_every: int = 1  # model steps executed from each plan before replanning
 
@@ -56,14 +57,21 @@ class PlannerPolicy:
         from mpc.objectives import make_objective
 
         s = settings
-        objective = make_objective(s.objective, alpha=s.alpha) if s.alpha else s.objective
+        objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk) if s.alpha or s.risk
+                     else s.objective)
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,
-                                        planner_options=s.planner_options, seed=seed, device=device)
+                                        planner_options=s.planner_options, seed=seed, device=device,
+                                        record_gap=True)
 
     @property
     def plan_times(self) -> list[float]:
         return self.controller.plan_times
+
+    @property
+    def imagination(self) -> list[dict]:
+        """Predicted and realised latent costs of each plan seen through (MPCController.imagination)."""
+        return self.controller.imagination
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present.

@@ -1,0 +1,57 @@
+"""Cost of an ensemble rollout (K = 5 members, one vmapped call) against a single model's.
+
+Run: ``python -m pytest benchmarks/bench_ensemble.py --benchmark-only``. Each round rolls S
+candidates H = 5 steps forward with the ``tiny`` preset from a context of ``num_hist`` frames of
+N x D tokens, for K = 1 and K = 5, returning every member's prediction. The K = 5 round stores
+``extra_info["ratio_to_single"]`` (its best time over the K = 1 round's; the target is well under 5).
+
+Environment variables: ``WMPC_BENCH_DEVICE`` (default: cuda when available, else cpu),
+``WMPC_BENCH_S`` (candidates, default 64), ``WMPC_BENCH_N`` (tokens, default 16),
+``WMPC_BENCH_D`` (token dim, default 32).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from benchmarks._timing import bench_device, timed
+from mpc.world_model import WorldModel, config_from_preset
+
+S = int(os.environ.get("WMPC_BENCH_S", 64))
+N = int(os.environ.get("WMPC_BENCH_N", 16))
+D = int(os.environ.get("WMPC_BENCH_D", 32))
+H, A, P = 5, 2, 4
+DEVICE = bench_device()
+_best: dict[int, float] = {}  # K -> best seconds per rollout
+
+
+@pytest.mark.parametrize("K", [1, 5])
+def test_ensemble_rollout(benchmark, K):
+    cfg = config_from_preset("tiny", num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P)
+    cfg.ensemble = K
+    torch.manual_seed(0)
+    model = WorldModel(cfg).to(DEVICE).eval()
+    T = model.num_hist
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(T, N, D, generator=g).to(DEVICE)
+    proprio = torch.randn(T, P, generator=g).to(DEVICE)
+    actions = torch.randn(S, H, A, generator=g).to(DEVICE)
+    past = torch.randn(T - 1, A, generator=g).to(DEVICE)
+    times = []
+
+    def run():
+        with torch.inference_mode():
+            seconds, out = timed(lambda: model.rollout(z, proprio, actions, past, members=True), DEVICE)
+        times.append(seconds)
+        return out
+
+    rounds, warmup = (5, 1) if DEVICE.type == "cpu" else (20, 3)
+    z_pred, _ = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    assert z_pred.shape == (S, K, H, N, D) and torch.isfinite(z_pred).all()
+    _best[K] = min(times[warmup:] or times)
+    benchmark.extra_info.update({"K": K, "S": S, "H": H, "N": N, "D": D, "device": str(DEVICE),
+                                 "threads": torch.get_num_threads(), "rollout_s": _best[K]})
+    if K > 1 and 1 in _best:
+        benchmark.extra_info["ratio_to_single"] = _best[K] / _best[1]
