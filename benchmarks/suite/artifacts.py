@@ -90,7 +90,7 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
         if done is not None and (out / "stats.json").exists():
             return out, float(done["seconds"])
         t0 = time.perf_counter()
-        collect(env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,
+        collect(es.env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,
                 workers=suite.workers, env_options=opts, image_size=image_size, action_repeat=action_repeat,
                 policy_options=data.policy_options, progress=suite.progress)
         seconds = time.perf_counter() - t0

@@ -59,7 +59,7 @@ def run_baseline(suite: SuiteSettings, env: str, policy: str) -> dict:
     folder = cell_path(suite.out, env, policy, "none").with_suffix("")
     t0 = time.perf_counter()
     try:
-        res = _evaluate(env, ev, policy=policy, env_options=suite.envs[env].options,
+        res = _evaluate(suite.envs[env].env, ev, policy=policy, env_options=suite.envs[env].options,
                         videos=ev.baseline_videos, out=folder, progress=suite.progress)
     except NoOracle:
         return {"env": env, "encoder": "-", "planner": "-", "policy": policy,
@@ -90,7 +90,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
 
     probe_file = probe_path(run, env, encoder)
     if es.probe is not None and read_json(probe_file) is None:
-        probe = latent_probe(env, es.options, enc, es.probe.lines, es.probe.points)
+        probe = latent_probe(es.env, es.options, enc, es.probe.lines, es.probe.points)
         write_json(probe_file, {"env": env, "encoder": encoder, **probe})
 
     ev = es.eval
@@ -104,7 +104,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         ps = suite.planners[planner]
         folder = path.with_suffix("")
         t0 = time.perf_counter()
-        res = _evaluate(env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
+        res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
                         objective=ev.objective, alpha=ev.alpha, horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options, videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
