@@ -13,7 +13,7 @@ import torch
 
 from mpc._config import resolve_device
 
-__all__ = ["bench_device", "sync", "timed", "mean_time"]
+__all__ = ["bench_device", "sync", "timed", "mean_time", "rollout_inputs"]
 
 
 def bench_device() -> torch.device:
@@ -45,3 +45,16 @@ def mean_time(fn: Callable[[], Any], device, repeats: int = 3) -> float:
     fn()
     seconds, _ = timed(lambda: [fn() for _ in range(repeats)], device)
     return seconds / repeats
+
+
+def rollout_inputs(model, samples: int, horizon: int, device, seed: int = 0):
+    """Random unbatched rollout inputs for ``model``: ``z (T, N, D)``, ``proprio (T, P)``,
+    ``actions (S, H, Am)``, ``past (T-1, Am)`` with T = ``model.num_hist``, on ``device``."""
+    T, N, D = model.num_hist, model.num_tokens, model.token_dim
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(T, N, D, generator=g).to(device)
+    proprio = torch.randn(T, model.config.proprio_dim, generator=g).to(device)
+    actions = torch.randn(samples, horizon, model.action_dim, generator=g).to(device)
+    past = torch.randn(T - 1, model.action_dim, generator=g).to(device)
+    return z, proprio, actions, past
+

@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from benchmarks._timing import bench_device, timed
+from benchmarks._timing import bench_device, rollout_inputs, timed
 from mpc.world_model import WorldModel, config_from_preset
 
 S = int(os.environ.get("WMPC_BENCH_S", 64))
@@ -33,12 +33,7 @@ def test_ensemble_rollout(benchmark, K):
     cfg.ensemble = K
     torch.manual_seed(0)
     model = WorldModel(cfg).to(DEVICE).eval()
-    T = model.num_hist
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(T, N, D, generator=g).to(DEVICE)
-    proprio = torch.randn(T, P, generator=g).to(DEVICE)
-    actions = torch.randn(S, H, A, generator=g).to(DEVICE)
-    past = torch.randn(T - 1, A, generator=g).to(DEVICE)
+    z, proprio, actions, past = rollout_inputs(model, S, H, DEVICE)
     times = []
 
     def run():

@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 
-from benchmarks._timing import bench_device, timed
+from benchmarks._timing import bench_device, rollout_inputs, timed
 from mpc.world_model import WorldModel, config_from_preset
 
 N, D, A, P = 196, 384, 2, 4
@@ -35,12 +35,7 @@ def test_rollout_throughput(benchmark, preset, use_cache):
     cfg.predictor.autocast_bf16 = BF16
     torch.manual_seed(0)
     model = WorldModel(cfg).to(DEVICE).eval()
-    T = model.num_hist
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(T, N, D, generator=g).to(DEVICE)
-    proprio = torch.randn(T, P, generator=g).to(DEVICE)
-    actions = torch.randn(S, H, model.action_dim, generator=g).to(DEVICE)
-    past = torch.randn(T - 1, model.action_dim, generator=g).to(DEVICE)
+    z, proprio, actions, past = rollout_inputs(model, S, H, DEVICE)
     times = []
 
     def run():

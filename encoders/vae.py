@@ -12,7 +12,6 @@ of spatial-softmax keypoints, whose distances follow object displacements most d
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import register_encoder
 from ._conv import ImageToTokens, TokensToImage

@@ -23,6 +23,17 @@ __all__ = ["MujocoScene", "MujocoGoalEnv", "OwnsRenderer", "free_renderer", "new
 # Colours tint the materials (agent "self", walls "decoration", floor "grid"); light scales the
 # diffuse light of the scene light and the headlight; floor_texrepeat repeats the floor's grid
 # texture; the distractor is a flat disc on the floor (visual only, drawn under the agent).
+# The factors of variation of the dm_control arena envs (pointmass, reacher):
+#
+# | factor | kind | train | test |
+# |---|---|---|---|
+# | agent_rgb | rgb | the agent (material ``self``): browns | greens |
+# | wall_rgb | rgb | arena walls: blues | purples |
+# | floor_rgb | rgb | floor grid tint: near white | warm |
+# | floor_texrepeat | uniform | grid texture repeat x 0.8..1.5 | x 3..5 |
+# | light | uniform | diffuse light x 0.7..1.1 | x 0.3..0.5 |
+# | distractor_size | uniform | 0 (none) | a flat disc on the floor, radius 0.02..0.04 m |
+# | distractor_rgb, distractor_x, distractor_y | rgb, uniform | yellows, -0.25..0.25 m | same |
 ARENA_FACTORS = {
     "agent_rgb": Factor("rgb", [[0.6, 0.4, 0.2], [0.8, 0.6, 0.4]], [[0.2, 0.6, 0.2], [0.4, 0.8, 0.4]]),
     "wall_rgb": Factor("rgb", [[0.2, 0.4, 0.6], [0.4, 0.6, 0.8]], [[0.6, 0.2, 0.5], [0.8, 0.4, 0.7]]),
@@ -214,6 +225,15 @@ class MujocoGoalEnv(GoalEnv):
     """
 
     _MATERIALS = {"agent_rgb": ("self",), "wall_rgb": ("decoration",), "floor_rgb": ("grid",)}
+
+    def _set_stepping(self, physics_steps: int, min_goal_distance: float, limit: float, unit: str) -> None:
+        """Check and set ``physics_steps`` (>= 1) and ``min_goal_distance`` (in ``[0, limit)``)."""
+        if int(physics_steps) < 1:
+            raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
+        if not 0 <= min_goal_distance < limit:
+            raise ValueError(f"min_goal_distance must lie in [0, {limit}) {unit}, got {min_goal_distance}")
+        self.physics_steps = int(physics_steps)
+        self.min_goal_distance = float(min_goal_distance)
 
     def _apply_factors(self, factors: dict) -> None:
         scene = self._scene

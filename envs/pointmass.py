@@ -72,15 +72,8 @@ class PointMassEnv(MujocoGoalEnv):
     the seed when ``variation`` is not "none" (``info["factors"]``); all visual, the dynamics and
     the success rule never change. Colours tint the materials in [0, 1].
 
-    | factor | kind | train | test |
-    |---|---|---|---|
-    | agent_rgb | rgb | the agent (material ``self``): browns | greens |
-    | wall_rgb | rgb | arena walls: blues | purples |
-    | floor_rgb | rgb | floor grid tint: near white | warm |
-    | floor_texrepeat | uniform | grid texture repeat x 0.8..1.5 | x 3..5 |
-    | light | uniform | diffuse light x 0.7..1.1 | x 0.3..0.5 |
-    | distractor_size | uniform | 0 (none) | a flat disc on the floor, radius 0.02..0.04 m |
-    | distractor_rgb, distractor_x, distractor_y | rgb, uniform | yellows, -0.25..0.25 m | same |
+    :data:`envs._mujoco.ARENA_FACTORS` (shared with reacher; its table is in that module): agent,
+    wall and floor colours, floor texture, light, and a distractor disc; ``agent_rgb`` tints the ball.
 
     ## Version History
     * v0: initial version.
@@ -95,12 +88,7 @@ class PointMassEnv(MujocoGoalEnv):
                  antialias: bool = True, variation: str | dict | None = "none"):
         super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
                          variation=variation)
-        if int(physics_steps) < 1:
-            raise ValueError(f"physics_steps must be >= 1, got {physics_steps}")
-        if not 0 <= min_goal_distance < 0.5:
-            raise ValueError(f"min_goal_distance must lie in [0, 0.5) m, got {min_goal_distance}")
-        self.physics_steps = int(physics_steps)
-        self.min_goal_distance = float(min_goal_distance)
+        self._set_stepping(physics_steps, min_goal_distance, 0.5, "m")
         xml, assets = point_mass.get_model_and_assets()
         self._scene = MujocoScene(xml, assets, self.image_size, camera="fixed", hide_geoms=("target",),
                                   antialias=antialias,

@@ -31,32 +31,16 @@ from mpc import checkpoint
 from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS, TaskInfo, task_from_dataset_meta
 from mpc.ensemble import make_ensemble_predictor
 from mpc.memory import candidate_chunk, chunked_rollout
+from mpc.model_inputs import ModelInputs
 from mpc.predictor import sdpa_context
 from mpc.presets import WorldModelConfig, config_from_preset, load_preset
 
 __all__ = ["WorldModelConfig", "WorldModel", "TaskInfo", "task_from_dataset_meta", "FORMAT_VERSION",
            "RUNTIME_OPTIONS", "load_preset", "config_from_preset"]
 
-_STAT_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
 
 
-def _check_finite(name: str, x: torch.Tensor):
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf; expected finite values")
-
-
-def _as_tensor(name: str, x, device) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise ValueError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be a float tensor, got dtype {x.dtype}")
-    return x.to(device=device, dtype=torch.float32)
-
-
-class WorldModel(nn.Module):
+class WorldModel(ModelInputs, nn.Module):
     """Encoder (frozen, optional) + latent predictor, on raw actions and proprio.
 
     Args:
@@ -184,70 +168,6 @@ class WorldModel(nn.Module):
                                + (f" (rebuilding the checkpoint's encoder failed: {why})" if why else ""))
         with torch.no_grad():
             return self.encoder.encode(images).to(self.device)
-
-    # --- normalisation ---
-    def set_normalization(self, stats: dict) -> None:
-        """Set the normalisation buffers from a dataset's ``stats.json`` dict.
-
-        Args:
-            stats: ``action_mean``/``action_std`` of length A (tiled frameskip times) or Am, and
-                ``proprio_mean``/``proprio_std`` of length P.
-
-        Raises:
-            ValueError: missing key, wrong length, non-finite or non-positive std.
-        """
-        A, Am, P = self.config.env_action_dim, self.config.action_dim, self.config.proprio_dim
-        for key in _STAT_KEYS:
-            if key not in stats:
-                raise ValueError(f"stats lack {key!r}; expected keys {_STAT_KEYS} (dataset stats.json)")
-            v = torch.as_tensor(stats[key], dtype=torch.float32).flatten()
-            if key.startswith("action"):
-                if v.numel() == A and Am != A:
-                    v = v.repeat(self.config.frameskip)
-                if v.numel() != Am:
-                    raise ValueError(f"{key} has {v.numel()} values, expected A={A} or Am={Am}")
-            elif v.numel() != P:
-                raise ValueError(f"{key} has {v.numel()} values, expected P={P}")
-            _check_finite(key, v)
-            if key.endswith("std"):
-                if (v <= 0).any():
-                    raise ValueError(f"{key} must be positive; got {v.tolist()}")
-            getattr(self, key).copy_(v)
-
-    def normalization(self) -> dict[str, list[float]]:
-        return {k: getattr(self, k).tolist() for k in _STAT_KEYS}
-
-    def _norm_actions(self, a):
-        return (a - self.action_mean) / self.action_std
-
-    def _norm_proprio(self, p):
-        return (p - self.proprio_mean) / self.proprio_std
-
-    def _denorm_proprio(self, p):
-        return p * self.proprio_std + self.proprio_mean
-
-    # --- input checks ---
-    def _check(self, name, x, ndims, tail):
-        x = _as_tensor(name, x, self.device)
-        if x.ndim not in ndims or tuple(x.shape[x.ndim - len(tail):]) != tail:
-            want = " or ".join(f"({', '.join(['...'] * (n - len(tail)) + [str(t) for t in tail])})"
-                               for n in ndims)
-            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
-        _check_finite(name, x)
-        return x
-
-    def _no_proprio(self, name, x, lead: tuple) -> torch.Tensor:
-        """``x``, or for a proprio-free model (P = 0) given None, an empty ``(*lead, 0)`` tensor.
-
-        Raises:
-            ValueError: None for a model that conditions on proprio (P > 0).
-        """
-        if x is not None:
-            return x
-        if self.proprio_dim:
-            raise ValueError(f"{name} is None but this world model conditions on proprio (P="
-                             f"{self.proprio_dim}); pass the env's proprio")
-        return torch.zeros(*lead, 0, device=self.device)
 
     def _bf16(self) -> bool:
         """Whether the predictor runs under bf16 autocast (asked for, and on CUDA)."""
@@ -413,39 +333,6 @@ class WorldModel(nn.Module):
         if not batched:
             z_pred, p_pred = z_pred[0], p_pred[0]
         return z_pred, p_pred
-
-    def _rollout_inputs(self, z_context, proprio_context, actions, past_actions):
-        """Check the rollout's inputs and give them a leading B axis (past actions default to 0).
-
-        Returns:
-            ``(z (B, T, N, D), proprio (B, T, P), actions (B, S, H, Am), past (B, T-1, Am), batched)``.
-        """
-        N, D, P, Am = self.num_tokens, self.token_dim, self.proprio_dim, self.action_dim
-        z_context = self._check("z_context", z_context, (3, 4), (N, D))
-        batched = z_context.ndim == 4
-        nb = 1 if batched else 0
-        proprio_context = self._no_proprio("proprio_context", proprio_context, z_context.shape[:-2])
-        proprio_context = self._check("proprio_context", proprio_context, (2 + nb,), (P,))
-        actions = self._check("actions", actions, (3 + nb,), (Am,))
-        if not batched:
-            z_context, proprio_context, actions = (z_context[None], proprio_context[None], actions[None])
-        B, T = z_context.shape[:2]
-        if proprio_context.shape[:2] != (B, T) or actions.shape[0] != B:
-            raise ValueError(f"expected z_context (B, T, N, D), proprio_context (B, T, P) and actions "
-                             f"(B, S, H, Am) with the same B and T; got {tuple(z_context.shape)}, "
-                             f"{tuple(proprio_context.shape)}, {tuple(actions.shape)}")
-        if actions.shape[2] < 1 or actions.shape[1] < 1:
-            raise ValueError(f"actions need S >= 1 candidates and H >= 1 steps, got {tuple(actions.shape)}")
-        if past_actions is None:
-            past_actions = z_context.new_zeros(B, T - 1, Am)
-        else:
-            past_actions = self._check("past_actions", past_actions, (2 + nb,), (Am,))
-            if not batched:
-                past_actions = past_actions[None]
-            if past_actions.shape[:2] != (B, T - 1):
-                raise ValueError(f"past_actions must be (T-1, Am) / (B, T-1, Am) = ({B}, {T - 1}, {Am})"
-                                 f" here, got {tuple(past_actions.shape)}")
-        return z_context, proprio_context, actions, past_actions, batched
 
     def _rollout_cached(self, zc, pc, pa, a, share_prefix: bool = True, predictor=None):
         """KV-cached rollout on normalised inputs; ``(B, S, H, N, D)``, ``(B, S, H, P)`` out.

@@ -13,7 +13,6 @@ The best sequence ever evaluated is returned.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
