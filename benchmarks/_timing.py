@@ -13,7 +13,7 @@ import torch
 
 from mpc._config import resolve_device
 
-__all__ = ["bench_device", "sync", "timed", "mean_time", "rollout_inputs"]
+__all__ = ["bench_device", "sync", "timed", "mean_time", "rollout_inputs", "rollout_runner"]
 
 
 def bench_device() -> torch.device:
@@ -57,4 +57,23 @@ def rollout_inputs(model, samples: int, horizon: int, device, seed: int = 0):
     actions = torch.randn(samples, horizon, model.action_dim, generator=g).to(device)
     past = torch.randn(T - 1, model.action_dim, generator=g).to(device)
     return z, proprio, actions, past
+
+
+def rollout_runner(model, samples: int, horizon: int, device, **options):
+    """A benchmark callable over random inputs (:func:`rollout_inputs`): ``run()`` does one
+    inference-mode ``model.rollout(..., **options)`` and appends its synced wall time to ``times``.
+
+    Returns:
+        ``(run, times)``.
+    """
+    z, proprio, actions, past = rollout_inputs(model, samples, horizon, device)
+    times: list[float] = []
+
+    def run():
+        with torch.inference_mode():
+            seconds, out = timed(lambda: model.rollout(z, proprio, actions, past, **options), device)
+        times.append(seconds)
+        return out
+
+    return run, times
 

@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from benchmarks._timing import bench_device, rollout_inputs, timed
+from benchmarks._timing import bench_device, rollout_runner
 from mpc.world_model import WorldModel, config_from_preset
 
 S = int(os.environ.get("WMPC_BENCH_S", 64))
@@ -33,14 +33,7 @@ def test_ensemble_rollout(benchmark, K):
     cfg.ensemble = K
     torch.manual_seed(0)
     model = WorldModel(cfg).to(DEVICE).eval()
-    z, proprio, actions, past = rollout_inputs(model, S, H, DEVICE)
-    times = []
-
-    def run():
-        with torch.inference_mode():
-            seconds, out = timed(lambda: model.rollout(z, proprio, actions, past, members=True), DEVICE)
-        times.append(seconds)
-        return out
+    run, times = rollout_runner(model, S, H, DEVICE, members=True)
 
     rounds, warmup = (5, 1) if DEVICE.type == "cpu" else (20, 3)
     z_pred, _ = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=warmup)

@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 
-from benchmarks._timing import bench_device, rollout_inputs, timed
+from benchmarks._timing import bench_device, rollout_runner
 from mpc.world_model import WorldModel, config_from_preset
 
 N, D, A, P = 196, 384, 2, 4
@@ -35,14 +35,7 @@ def test_rollout_throughput(benchmark, preset, use_cache):
     cfg.predictor.autocast_bf16 = BF16
     torch.manual_seed(0)
     model = WorldModel(cfg).to(DEVICE).eval()
-    z, proprio, actions, past = rollout_inputs(model, S, H, DEVICE)
-    times = []
-
-    def run():
-        with torch.inference_mode():
-            seconds, out = timed(lambda: model.rollout(z, proprio, actions, past, use_cache=use_cache), DEVICE)
-        times.append(seconds)
-        return out
+    run, times = rollout_runner(model, S, H, DEVICE, use_cache=use_cache)
 
     heavy = DEVICE.type == "cpu" and preset == "dino_wm"
     rounds, warmup = (1, 0) if heavy else ((3, 1) if DEVICE.type == "cpu" else (10, 2))
