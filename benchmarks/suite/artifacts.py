@@ -148,7 +148,7 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
     folder = suite.out / "models" / f"{env}__{encoder}-{key}"
     ckpt = folder / "checkpoints" / "model_latest.safetensors"
     def build():
-        train_world_model({"env": {"name": env, **suite.envs[env].options}, "encoder": enc_settings,
+        train_world_model({"env": {"name": suite.envs[env].env, **suite.envs[env].options}, "encoder": enc_settings,
                            "model": model, "train": suite.train, "data": str(data_dir), "out": str(folder),
                            "resume": (folder / "checkpoints" / "train_state.pt").exists(),
                            "seed": suite.seed, "device": suite.device, "encode_batch": 256})
