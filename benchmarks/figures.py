@@ -31,15 +31,16 @@ def _mb(r: dict) -> str:
 
 
 def _x(a: dict, b: dict, key: str = "seconds") -> str:
-    if "error" in a or "error" in b or not b.get(key):
-        return "n/a"
-    return f"{a[key] / b[key]:.1f}x"
+    x = hot_path.ratio(a, b, key)
+    return "n/a" if x is None else f"{x:.1f}x"
 
 
 def _rate(r: dict) -> str:
-    if "error" in r or "roofline_fraction" not in r:
+    measured = hot_path.rate(r)
+    if measured is None:
         return ""
-    return f"{r['flops'] / r['seconds'] / 1e9:.1f} GFLOP/s ({100 * r['roofline_fraction']:.0f}%)"
+    flops, fraction = measured
+    return f"{flops / 1e9:.1f} GFLOP/s ({100 * fraction:.0f}%)"
 
 
 def markdown(results: dict, command: str) -> str:

@@ -287,19 +287,34 @@ def _fmt_mb(r: dict) -> str:
     return "" if "error" in r else f"{r['peak_mb']:8.0f} MiB (base {r['base_mb']:.0f})"
 
 
-def _ratio(a: dict, b: dict, key: str = "seconds") -> str:
+def ratio(a: dict, b: dict, key: str = "seconds") -> float | None:
+    """``a[key] / b[key]`` of two measurements (a speed-up when ``a`` is the slower side); None when
+    either failed or ``b[key]`` is zero."""
     if "error" in a or "error" in b or not b.get(key):
-        return "  n/a"
-    return f"{a[key] / b[key]:6.1f}x"
+        return None
+    return a[key] / b[key]
+
+
+def rate(r: dict) -> tuple[float, float] | None:
+    """``(FLOP/s, fraction of the roofline)`` of a measured rollout; None without a roofline."""
+    if "error" in r or "roofline_fraction" not in r:
+        return None
+    return r["flops"] / r["seconds"], r["roofline_fraction"]
+
+
+def _ratio(a: dict, b: dict, key: str = "seconds") -> str:
+    x = ratio(a, b, key)
+    return "  n/a" if x is None else f"{x:6.1f}x"
 
 
 def _rate(r: dict) -> str:
-    if "error" in r or "roofline_fraction" not in r:
+    measured = rate(r)
+    if measured is None:
         return ""
-    rate = r["flops"] / r["seconds"]
+    flops, fraction = measured
     beside = (f" (matmul beside it {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)"
               if "matmul_flops_per_s" in r else "")
-    return f"  {rate / 1e9:7.1f} GFLOP/s = {100 * r['roofline_fraction']:4.1f}% of the roofline{beside}"
+    return f"  {flops / 1e9:7.1f} GFLOP/s = {100 * fraction:4.1f}% of the roofline{beside}"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -482,7 +497,7 @@ def collect(cfg: dict) -> dict:
             r = sw[label]
             prev = sw[labels[i - 1 if i < 4 or cuda else 2]] if i else None  # the case without the switch
             extra = f"  switch alone {_ratio(prev, r)}" if prev is not None else ""
-            first = f" (warm-up call compiles)" if "compile" in label else ""
+            first = " (warm-up call compiles)" if "compile" in label else ""
             print(f"  {label:48s} {_fmt_s(r)} {_fmt_mb(r)}{extra}{first}")
     return results
 
@@ -492,9 +507,9 @@ def summary(results: dict) -> str:
     parts = []
     for size in ("dino_wm16", "dino_wm"):
         r = results.get(f"{size}_plan")
-        if r and "error" not in r["wmpc"] and "error" not in r["ref"]:
+        if r and ratio(r["ref"], r["wmpc"]) is not None:
             ex = " extrapolated" if "extrapolated_from_iterations" in r["ref"] else ""
-            parts.append(f"{size} plan speed-up {r['ref']['seconds'] / r['wmpc']['seconds']:.1f}x{ex} "
+            parts.append(f"{size} plan speed-up {ratio(r['ref'], r['wmpc']):.1f}x{ex} "
                          f"(S x I = {r['S']} x {r['I']}, peak {r['wmpc']['peak_mb']:.0f} vs {r['ref']['peak_mb']:.0f} MiB)")
     roll = results.get("dino_wm_rollout", {}).get("wmpc", {})
     if "roofline_fraction" in roll:
