@@ -71,7 +71,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.data_dir = Path(cfg.data)
-        self.data_meta = self._check_data()
+        self._check_data()
         self.local_batch = self._split_batch()
         seed_everything(int(cfg.seed))  # before anything draws random numbers
         self._read_window_shape()
@@ -84,20 +84,19 @@ class Trainer:
         self.run_log: RunLog | None = None
 
     # -- construction steps, in order --
-    def _check_data(self) -> dict:
-        """The dataset's ``dataset.json``, checked before anything is trained or encoded.
+    def _check_data(self) -> None:
+        """Check the dataset's ``dataset.json`` before anything is trained or encoded.
 
         Raises:
             DatasetError: ``data`` is not a dataset. ValueError: ``env=`` names another env.
         """
-        from mpc.data import load_dataset
+        from mpc.data.episodes import read_meta
 
-        meta = load_dataset(self.data_dir).meta
+        meta = read_meta(self.data_dir)  # dataset.json only: the windows open the episodes later
         env = (self.cfg.get("env") or {}).get("name")
         if env is not None and env != meta.get("env"):
             raise ValueError(f"env={env} but the data in {self.data_dir} hold env {meta.get('env')!r}; "
                              f"drop env= (the env is read from the dataset) or pass data= a dataset of {env}")
-        return meta
 
     def _split_batch(self) -> int:
         """The per-rank batch: ``train.batch_size`` is the global one."""
