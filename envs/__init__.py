@@ -15,7 +15,7 @@ import os
 
 import gymnasium as gym
 
-from .base import GoalEnv
+from .base import GoalEnv, warn_frameskip_renamed
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -81,15 +81,10 @@ def _gym_factory(env_id: str):
 
 
 def _renamed_options(options: dict) -> dict:
-    """wmpc 0.1's ``frameskip`` env option is ``action_repeat`` now (``frameskip`` names the
-    world model's block of env steps per model step); the old name works until wmpc 0.3."""
+    """wmpc 0.1's ``frameskip`` env option is ``action_repeat`` now (an explicit ``action_repeat`` wins)."""
     if "frameskip" in options:
-        import warnings
-
-        warnings.warn("the env option 'frameskip' is now called 'action_repeat' (same meaning); the old "
-                      "name works until wmpc 0.3", FutureWarning, stacklevel=3)
-        value = options.pop("frameskip")
-        options.setdefault("action_repeat", value)
+        warn_frameskip_renamed(stacklevel=3)
+        options.setdefault("action_repeat", options.pop("frameskip"))
     return options
 
 

@@ -27,6 +27,15 @@ from .variation import Factor, describe, factor_rng, resolve_variation, sample_f
 __all__ = ["GoalEnv"]
 
 
+def warn_frameskip_renamed(stacklevel: int = 2) -> None:
+    """The FutureWarning for wmpc 0.1's env option ``frameskip``, called ``action_repeat`` now
+    (``frameskip`` names the world model's env steps per model step); the old name works until 0.3."""
+    import warnings
+
+    warnings.warn("the env option 'frameskip' is now called 'action_repeat' (same meaning); the old name "
+                  "works until wmpc 0.3", FutureWarning, stacklevel=stacklevel + 1)
+
+
 def whole_number(name: str, value, minimum: int = 0) -> int:
     """``value`` as an int >= ``minimum`` (integral floats such as 64.0 pass).
 
@@ -64,9 +73,7 @@ class GoalEnv(gym.Env):
                  frameskip: int | None = None, variation: str | dict | None = "none"):
         self.image_size = whole_number("image_size", image_size, minimum=1)
         if frameskip is not None:  # wmpc 0.1's name; works until wmpc 0.3
-            import warnings
-            warnings.warn("the env option 'frameskip' is now called 'action_repeat' (same meaning)",
-                          FutureWarning, stacklevel=2)
+            warn_frameskip_renamed(stacklevel=3)
             action_repeat = frameskip
         self.action_repeat = whole_number("action_repeat", action_repeat, minimum=1)
         self.render_mode = render_mode

@@ -293,9 +293,9 @@ def collect(env: str, out: str | os.PathLike, episodes: int, steps: int, policy:
     check_policy(policy)
     out = Path(out)
     if frameskip is not None:
-        import warnings
-        warnings.warn("collect(frameskip=...) is now collect(action_repeat=...) (same meaning)",
-                      FutureWarning, stacklevel=2)
+        from envs.base import warn_frameskip_renamed
+
+        warn_frameskip_renamed()
         action_repeat = frameskip if action_repeat is None else action_repeat
     given = {k: int(v) for k, v in (("image_size", image_size), ("action_repeat", action_repeat))
              if v is not None}
