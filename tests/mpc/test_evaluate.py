@@ -24,13 +24,18 @@ def test_oracle_reaches_goals_random_does_not():
     assert oracle.per_episode[0]["seed"] == 1_000_000
 
 
-@pytest.fixture
-def wall_model(tmp_path):
+def _tiny_wall_model() -> WorldModel:
+    """An untrained tiny_mlp world model over a random-weight DINOv2 (pooled token) for wall."""
     opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
     enc = encoders.make_encoder("dinov2", **opts)
     cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
                              encoder="dinov2", encoder_options=opts)
-    return WorldModel(cfg, encoder=enc).save(tmp_path / "wall.safetensors")
+    return WorldModel(cfg, encoder=enc)
+
+
+@pytest.fixture
+def wall_model(tmp_path):
+    return _tiny_wall_model().save(tmp_path / "wall.safetensors")
 
 
 def test_eval_command_with_a_checkpoint_writes_results_and_video(tmp_path, wall_model):
@@ -73,11 +78,7 @@ def test_settings_objects_equal_keyword_options():
 @pytest.fixture
 def wall_task_model(tmp_path):
     """A tiny wall model whose checkpoint stores the task (bounds, 64 px images, env)."""
-    opts = {"weights": "random", "image_size": 28, "tokens": "pooled"}
-    enc = encoders.make_encoder("dinov2", **opts)
-    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
-                             encoder="dinov2", encoder_options=opts)
-    model = WorldModel(cfg, encoder=enc)
+    model = _tiny_wall_model()
     model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=64, env="wall",
                    env_options={"image_size": 64, "action_repeat": 1})
     return model.save(tmp_path / "wall_task.safetensors")
