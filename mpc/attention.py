@@ -16,7 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["sdpa_context", "frame_mask", "FrameRope", "KVRing", "Attention", "Block"]
+__all__ = ["sdpa_context", "frame_mask", "FrameRope", "KVRing", "Attention", "Block", "under_vmap"]
+
+
+def under_vmap(*tensors: torch.Tensor) -> bool:
+    """Whether any of ``tensors`` is batched by ``torch.vmap`` (an ensemble's members): CPU SDPA has no
+    batching rule there, and in-place writes into unbatched buffers are not allowed."""
+    return any(torch._C._functorch.is_batchedtensor(t) for t in tensors)
 
 
 def sdpa_context(backend: str):
@@ -155,7 +161,7 @@ class Attention(nn.Module):
         else:
             keys, vals = k, v
         drop = self.dropout if self.training else 0.0
-        if torch._C._functorch.is_batchedtensor(q) or torch._C._functorch.is_batchedtensor(keys):
+        if under_vmap(q, keys):
             # under torch.vmap (ensemble members, mpc.ensemble) CPU SDPA has no batching rule and
             # would loop over members: plain matmuls batch
             return self.proj_drop(self.proj(_attention(q, keys, vals, mask, drop))), k, v

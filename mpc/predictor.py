@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mpc.attention import Block, FrameRope, KVRing, frame_mask, sdpa_context  # noqa: F401 (re-exported)
+from mpc.attention import Block, FrameRope, KVRing, frame_mask, sdpa_context, under_vmap  # noqa: F401 (re-exported)
 from mpc.vector_predictors import GRUPredictor, MLPPredictor
 
 __all__ = ["PredictorConfig", "TransformerPredictor", "MLPPredictor", "GRUPredictor",
@@ -251,7 +251,7 @@ class TransformerPredictor(nn.Module):
         pos = cache["pos"]
         cos, sin = self.rope.angles(pos.reshape(1))  # (1, rot/2): one frame index for all tokens
         # gradient planners (autograd) and ensembles (vmap over members) cannot write into a ring in place
-        if torch.is_grad_enabled() or torch._C._functorch.is_batchedtensor(x):
+        if torch.is_grad_enabled() or under_vmap(x):
             frames, new = cache["frames"], []
             for i, blk in enumerate(self.blocks):
                 x, k, v = blk(x, self.rope, cos, sin, None, [f[i] for f in frames])
