@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from .objectives import make_objective
+from .objectives import latent_distance, make_objective
 from .planners import make_planner
 
 __all__ = ["MPCController", "plan"]
@@ -240,7 +240,7 @@ class MPCController:
 
         if self.record_gap and self._predicted is not None:  # the frame the last plan led to is in
             predicted, goal = self._predicted
-            realised = ((z_ctx[:, -1] - goal) ** 2).mean(dim=(-1, -2))       # (B,)
+            realised = latent_distance(z_ctx[:, -1], goal)                   # (B,)
             self.imagination.append({"predicted": predicted, "realised": realised.cpu().numpy()})
 
         init = None
@@ -259,7 +259,7 @@ class MPCController:
             with torch.no_grad():
                 z_plan, _ = model.rollout(z_ctx, p_ctx, self._plan[:, None], past_actions=past)
             z_reach = z_plan[:, 0, self.replan_every - 1]                    # (B, N, D)
-            self._predicted = (((z_reach - z_goal) ** 2).mean(dim=(-1, -2)).cpu().numpy(), z_goal)
+            self._predicted = (latent_distance(z_reach, z_goal).cpu().numpy(), z_goal)
         steps = self._plan[:, : self.replan_every].cpu().numpy()             # (B, r, Am)
         steps = steps.reshape(B, self.replan_every * self.frameskip, self.env_action_dim)
         self._queue = [steps[:, i] for i in range(steps.shape[1])]

@@ -24,11 +24,19 @@ from typing import Callable
 
 import torch
 
-__all__ = ["LatentObjective", "make_objective", "list_objectives", "Objective"]
+__all__ = ["LatentObjective", "make_objective", "list_objectives", "Objective", "latent_distance"]
 
 Objective = Callable[..., torch.Tensor]
 _MODES = ("last", "all")
 RISK_MODES = ("disagreement", "pessimistic")
+
+
+def latent_distance(z: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
+    """Mean squared token difference over the last two dims (N, D): what the planners minimise.
+
+    ``z (..., N, D)`` and ``z_goal`` broadcastable to it -> ``(...)``.
+    """
+    return ((z - z_goal) ** 2).mean(dim=(-1, -2))
 
 
 class LatentObjective:
@@ -99,7 +107,7 @@ class LatentObjective:
                 or z_pred.shape[-2:] != z_goal.shape[-2:]:
             raise ValueError(f"expected z_pred (B, S, H, N, D) and z_goal (B, N, D) with matching B, N, D; "
                              f"got {tuple(z_pred.shape)} and {tuple(z_goal.shape)}")
-        err = ((z_pred - z_goal[:, None, None]) ** 2).mean(dim=(-1, -2))   # (B, S, H)
+        err = latent_distance(z_pred, z_goal[:, None, None])               # (B, S, H)
         cost = self._over_time(err)                                        # (B, S)
         if self.alpha > 0:
             if proprio_pred is None or proprio_goal is None:

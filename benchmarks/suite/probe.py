@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from mpc.objectives import latent_distance
+
 __all__ = ["PROBE_KINDS", "latent_probe", "monotonicity", "binned_means", "path_distance"]
 
 PROBE_KINDS = {"pointmaze": "path", "pusht": "pusht"}  # env name -> probe kind; others: "position"
@@ -118,7 +120,7 @@ def _pairs(z, true_fn: Callable[[int, int], float], goals) -> tuple[list, list]:
     true, latent = [], []
     for g in goals:
         true.append([true_fn(i, g) for i in range(len(z))])
-        latent.append(((z - z[g:g + 1]) ** 2).mean(dim=(1, 2)).numpy())
+        latent.append(latent_distance(z, z[g:g + 1]).numpy())
     return true, latent
 
 

@@ -27,6 +27,7 @@ import torch
 from mpc._io import atomic_write, write_json
 from mpc.evaluation.metrics import EvalResult, summarize
 from mpc.evaluation.policies import Policy, PlannerSettings, check_policy, make_policy
+from mpc.objectives import latent_distance
 
 __all__ = ["EvalSettings", "evaluate"]
 
@@ -193,7 +194,7 @@ def _latent_distances(model, pixels: np.ndarray, goals: np.ndarray) -> list[floa
     with torch.no_grad():
         z_final = model.encode(pixels)  # (B, N, D)
         z_goal = model.encode(goals)
-        return ((z_final - z_goal) ** 2).mean(dim=(1, 2)).cpu().tolist()
+        return latent_distance(z_final, z_goal).cpu().tolist()
 
 
 def _side_by_side(obs_px: np.ndarray, goal_px: np.ndarray) -> np.ndarray:
