@@ -39,8 +39,9 @@ def _default_data(env_name):
 def _dataset_env(data) -> str:
     """The env a dataset folder holds (from its dataset.json), folder-name-safe; else its folder name."""
     from mpc._io import read_json
+    from mpc.data.format import META_FILE
 
-    meta = read_json(Path(str(data)) / "dataset.json")
+    meta = read_json(Path(str(data)) / META_FILE)
     env = meta.get("env") if isinstance(meta, dict) else None
     return _safe_name(env or Path(str(data)).name)
 
