@@ -28,6 +28,16 @@ def _evaluate(env: str, ev: EvalSettings, **kwargs):
                     **kwargs)
 
 
+def _gap_fields(res) -> dict:
+    """The imagination gap of a planner row (realised - predicted latent cost per executed plan)."""
+    g = res.imagination_gap
+    if not g:
+        return {}
+    return {"gap_mean": g["mean"], "gap_median": g["quantiles"]["0.5"], "gap_q05": g["quantiles"]["0.05"],
+            "gap_q95": g["quantiles"]["0.95"], "gap_predicted": g["mean_predicted"],
+            "gap_realised": g["mean_realised"], "gap_correlation": g["correlation"], "gap_plans": g["plans"]}
+
+
 def _result_fields(res, ev: EvalSettings) -> dict:
     lo, hi = res.success_ci95
     return {"success_rate": res.success_rate, "ci_low": lo, "ci_high": hi, "episodes": res.episodes,
@@ -105,11 +115,12 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         folder = path.with_suffix("")
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
-                        objective=ev.objective, alpha=ev.alpha, horizon=ps.horizon,
+                        objective=ev.objective, alpha=ev.alpha, risk=ps.risk, horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options, videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
         row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": "ok",
-               **_result_fields(res, ev), "eval_time_s": time.perf_counter() - t0,
+               **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk,
+               "ensemble": int(model.ensemble), "eval_time_s": time.perf_counter() - t0,
                "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,
                "train_time_s": enc_seconds + model_seconds,
                "encoder_params": _count_params(enc), "predictor_params": _count_params(model),

@@ -18,11 +18,12 @@ from mpc._io import atomic_path, read_json, write_json
 from benchmarks.suite.probe import binned_means
 from benchmarks.suite.settings import BASELINES, SuiteSettings
 
-__all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true", "plot_success_vs_time"]
+__all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true", "plot_success_vs_time",
+           "plot_gap_vs_success", "plot_risk"]
 
 COLUMNS = ["env", "encoder", "planner", "policy", "labels", "success_rate", "ci_low", "ci_high",
            "episodes", "plan_time_ms", "train_time_s", "encoder_params", "predictor_params",
-           "num_tokens", "token_dim", "status"]
+           "num_tokens", "token_dim", "risk", "ensemble", "gap_mean", "gap_median", "gap_correlation", "status"]
 
 
 def _plt():
@@ -56,6 +57,98 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_gap_vs_success(rows: list[dict], path: Path) -> Path:
+    """Success rate against the mean imagination gap (realised - predicted latent cost per executed
+    plan), one marker per planner cell; colour per env, the bar spans the gap's 5-95% quantiles."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    for r in rows:
+        if r.get("status") != "ok" or r.get("gap_mean") in (None, ""):
+            continue
+        g = float(r["gap_mean"])
+        xerr = None
+        if r.get("gap_q05") not in (None, "") and r.get("gap_q95") not in (None, ""):
+            xerr = [[max(g - float(r["gap_q05"]), 0.0)], [max(float(r["gap_q95"]) - g, 0.0)]]
+        label = f"{r['env']}/{r['encoder']}/{r['planner']}"
+        ax.errorbar(g, float(r["success_rate"]), xerr=xerr, fmt="o", capsize=2, lw=0.8,
+                    color=f"C{envs.index(r['env']) % 10}", alpha=0.8)
+        ax.annotate(label, (g, float(r["success_rate"])), fontsize=5, alpha=0.7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("imagination gap: realised - predicted latent cost (mean, 5-95%)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _risk_rows(rows: list[dict]) -> list[dict]:
+    """Planner rows of the (env, encoder) pairs evaluated at more than one risk weight beta."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("policy") == "planner"
+          and r.get("risk") not in (None, "")]
+    betas: dict[tuple, set] = {}
+    for r in ok:
+        betas.setdefault((r["env"], r["encoder"]), set()).add(float(r["risk"]))
+    return [r for r in ok if len(betas[(r["env"], r["encoder"])]) > 1]
+
+
+def plot_risk(rows: list[dict], path: Path) -> Path:
+    """Success rate (95% CI) and mean imagination gap against the risk weight beta, one line per
+    (env, encoder) evaluated at several betas."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    groups: dict[tuple, list] = {}
+    for r in _risk_rows(rows):
+        groups.setdefault((r["env"], r["encoder"]), []).append(r)
+    for i, ((env, enc), rs) in enumerate(groups.items()):
+        rs = sorted(rs, key=lambda r: float(r["risk"]))
+        b = [float(r["risk"]) for r in rs]
+        y = np.array([float(r["success_rate"]) for r in rs])
+        err = [y - [float(r["ci_low"]) for r in rs], np.array([float(r["ci_high"]) for r in rs]) - y]
+        a1.errorbar(b, y, yerr=err, fmt="o-", capsize=3, color=f"C{i}", label=f"{env}/{enc}")
+        a2.plot(b, [float(r["gap_mean"]) if r.get("gap_mean") not in (None, "") else np.nan for r in rs],
+                "o-", color=f"C{i}", label=f"{env}/{enc}")
+    a1.set_xlabel("risk weight beta")
+    a1.set_ylabel("success rate (95% CI)")
+    a1.set_ylim(-0.05, 1.05)
+    a2.set_xlabel("risk weight beta")
+    a2.set_ylabel("imagination gap (mean)")
+    a2.axhline(0.0, color="grey", lw=0.8, ls=":")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _risk_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: success and imagination gap per beta of each (env, encoder)."""
+    rs = _risk_rows(rows)
+    if not rs:
+        return []
+    lines = ["", "## Risk-aware planning", "",
+             "The same planner budget with the objective's risk weight beta (cost of the ensemble members' "
+             "mean + beta x their disagreement). Gap: realised - predicted latent cost per executed plan "
+             "(mean; median; r = correlation of predicted and realised).", "",
+             "| env | encoder | members | beta | success (95% CI) | gap mean | gap median | r |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rs, key=lambda r: (r["env"], r["encoder"], float(r["risk"]))):
+        corr = r.get("gap_correlation")
+        lines.append(f"| {r['env']} | {r['encoder']} | {r.get('ensemble', '')} | {float(r['risk']):g} | "
+                     f"{float(r['success_rate']):.2f} ({float(r['ci_low']):.2f}-{float(r['ci_high']):.2f}) | "
+                     f"{_fmt(r.get('gap_mean'), '+.4f')} | {_fmt(r.get('gap_median'), '+.4f')} | "
+                     f"{_fmt(corr, '.2f')} |")
+    return lines
 
 
 def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bins: int = 12) -> Path:
@@ -106,9 +199,12 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
              f"total time {meta.get('total_time_s', 0):.0f} s.",
              "Evaluation goals come from held-out seeds; training data is goal-free random exploration. "
              "Plans use the goal image only (rows labelled `goal-proprio` also use the goal's proprioception).", "",
+             "The imagination gap is the realised minus the predicted latent cost of each executed plan "
+             "(> 0: the model promised more than the env delivered), mean over plans, with the Pearson "
+             "correlation r of predicted and realised cost.", "",
              "| env | encoder | planner | success (95% CI) | episodes | plan time / replan | train time | "
-             "params (enc + pred) | tokens | status |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "params (enc + pred) | tokens | imagination gap (r) | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         label = f" [{r['labels']}]" if r.get("labels") else ""
         if r.get("status") == "ok":
@@ -121,8 +217,12 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
         tokens = f"{r['num_tokens']}x{r['token_dim']}" if r.get("num_tokens") not in (None, "") else ""
         pt = f"{_fmt(r.get('plan_time_ms'), '.1f')} ms" if r.get("plan_time_ms") not in (None, "") else ""
         tt = f"{_fmt(r.get('train_time_s'), '.0f')} s" if r.get("train_time_s") not in (None, "") else ""
+        gap = ""
+        if r.get("gap_mean") not in (None, ""):
+            corr = r.get("gap_correlation")
+            gap = f"{float(r['gap_mean']):+.4f}" + ("" if corr in (None, "") else f" ({float(corr):.2f})")
         lines.append(f"| {r['env']} | {r['encoder']}{label} | {r['planner']} | {succ} | {r.get('episodes', '')} | "
-                     f"{pt} | {tt} | {params} | {tokens} | {r.get('status', '')} |")
+                     f"{pt} | {tt} | {params} | {tokens} | {gap} | {r.get('status', '')} |")
     if monotonicity:
         lines += ["", "## Latent distance against true distance", "",
                   "Planning succeeds when latent distance to the goal keeps growing with true distance across "
@@ -131,6 +231,7 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
         for key, m in monotonicity.items():
             env, enc = key.split("/", 1)
             lines.append(f"| {env} | {enc} | {m['spearman']:.3f} | {m['rising_fraction']:.2f} |")
+    lines += _risk_table(rows)
     for name, rel in (figures or {}).items():
         lines += ["", f"![{name}]({rel})"]
     if gifs:
@@ -200,6 +301,12 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     if any(r.get("status") == "ok" and r.get("plan_time_ms") not in (None, "") for r in rows):
         plot_success_vs_time(rows, run / "success_vs_time.png")
         figures["success rate against planning time per replan"] = "success_vs_time.png"
+    if any(r.get("status") == "ok" and r.get("gap_mean") not in (None, "") for r in rows):
+        plot_gap_vs_success(rows, run / "gap_vs_success.png")
+        figures["success rate against the imagination gap"] = "gap_vs_success.png"
+    if _risk_rows(rows):
+        plot_risk(rows, run / "risk.png")
+        figures["success and imagination gap against the risk weight beta"] = "risk.png"
     for env, curves in curves_by_env.items():
         name = f"latent_vs_true_{env}.png"
         plot_latent_vs_true(curves, run / name, title=f"{env}: latent vs true distance to the goal")

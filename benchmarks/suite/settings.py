@@ -141,17 +141,22 @@ class PlannerSettings:
     name: str                # registered planner name
     horizon: int             # H, planned model steps
     options: dict            # ``make_planner`` options (no seed: evaluation seeds each batch)
+    risk: float = 0.0        # beta of the risk-aware objective (mpc.objectives; needs an ensemble model)
 
     @classmethod
     def from_entry(cls, entry_name: str, entry: dict | None) -> "PlannerSettings":
+        """An entry's ``risk:`` sets the objective's beta (0: off); the other keys are planner options."""
         entry = dict(entry or {})
         name = str(entry.pop("name", entry_name))
+        risk = float(entry.pop("risk", 0.0) or 0.0)
+        if risk < 0:
+            raise ValueError(f"planners.{entry_name}.risk must be >= 0, got {risk}")
         base = group_config("planner", entry.pop("config", name))
         base.pop("name", None)
         options = merge(base, entry)
         horizon = int(options.pop("horizon", 5))
         options.pop("seed", None)
-        return cls(entry_name, name, horizon, options)
+        return cls(entry_name, name, horizon, options, risk)
 
 
 def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
