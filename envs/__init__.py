@@ -13,13 +13,17 @@ from __future__ import annotations
 import difflib
 import os
 
+try:  # torch's compiler stack (triton) must load before MuJoCo's GL libraries (dm_control): loaded
+    import torch._dynamo  # noqa: F401  after them, its first import (an optimizer's) dies with SIGSEGV
+except ImportError:  # pragma: no cover - torch is a dependency, but the envs also run without it
+    pass
 import gymnasium as gym
 
 from .base import GoalEnv, warn_frameskip_renamed
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-__all__ = ["GoalEnv", "make_env", "list_envs", "ENVS", "TAGS"]
+__all__ = ["GoalEnv", "make_env", "list_envs", "env_factors", "ENVS", "TAGS"]
 
 # name -> (entry point "module:Class", gymnasium id, tags)
 ENVS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
@@ -54,6 +58,22 @@ def list_envs(tag: str | None = None) -> list[str]:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown env tag {tag!r}.{hint} Known tags: {', '.join(sorted(TAGS))}")
     return sorted(n for n, (_, _, tags) in ENVS.items() if tag is None or tag in tags)
+
+
+def env_factors(name: str) -> dict:
+    """The ``FACTORS`` table (:mod:`envs.variation`) of a wmpc env or a gymnasium id, without
+    building the env; ``{}`` for an env that declares none.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    import importlib
+
+    if name in ENVS:
+        mod, cls = ENVS[name][0].split(":")
+        return dict(getattr(getattr(importlib.import_module(mod), cls), "FACTORS", {}))
+    _, factory = _gym_factory(name)
+    return dict(getattr(factory, "FACTORS", {}))
 
 
 def _gym_factory(env_id: str):

@@ -30,7 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Factor", "KINDS", "SPLITS", "resolve_variation", "sample_factors", "factor_rng", "describe"]
+__all__ = ["Factor", "KINDS", "SPLITS", "resolve_variation", "sample_factors", "factor_rng", "describe",
+           "factor_groups", "held_out_shifts"]
 
 KINDS = ("rgb", "uniform", "choice")
 SPLITS = ("none", "train", "test")
@@ -131,3 +132,32 @@ def sample_factors(ranges: dict[str, object], factors: dict[str, Factor], rng: n
 def describe(split: str, ranges: dict[str, object], factors: dict[str, Factor]) -> dict:
     """Plain description of a variation (for ``dataset.json``): split and ``{factor: {kind, range}}``."""
     return {"split": split, "factors": {n: {"kind": factors[n].kind, "range": r} for n, r in ranges.items()}}
+
+
+def factor_groups(factors: dict[str, Factor]) -> dict[str, list[str]]:
+    """Factors grouped by the first word of their names, in table order: ``floor_rgb`` and
+    ``floor_texrepeat`` make ``floor``, the ``distractor_*`` factors ``distractor``, ``light`` itself."""
+    groups: dict[str, list[str]] = {}
+    for name in factors:
+        groups.setdefault(name.split("_", 1)[0], []).append(name)
+    return groups
+
+
+def held_out_shifts(factors: dict[str, Factor]) -> dict[str, dict | str]:
+    """One distribution shift per factor group, and all of them at once.
+
+    Each ``<group>`` shift draws that group's factors from their test ranges and every other factor
+    from its train range (``{"split": "train", factor: test range, ...}``); groups whose test ranges
+    equal their train ranges are left out. ``"test"`` draws every factor from its test range.
+
+    Returns:
+        ``{shift name: variation}``, usable as an env's ``variation`` option; ``{}`` without factors.
+    """
+    if not factors:
+        return {}
+    shifts: dict[str, dict | str] = {}
+    for group, names in factor_groups(factors).items():
+        if any(factors[n].test != factors[n].train for n in names):
+            shifts[group] = {"split": "train", **{n: factors[n].test for n in names}}
+    shifts["test"] = "test"
+    return shifts

@@ -5,8 +5,9 @@ Run folder layout (names built here only)::
     data/<env>/                         datasets (mpc.data layout) + suite_collect.json
     encoders/<env>__<encoder>-<digest>/ encoder checkpoint + train_time.json (trainable backends)
     models/<env>__<encoder>-<digest>/   world-model training run + train_time.json
-    cells/<env>__<encoder>__<planner>.json   one result row per cell
-    probes/<env>__<encoder>.json        latent-vs-true distance probe
+    cells/<env>__<encoder>__<planner>.json   one result row per cell (``@<shift>`` before .json:
+                                        evaluated under a distribution shift)
+    probes/<env>__<encoder>.json        latent-vs-true distance probe (``@<shift>`` likewise)
 
 Each ``ensure_*`` stage takes a blocking file lock beside its folder (jobs of a parallel multirun share
 the run folder), reuses a finished artifact (its marker json and its file exist) and otherwise builds
@@ -47,19 +48,24 @@ def stage_lock(path: Path):
     return folder_lock(path.parent, f"the suite stage {path.name}", wait=True, name=f"{path.name}.lock")
 
 
-def cell_name(env: str, encoder: str, planner: str) -> str:
-    """``<env>__<encoder>__<planner>`` (baselines: ``<env>__<policy>__none``)."""
-    return f"{env}__{encoder}__{planner}"
+def _at(shift: str) -> str:
+    return f"@{shift}" if shift else ""
 
 
-def cell_path(run: Path, env: str, encoder: str, planner: str) -> Path:
+def cell_name(env: str, encoder: str, planner: str, shift: str = "") -> str:
+    """``<env>__<encoder>__<planner>`` (baselines: ``<env>__<policy>__none``), ``@<shift>`` appended
+    for an evaluation under a distribution shift."""
+    return f"{env}__{encoder}__{planner}{_at(shift)}"
+
+
+def cell_path(run: Path, env: str, encoder: str, planner: str, shift: str = "") -> Path:
     """The result json of one cell; its evaluation outputs go to the folder of the same stem."""
-    return Path(run) / "cells" / f"{cell_name(env, encoder, planner)}.json"
+    return Path(run) / "cells" / f"{cell_name(env, encoder, planner, shift)}.json"
 
 
-def probe_path(run: Path, env: str, encoder: str) -> Path:
-    """The latent probe json of ``(env, encoder)``."""
-    return Path(run) / "probes" / f"{env}__{encoder}.json"
+def probe_path(run: Path, env: str, encoder: str, shift: str = "") -> Path:
+    """The latent probe json of ``(env, encoder)`` (under ``shift``)."""
+    return Path(run) / "probes" / f"{env}__{encoder}{_at(shift)}.json"
 
 
 def _reuse_or_build(folder: Path, artifact: Path, build) -> float:

@@ -14,7 +14,7 @@ from benchmarks.suite.artifacts import cell_path, ensure_dataset, ensure_encoder
 from benchmarks.suite.probe import latent_probe
 from benchmarks.suite.settings import EvalSettings, SuiteSettings
 
-__all__ = ["CELL_FORMAT", "DINOV2_SKIP", "run_baseline", "run_cell", "skip_row"]
+__all__ = ["CELL_FORMAT", "DINOV2_SKIP", "conditions", "run_baseline", "run_cell", "skip_row"]
 
 CELL_FORMAT = 1
 DINOV2_SKIP = "skipped: no DINOv2 weights (see README)"
@@ -55,34 +55,40 @@ def _count_params(module) -> int:
     return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
 
 
-def skip_row(env: str, encoder: str, planner: str, status: str) -> dict:
+def skip_row(env: str, encoder: str, planner: str, status: str, shift: str = "") -> dict:
     """The row of a planner cell that did not run (``status`` says why)."""
-    return {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": status,
-            "format": CELL_FORMAT}
+    return {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "shift": shift,
+            "status": status, "format": CELL_FORMAT}
 
 
-def run_baseline(suite: SuiteSettings, env: str, policy: str) -> dict:
-    """Random-action or oracle row of ``env`` (same evaluation goals as the planner rows)."""
+def conditions(suite: SuiteSettings, env: str) -> list[str]:
+    """The evaluation conditions of ``env``: ``""`` (the training condition), then each shift."""
+    return ["", *suite.envs[env].shifts]
+
+
+def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -> dict:
+    """Random-action or oracle row of ``env`` under ``shift`` (same evaluation goals as the planner rows)."""
     from mpc.evaluation.policies import NoOracle
 
     ev = suite.envs[env].eval
-    folder = cell_path(suite.out, env, policy, "none").with_suffix("")
+    folder = cell_path(suite.out, env, policy, "none", shift).with_suffix("")
     t0 = time.perf_counter()
     try:
-        res = _evaluate(suite.envs[env].env, ev, policy=policy, env_options=suite.envs[env].options,
+        res = _evaluate(suite.envs[env].env, ev, policy=policy, env_options=suite.envs[env].options_for(shift),
                         videos=ev.baseline_videos, out=folder, progress=suite.progress)
     except NoOracle:
-        return {"env": env, "encoder": "-", "planner": "-", "policy": policy,
+        return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift,
                 "status": "skipped: the env has no scripted oracle", "format": CELL_FORMAT}
-    return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "status": "ok",
+    return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift, "status": "ok",
             **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
             "gifs": _gifs(folder, suite.out), "format": CELL_FORMAT}
 
 
-def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) -> dict[str, dict]:
-    """Train what ``(env, encoder)`` needs, probe it, then evaluate each planner. Returns rows by planner.
+def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) -> dict[tuple[str, str], dict]:
+    """Train what ``(env, encoder)`` needs, probe it, then evaluate each planner under each condition
+    (:func:`conditions`). Returns rows by ``(planner, shift)``.
 
-    Planner cells finished earlier (``status: ok``) are reused, not run again.
+    Cells finished earlier (``status: ok``) are reused, not run again.
 
     Raises:
         EncoderUnavailable: pretrained weights missing (the caller writes skipped rows).
@@ -98,27 +104,29 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
     enc = enc.to(device)
     model = WorldModel.load(ckpt, encoder=enc, device=device)
 
-    probe_file = probe_path(run, env, encoder)
-    if es.probe is not None and read_json(probe_file) is None:
-        probe = latent_probe(es.env, es.options, enc, es.probe.lines, es.probe.points)
-        write_json(probe_file, {"env": env, "encoder": encoder, **probe})
+    for shift in conditions(suite, env):
+        probe_file = probe_path(run, env, encoder, shift)
+        if es.probe is not None and read_json(probe_file) is None:
+            probe = latent_probe(es.env, es.options_for(shift), enc, es.probe.lines, es.probe.points)
+            write_json(probe_file, {"env": env, "encoder": encoder, "shift": shift, **probe})
 
     ev = es.eval
     rows = {}
-    for planner in planners:
-        path = cell_path(run, env, encoder, planner)
+    for shift, planner in ((s, p) for s in conditions(suite, env) for p in planners):
+        path = cell_path(run, env, encoder, planner, shift)
         old = read_json(path)
         if old is not None and old.get("status") == "ok":
-            rows[planner] = old
+            rows[planner, shift] = old
             continue
         ps = suite.planners[planner]
         folder = path.with_suffix("")
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
                         objective=ev.objective, alpha=ev.alpha, risk=ps.risk, horizon=ps.horizon,
-                        replan_every=ev.replan_every, env_options=es.options, videos=ev.videos,
+                        replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
-        row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "status": "ok",
+        row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "shift": shift,
+               "status": "ok",
                **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk,
                "ensemble": int(model.ensemble), "eval_time_s": time.perf_counter() - t0,
                "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,
@@ -128,7 +136,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                "model_checkpoint": str(ckpt.relative_to(run)), "gifs": _gifs(folder, run),
                "format": CELL_FORMAT, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(path, row)
-        rows[planner] = row
+        rows[planner, shift] = row
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

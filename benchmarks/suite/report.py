@@ -15,13 +15,14 @@ import numpy as np
 
 from mpc._io import atomic_path, read_json, write_json
 
+from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
 from benchmarks.suite.probe import binned_means
 from benchmarks.suite.settings import BASELINES, SuiteSettings
 
 __all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true", "plot_success_vs_time",
            "plot_gap_vs_success", "plot_risk"]
 
-COLUMNS = ["env", "encoder", "planner", "policy", "labels", "success_rate", "ci_low", "ci_high",
+COLUMNS = ["env", "encoder", "planner", "policy", "shift", "labels", "success_rate", "ci_low", "ci_high",
            "episodes", "plan_time_ms", "train_time_s", "encoder_params", "predictor_params",
            "num_tokens", "token_dim", "risk", "ensemble", "gap_mean", "gap_median", "gap_correlation", "status"]
 
@@ -185,8 +186,13 @@ def _fmt(v, spec):
 
 
 def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict | None = None,
-                 figures: dict[str, str] | None = None, gifs: list[str] | None = None) -> Path:
-    """Write ``report.md``, ``results.csv`` and ``results.json`` into ``run_dir``."""
+                 figures: dict[str, str] | None = None, gifs: list[str] | None = None,
+                 sections: list[str] | None = None) -> Path:
+    """Write ``report.md``, ``results.csv`` and ``results.json`` into ``run_dir``.
+
+    The main table shows the rows of the training condition (rows with a ``shift`` go to the CSV,
+    the JSON and ``sections``); ``sections`` are markdown lines placed before the figures.
+    """
     run_dir = Path(run_dir)
     with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -205,7 +211,7 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
              "| env | encoder | planner | success (95% CI) | episodes | plan time / replan | train time | "
              "params (enc + pred) | tokens | imagination gap (r) | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in (r for r in rows if not r.get("shift")):
         label = f" [{r['labels']}]" if r.get("labels") else ""
         if r.get("status") == "ok":
             succ = f"{float(r['success_rate']):.2f} ({float(r['ci_low']):.2f}-{float(r['ci_high']):.2f})"
@@ -231,7 +237,8 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
         for key, m in monotonicity.items():
             env, enc = key.split("/", 1)
             lines.append(f"| {env} | {enc} | {m['spearman']:.3f} | {m['rising_fraction']:.2f} |")
-    lines += _risk_table(rows)
+    lines += _risk_table([r for r in rows if not r.get("shift")])
+    lines += sections or []
     for name, rel in (figures or {}).items():
         lines += ["", f"![{name}]({rel})"]
     if gifs:
@@ -256,13 +263,17 @@ def _row_order(suite: SuiteSettings):
     """Sort key of report rows: env, then baselines before planner cells, in the suite's order."""
     envs, encs, plans = suite.env_order, suite.encoder_order, suite.planner_order
 
+    def shift(r):
+        shifts = ["", *suite.envs[r["env"]].shifts] if r["env"] in suite.envs else [""]
+        return shifts.index(r.get("shift") or "") if (r.get("shift") or "") in shifts else len(shifts)
+
     def key(r):
         e = envs.index(r["env"]) if r["env"] in envs else len(envs)
         if r.get("policy") in BASELINES:
-            return (e, 0, BASELINES.index(r["policy"]), 0)
+            return (e, 0, BASELINES.index(r["policy"]), 0, shift(r))
         c = encs.index(r["encoder"]) if r["encoder"] in encs else len(encs)
         p = plans.index(r["planner"]) if r["planner"] in plans else len(plans)
-        return (e, 1, c, p)
+        return (e, 1, c, p, shift(r))
     return key
 
 
@@ -289,31 +300,40 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
 
     run = suite.out
     rows = _rows(run, suite)
-    monot, curves_by_env = {}, {}
+    base = [r for r in rows if not r.get("shift")]
+    monot, curves_by_env, probes = {}, {}, []
     for path in sorted((run / "probes").glob("*.json")):
         p = read_json(path)
         if p is None:
+            continue
+        probes.append({"env": p["env"], "encoder": p["encoder"], "shift": p.get("shift", ""),
+                       "spearman": p["spearman"]})
+        if p.get("shift"):
             continue
         monot[f"{p['env']}/{p['encoder']}"] = {"spearman": p["spearman"], "rising_fraction": p["rising_fraction"]}
         curves_by_env.setdefault(p["env"], {})[p["encoder"]] = {"true": p["true"], "latent": p["latent"],
                                                                  "spearman": p["spearman"]}
     figures = {}
-    if any(r.get("status") == "ok" and r.get("plan_time_ms") not in (None, "") for r in rows):
-        plot_success_vs_time(rows, run / "success_vs_time.png")
+    if any(r.get("status") == "ok" and r.get("plan_time_ms") not in (None, "") for r in base):
+        plot_success_vs_time(base, run / "success_vs_time.png")
         figures["success rate against planning time per replan"] = "success_vs_time.png"
-    if any(r.get("status") == "ok" and r.get("gap_mean") not in (None, "") for r in rows):
-        plot_gap_vs_success(rows, run / "gap_vs_success.png")
+    if any(r.get("status") == "ok" and r.get("gap_mean") not in (None, "") for r in base):
+        plot_gap_vs_success(base, run / "gap_vs_success.png")
         figures["success rate against the imagination gap"] = "gap_vs_success.png"
-    if _risk_rows(rows):
-        plot_risk(rows, run / "risk.png")
+    if _risk_rows(base):
+        plot_risk(base, run / "risk.png")
         figures["success and imagination gap against the risk weight beta"] = "risk.png"
     for env, curves in curves_by_env.items():
         name = f"latent_vs_true_{env}.png"
         plot_latent_vs_true(curves, run / name, title=f"{env}: latent vs true distance to the goal")
         figures[f"{env}: latent distance against true distance"] = name
-    gifs = [r["gifs"][0] for r in rows if r.get("status") == "ok" and r.get("policy") == "planner" and r.get("gifs")]
+    if has_shifts(rows):
+        plot_generalization(rows, probes, run / "generalization.png")
+        figures["success drop and probe under each distribution shift"] = "generalization.png"
+    gifs = [r["gifs"][0] for r in base if r.get("status") == "ok" and r.get("policy") == "planner" and r.get("gifs")]
     meta = {"suite": suite.name, "machine": _machine(), "torch": torch.__version__, "device": suite.device,
             "total_time_s": seconds, "run": str(run), "select": suite.select,
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs])
+    return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
+                        sections=shift_tables(rows, probes))

@@ -15,9 +15,9 @@ from typing import NamedTuple
 from mpc._io import read_json, write_json
 
 from benchmarks.suite.artifacts import EncoderUnavailable, cell_path, ensure_dataset, probe_path, stage_lock
-from benchmarks.suite.cells import DINOV2_SKIP, run_baseline, run_cell, skip_row
+from benchmarks.suite.cells import DINOV2_SKIP, conditions, run_baseline, run_cell, skip_row
 from benchmarks.suite.report import write_suite_report
-from benchmarks.suite.settings import SuiteSettings
+from benchmarks.suite.settings import SuiteSettings, preload_compiler
 
 __all__ = ["Unit", "run_suite"]
 
@@ -37,19 +37,22 @@ def _finished(path: Path) -> bool:
 
 
 def _run_baselines(suite: SuiteSettings, env: str) -> None:
-    """Random-action and oracle rows of ``env`` (skipped when finished earlier)."""
-    for policy in suite.baselines:
-        path = cell_path(suite.out, env, policy, "none")
-        with stage_lock(path):
-            if not _finished(path):
-                write_json(path, run_baseline(suite, env, policy))
+    """Random-action and oracle rows of ``env`` under each condition (skipped when finished earlier)."""
+    for shift in conditions(suite, env):
+        for policy in suite.baselines:
+            path = cell_path(suite.out, env, policy, "none", shift)
+            with stage_lock(path):
+                if not _finished(path):
+                    write_json(path, run_baseline(suite, env, policy, shift))
 
 
 def _run_encoder(suite: SuiteSettings, env: str, encoder: str, planners: tuple[str, ...]) -> None:
     """Every planner cell of ``(env, encoder)``; a missing pretrained encoder or a failure becomes rows."""
     run = suite.out
-    todo = [p for p in planners if not _finished(cell_path(run, env, encoder, p))]
-    if not todo and (suite.envs[env].probe is None or probe_path(run, env, encoder).exists()):
+    shifts = conditions(suite, env)
+    todo = [(p, s) for s in shifts for p in planners if not _finished(cell_path(run, env, encoder, p, s))]
+    probed = suite.envs[env].probe is None or all(probe_path(run, env, encoder, s).exists() for s in shifts)
+    if not todo and probed:
         log.info("%s / %s: every cell finished earlier, skipped", env, encoder)
         return
     try:
@@ -58,15 +61,15 @@ def _run_encoder(suite: SuiteSettings, env: str, encoder: str, planners: tuple[s
         log.warning("%s / %s skipped: %s", env, encoder, e)
         status = DINOV2_SKIP if suite.encoders[encoder].name.startswith("dinov2") \
             else f"skipped: no weights for {encoder}"
-        for p in todo:
-            write_json(cell_path(run, env, encoder, p), skip_row(env, encoder, p, status))
+        for p, s in todo:
+            write_json(cell_path(run, env, encoder, p, s), skip_row(env, encoder, p, status, s))
     except Exception as e:  # noqa: BLE001 - recorded in the report, traceback in the log
         if suite.fail_fast:
             raise
         log.error("%s / %s failed:\n%s", env, encoder, traceback.format_exc())
-        for p in todo:
-            write_json(cell_path(run, env, encoder, p),
-                       skip_row(env, encoder, p, f"failed: {type(e).__name__}: {e}"[:300]))
+        for p, s in todo:
+            write_json(cell_path(run, env, encoder, p, s),
+                       skip_row(env, encoder, p, f"failed: {type(e).__name__}: {e}"[:300], s))
 
 
 def _run_unit(suite: SuiteSettings, unit: Unit) -> None:
@@ -76,21 +79,11 @@ def _run_unit(suite: SuiteSettings, unit: Unit) -> None:
         _run_encoder(suite, unit.env, unit.encoder, unit.planners)
 
 
-def _preload_compiler() -> None:
-    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
-
-    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
-    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
-    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
-    """
-    import torch._dynamo  # noqa: F401
-
-
 def _init_worker(threads: int | None) -> None:
     """Worker process of a parallel suite: torch threads and plain log lines."""
     import torch
 
-    _preload_compiler()
+    preload_compiler()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(name)s] %(message)s")
     if threads:
         torch.set_num_threads(int(threads))
@@ -132,6 +125,7 @@ def run_suite(cfg) -> Path:
     """
     import torch
 
+    preload_compiler()
     suite = cfg if isinstance(cfg, SuiteSettings) else SuiteSettings.from_config(cfg)
     suite.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -139,7 +133,7 @@ def run_suite(cfg) -> Path:
              list(suite.envs), list(suite.encoders), list(suite.planners), suite.device, suite.jobs)
     if suite.threads:
         torch.set_num_threads(suite.threads)
-    _preload_compiler()
+    preload_compiler()
     for env in suite.envs:
         ensure_dataset(suite, env)
     units = [Unit(env) for env in suite.envs]

@@ -13,8 +13,8 @@ from typing import Any
 
 from mpc._config import config_names, group_config, resolve_device, split_encoder_config, to_plain
 
-__all__ = ["BASELINES", "merge", "DataSettings", "ProbeSettings", "EvalSettings", "EnvSettings",
-           "EncoderSettings", "PlannerSettings", "SuiteSettings"]
+__all__ = ["BASELINES", "SHIFT_MODES", "preload_compiler", "merge", "DataSettings", "ProbeSettings",
+           "EvalSettings", "EnvSettings", "EncoderSettings", "PlannerSettings", "SuiteSettings"]
 
 BASELINES = ("random", "oracle")  # baseline policies a suite may list, in report order
 
@@ -25,6 +25,16 @@ def merge(base: dict, *changes: dict | None) -> dict:
 
     parts = [OmegaConf.create(base)] + [OmegaConf.create(c) for c in changes if c]
     return to_plain(OmegaConf.merge(*parts))
+
+
+def preload_compiler() -> None:
+    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
+
+    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
+    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
+    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
+    """
+    import torch._dynamo  # noqa: F401
 
 
 _CASTS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -100,10 +110,18 @@ class EnvSettings:
     eval: EvalSettings       # evaluation
     env: str = ""            # registered env name (an entry's ``env:``; empty: ``name``), e.g. two
                              # entries pointmaze and pointmaze_medium of the env pointmaze
+    shifts: dict = field(default_factory=dict)  # evaluation-only distribution shifts: name -> the
+                             # env's ``variation`` option (data and training keep ``options``)
 
     def __post_init__(self):
         if not self.env:
             object.__setattr__(self, "env", self.name)
+
+    def options_for(self, shift: str = "") -> dict:
+        """``make_env`` options of the evaluation condition ``shift`` ("" : the training condition)."""
+        if not shift:
+            return dict(self.options)
+        return {**self.options, "variation": self.shifts[shift]}
 
     @property
     def collect_options(self) -> tuple[dict, int, int]:
@@ -159,7 +177,43 @@ class PlannerSettings:
         return cls(entry_name, name, horizon, options, risk)
 
 
-def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
+SHIFT_MODES = ("none", "held_out")  # the values of a suite's or env entry's ``shifts:``
+
+
+def _shifts(name: str, env: str, bench: dict, entry: dict) -> dict:
+    """The evaluation shifts of env entry ``name``: ``shifts: held_out`` gives one per factor group of
+    the env (:func:`envs.variation.held_out_shifts`) and ``test``; ``custom_shifts: {name: variation}``
+    (suite-level, then the entry's) adds or replaces named ones. Each is checked against the env's
+    factors here, so a typo fails before anything is trained.
+
+    Raises:
+        ValueError: an unknown ``shifts`` mode, a custom shift named like the training condition, or a
+            variation the env rejects (unknown factor, malformed range).
+    """
+    preload_compiler()  # env_factors imports the env's module (dm_control, EGL)
+    import envs
+    from envs.variation import held_out_shifts, resolve_variation
+
+    mode = str(entry.get("shifts", bench.get("shifts", "none")) or "none")
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"envs.{name}.shifts must be one of {SHIFT_MODES}, got {mode!r}")
+    custom = {**(bench.get("custom_shifts") or {}), **(entry.get("custom_shifts") or {})}
+    if mode == "none" and not custom:
+        return {}
+    factors = envs.env_factors(env)
+    shifts = held_out_shifts(factors) if mode == "held_out" else {}
+    shifts.update(custom)
+    for shift, variation in shifts.items():
+        if not str(shift) or "__" in str(shift) or "/" in str(shift):
+            raise ValueError(f"envs.{name}: shift name {shift!r} must be non-empty, without '__' or '/'")
+        try:
+            resolve_variation(variation, factors)
+        except ValueError as e:
+            raise ValueError(f"envs.{name}: shift {shift!r}: {e}") from None
+    return shifts
+
+
+def _env_settings(name: str, entry: dict, bench: dict) -> EnvSettings:
     env = str(entry.get("env") or name)
     options = merge(_group_or("env", env, {"name": env}), entry.get("options"))
     options.pop("name", None)
@@ -169,7 +223,8 @@ def _env_settings(name: str, entry: dict, eval_cfg: dict) -> EnvSettings:
     return EnvSettings(name=name, env=env, options=options, data=_build(DataSettings, data, f"envs.{name}.data"),
                        model=dict(entry.get("model") or {}),
                        probe=_build(ProbeSettings, probe, f"envs.{name}.probe") if probe else None,
-                       eval=_build(EvalSettings, merge(eval_cfg, entry.get("eval")), f"envs.{name}.eval"))
+                       eval=_build(EvalSettings, merge(bench["eval"], entry.get("eval")), f"envs.{name}.eval"),
+                       shifts=_shifts(name, env, bench, entry))
 
 
 def _outside_env(name: str) -> bool:
@@ -250,7 +305,7 @@ class SuiteSettings:
             name=bench["name"], out=Path(c["out"]),
             env_order=list(bench["envs"]), encoder_order=list(bench["encoders"]),
             planner_order=list(bench["planners"]),
-            envs={e: _env_settings(e, _env_entry(bench["envs"], e), bench["eval"]) for e in env_names},
+            envs={e: _env_settings(e, _env_entry(bench["envs"], e), bench) for e in env_names},
             encoders={e: EncoderSettings.from_entry(e, bench["encoders"][e]) for e in enc_names},
             planners={p: PlannerSettings.from_entry(p, bench["planners"][p]) for p in plan_names},
             model=merge(group_config("model", bench["model"]), bench.get("model_options")),

@@ -1,0 +1,122 @@
+"""The suite's two extra axes: distribution shifts (generalization) and the risk weight of a planner
+entry (uncertainty-aware planning with an ensemble)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import envs
+from benchmarks import suite
+from benchmarks.suite.generalization import shift_tables
+from envs.variation import held_out_shifts, resolve_variation
+
+from tests.benchmarks.test_suite import _compose_bench
+
+_TINY_TRAIN = ["bench.model_options.predictor.dim=16", "bench.model_options.predictor.mlp_dim=16",
+               "bench.train.steps=2", "bench.train.batch_size=8", "bench.train.val_every=2",
+               "bench.train.ckpt_every=2", "bench.train.warmup_steps=1", "bench.train.eval_windows=4",
+               "bench.eval.episodes=2", "bench.eval.steps=2", "bench.eval.batch_envs=2", "bench.eval.videos=0",
+               "jobs=1", "workers=1", "device=cpu"]
+
+
+@pytest.mark.parametrize("env", ["pointmass", "wall", "reacher", "pusht", "pointmaze"])
+def test_held_out_shifts_change_only_their_factor_group(env):
+    factors = envs.env_factors(env)
+    shifts = held_out_shifts(factors)
+    assert "test" in shifts and len(shifts) >= 4
+    _, train = resolve_variation("train", factors)
+    for name, variation in shifts.items():
+        if name == "test":
+            continue
+        _, ranges = resolve_variation(variation, factors)
+        changed = {f for f in factors if ranges[f] != train[f]}
+        assert changed and all(f.split("_", 1)[0] == name for f in changed), (name, changed)
+
+
+def test_generalization_config_composes_with_a_shift_per_factor_group(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("generalization", tmp_path))
+    assert s.env_order == ["pointmass", "wall", "reacher", "pusht"]
+    assert set(s.encoders) == {"vae", "diffusion", "jepa", "dinov2"}
+    for es in s.envs.values():
+        assert es.options["variation"] == "train" and es.probe is not None
+        assert list(es.shifts)[-1] == "test" and es.options_for("test")["variation"] == "test"
+        assert es.options_for("")["variation"] == "train"
+    assert "door" in s.envs["wall"].shifts and "object" in s.envs["pusht"].shifts
+
+
+def test_a_custom_shift_naming_an_unknown_factor_fails_before_anything_runs(tmp_path):
+    cfg = _compose_bench("generalization", tmp_path, ["select.env=pusht", "+bench.custom_shifts.dark={light: 0.3}"])
+    with pytest.raises(ValueError, match="shift 'dark'.*unknown factor 'light'"):
+        suite.SuiteSettings.from_config(cfg)
+
+
+def test_a_tiny_generalization_suite_evaluates_every_shift_and_resumes(tmp_path, monkeypatch):
+    combo = "+bench.envs.wall.custom_shifts.combo={split: train, agent_rgb: [0.1, 0.9, 0.1], door_width: 0.12}"
+    tiny = ["select.env=wall", "select.encoder=vae", "bench.envs.wall.options.image_size=32",
+            "bench.envs.wall.data.episodes=3", "bench.envs.wall.data.steps=8", "bench.envs.wall.probe.points=5",
+            "bench.encoders.vae.options.width=4", "bench.encoders.vae.train.steps=2",
+            "bench.encoders.vae.train.batch_size=8", "bench.planners.cem.samples=4",
+            "bench.planners.cem.iterations=1", "bench.planners.cem.elites=2", combo, *_TINY_TRAIN]
+    cfg = _compose_bench("generalization", tmp_path, tiny)
+    report = suite.run_suite(cfg)
+    shifts = ["agent", "floor", "wall", "door", "distractor", "test", "combo"]
+    for s in ["", *shifts]:
+        at = f"@{s}" if s else ""
+        for name in (f"wall__vae__cem{at}", f"wall__oracle__none{at}", f"wall__random__none{at}"):
+            row = json.loads((tmp_path / "cells" / f"{name}.json").read_text())
+            assert row["status"] == "ok" and row["shift"] == s
+        assert json.loads((tmp_path / "probes" / f"wall__vae{at}.json").read_text())["shift"] == s
+    meta = json.loads((tmp_path / "data" / "wall" / "dataset.json").read_text())
+    assert meta["variation"]["split"] == "train"  # the data come from the train split only
+    text = report.read_text()
+    assert "## Generalization under distribution shifts" in text and "generalization.png" in text
+    assert (tmp_path / "generalization.png").stat().st_size > 0
+    header = next(line for line in text.splitlines() if line.startswith("| encoder / planner |"))
+    assert header.split("|")[2:-1] == [" train condition ", *[f" {s} " for s in shifts]]
+    main_rows = [line for line in text.splitlines() if line.startswith("| wall | vae | cem |")]
+    assert len(main_rows) == 1  # the main table holds the training condition only
+
+    import mpc.evaluation
+    import mpc.training
+
+    for module, name in ((mpc.training, "train"), (mpc.evaluation, "evaluate")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called on a resumed suite"))
+    suite.run_suite(cfg)
+
+
+def test_shift_tables_report_the_drop_from_the_training_condition():
+    rows = [{"env": "wall", "encoder": "jepa", "planner": "cem", "shift": s, "status": "ok", "success_rate": v}
+            for s, v in (("", 0.9), ("agent", 0.6), ("test", 0.1))]
+    probes = [{"env": "wall", "encoder": "jepa", "shift": s, "spearman": v} for s, v in (("", 0.9), ("test", 0.4))]
+    lines = shift_tables(rows, probes)
+    assert "| jepa / cem | 0.90 | 0.60 (+0.30) | 0.10 (+0.80) |" in lines
+    assert "| jepa | 0.90 | 0.40 |" in lines
+    assert shift_tables([dict(r, shift="") for r in rows[:1]], []) == []
+
+
+def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
+    tiny = ["select.env=wall", "bench.envs.wall.options.image_size=32", "bench.envs.wall.data.episodes=3",
+            "bench.envs.wall.data.steps=8", "bench.encoders.jepa.options.width=4", "bench.encoders.jepa.options.hidden=16",
+            "bench.encoders.jepa.train.steps=2", "bench.encoders.jepa.train.batch_size=8", "bench.model_options.ensemble=2",
+            *[f"bench.planners.{p}.{k}={v}" for p in ("cem", "cem_risk05", "cem_risk1", "cem_risk2")
+              for k, v in (("samples", 4), ("iterations", 1), ("elites", 2))], *_TINY_TRAIN]
+    cfg = _compose_bench("risk", tmp_path, tiny)
+    s = suite.SuiteSettings.from_config(cfg)
+    assert [p.risk for p in s.planners.values()] == [0.0, 0.5, 1.0, 2.0]
+    assert {p.name for p in s.planners.values()} == {"cem"}
+    report = suite.run_suite(cfg)
+    rows = {p: json.loads((tmp_path / "cells" / f"wall__jepa__{p}.json").read_text()) for p in s.planners}
+    for name, row in rows.items():
+        assert row["status"] == "ok" and row["ensemble"] == 2 and row["risk"] == s.planners[name].risk
+        assert row["gap_plans"] > 0 and row["gap_mean"] == pytest.approx(row["gap_realised"] - row["gap_predicted"])
+    assert "risk=2" in rows["cem_risk2"]["labels"] and not rows["cem"]["labels"]
+    text = report.read_text()
+    assert "## Risk-aware planning" in text and (tmp_path / "risk.png").exists()
+    assert (tmp_path / "gap_vs_success.png").exists()
+
+
+def test_a_negative_risk_weight_is_refused(tmp_path):
+    cfg = _compose_bench("risk", tmp_path, ["bench.planners.cem_risk1.risk=-1"])
+    with pytest.raises(ValueError, match="risk must be >= 0"):
+        suite.SuiteSettings.from_config(cfg)
