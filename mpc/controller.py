@@ -120,7 +120,9 @@ class MPCController:
             (``model.action_low`` / ``action_high``, from its checkpoint).
         planner_options: options for ``make_planner`` when ``planner`` is a name.
         device: where planning runs (default: the model's device).
-        record_gap: record the imagination gap of every plan (below; one extra S = 1 rollout per plan).
+        record_gap: record the imagination gap of every plan (below; one extra S = 1 rollout per plan);
+            ``predicted_tokens`` then holds the tokens ``(B, N, D)`` the latest plan predicts for the
+            frame its executed steps lead to (decode them to see what the model expected).
 
     Raises:
         ValueError: bad horizon / replan_every, an action space that does not match the model, or
@@ -171,6 +173,8 @@ class MPCController:
         self._plan: torch.Tensor | None = None  # (B, H, Am) last plan, for the warm start
         self._pending: list[np.ndarray] = [] # env actions of the model step under way
         self._predicted = None  # (predicted latent cost (B,), z_goal) of the plan under way
+        # with record_gap: the tokens (B, N, D) the plan under way predicts after its executed steps
+        self.predicted_tokens: torch.Tensor | None = None
         self._steps = 0                      # env steps taken since reset
         self._goal_key: str | None = None
         self._z_goal: torch.Tensor | None = None
@@ -260,6 +264,7 @@ class MPCController:
                 z_plan, _ = model.rollout(z_ctx, p_ctx, self._plan[:, None], past_actions=past)
             z_reach = z_plan[:, 0, self.replan_every - 1]                    # (B, N, D)
             self._predicted = (latent_distance(z_reach, z_goal).cpu().numpy(), z_goal)
+            self.predicted_tokens = z_reach.detach()
         steps = self._plan[:, : self.replan_every].cpu().numpy()             # (B, r, Am)
         steps = steps.reshape(B, self.replan_every * self.frameskip, self.env_action_dim)
         self._queue = [steps[:, i] for i in range(steps.shape[1])]

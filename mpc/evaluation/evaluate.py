@@ -158,18 +158,25 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
     init_d = [_distance(inf) for inf in infos]
     done = np.zeros(len(ids), bool)
     reached = np.array([bool(inf.get("is_success", False)) for inf in infos])
+    filmed = [j for j in range(len(ids)) if ids[j] < settings.videos]
+    decodes = bool(filmed) and getattr(policy, "can_decode", False)
+    predicted = {j: None for j in filmed}  # the frame the last plan predicted for now (decoded)
     for _ in range(settings.steps):
         batch_obs = {"pixels": np.stack([o["pixels"] for o in obs]),  # (B, H, W, 3)
                      "proprio": np.stack([o["proprio"] for o in obs])}  # (B, P)
         seen = len(getattr(policy, "imagination", ()))
+        for j in filmed:
+            extra = (predicted[j],) if decodes else ()
+            frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], *extra, goals[j]))
         actions = policy.act(batch_obs, episode_info)  # (B, A)
         for rec in getattr(policy, "imagination", [])[seen:]:  # plans whose steps just went through
             if gaps is not None:
                 gaps += [(float(rec["predicted"][j]), float(rec["realised"][j]))
                          for j in range(len(ids)) if not done[j]]
+        if decodes:
+            pred = policy.predicted_frames(filmed, size=goals.shape[1])
+            predicted = {j: None if pred is None else pred[k] for k, j in enumerate(filmed)}
         for j, e in enumerate(envs):
-            if ids[j] < settings.videos:
-                frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], goals[j]))
             if done[j]:
                 continue  # an env that reached its goal holds still
             obs[j], _, term, trunc, infos[j] = e.step(actions[j])
@@ -197,10 +204,16 @@ def _latent_distances(model, pixels: np.ndarray, goals: np.ndarray) -> list[floa
         return latent_distance(z_final, z_goal).cpu().tolist()
 
 
-def _side_by_side(obs_px: np.ndarray, goal_px: np.ndarray) -> np.ndarray:
-    """One GIF frame: observation | goal, with a white 2-pixel separator."""
-    sep = np.full((obs_px.shape[0], 2, 3), 255, np.uint8)
-    return np.concatenate([obs_px, sep, goal_px], axis=1)
+def _side_by_side(*panels: np.ndarray | None) -> np.ndarray:
+    """One GIF frame: observation | goal, or observation | predicted | goal when the model decodes
+    (the frame the previous plan predicted for this step; grey before the first plan), with white
+    2-pixel separators."""
+    first = panels[0]
+    sep = np.full((first.shape[0], 2, 3), 255, np.uint8)
+    parts = []
+    for p in panels:
+        parts += [np.full_like(first, 128) if p is None else p, sep]
+    return np.concatenate(parts[:-1], axis=1)
 
 
 def _write_run(out: Path, result: EvalResult, frames: dict[int, list]) -> None:

@@ -73,6 +73,34 @@ class PlannerPolicy:
         """Predicted and realised latent costs of each plan seen through (MPCController.imagination)."""
         return self.controller.imagination
 
+    @property
+    def can_decode(self) -> bool:
+        """Whether the model's encoder decodes tokens to images (vae, diffusion)."""
+        return callable(getattr(self.controller.model.encoder, "decode", None))
+
+    def predicted_frames(self, rows: list[int], size: int) -> np.ndarray | None:
+        """The frames the latest plan predicts its executed steps lead to, decoded, for envs ``rows``:
+        uint8 ``(len(rows), size, size, 3)``; None before the first plan or when the encoder cannot
+        decode. A sampling decoder (diffusion) starts from seeded noise, so frames are reproducible."""
+        import inspect
+
+        import torch
+        import torch.nn.functional as F
+
+        z = self.controller.predicted_tokens
+        if z is None or not rows or not self.can_decode:
+            return None
+        enc = self.controller.model.encoder
+        device = next(enc.parameters()).device
+        extra = {}
+        if "generator" in inspect.signature(enc.decode).parameters:
+            extra["generator"] = torch.Generator(device).manual_seed(0)
+        with torch.no_grad():
+            img = enc.decode(z[list(rows)].to(device), **extra).float()  # (n, 3, S', S') in [0, 1]
+            if img.shape[-1] != size:
+                img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+        return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
     def act(self, obs: dict, info: dict) -> np.ndarray:
         """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present.
 

@@ -121,3 +121,56 @@ def test_eval_of_a_proprio_free_model():
     assert r.episodes == 2 and r.mean_plan_time_s > 0
     with pytest.raises(ValueError, match="predicts no proprio"):
         evaluate("wall", model=WorldModel(cfg, encoder=enc), alpha=1.0, episodes=1, steps=1, progress=False)
+
+
+def _tiny_vae_wall_model() -> WorldModel:
+    """An untrained tiny_mlp world model over a small (untrained) VAE, whose tokens decode to images."""
+    opts = {"image_size": 32, "tokens": "vector", "dim": 4, "width": 4, "weights": "random"}
+    enc = encoders.make_encoder("vae", **opts)
+    cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
+                             encoder="vae", encoder_options=opts)
+    return WorldModel(cfg, encoder=enc)
+
+
+def _gif_frames(path) -> np.ndarray:
+    import imageio.v2 as imageio
+
+    return np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(path)])
+
+
+def test_episode_gifs_show_the_decoded_prediction_beside_the_real_frame(tmp_path):
+    S = 32
+    res = evaluate("wall", model=_tiny_vae_wall_model(), planner="cem", planner_options={"samples": 8, "iterations": 1,
+                   "elites": 2}, episodes=1, steps=3, batch_envs=1, videos=1, out=tmp_path / "vae", progress=False,
+                   env_options={"image_size": S})
+    frames = _gif_frames(tmp_path / "vae" / "episode_000.gif")
+    assert frames.shape[1:] == (S, 3 * S + 4, 3)  # real | predicted | goal
+    middle = frames[:, :, S + 2:2 * S + 2].astype(int)
+    assert np.all(middle[0] == 128)  # no plan yet: grey
+    assert np.ptp(middle[1]) > 0 and not np.all(middle[1] == 128)  # the first plan's decoded prediction
+    assert res.imagination_gap["plans"] >= 1
+
+    res = evaluate("wall", model=_tiny_wall_model(), planner="cem", planner_options={"samples": 8, "iterations": 1,
+                   "elites": 2}, episodes=1, steps=2, batch_envs=1, videos=1, out=tmp_path / "dino", progress=False,
+                   env_options={"image_size": 28})
+    assert _gif_frames(tmp_path / "dino" / "episode_000.gif").shape[1:] == (28, 2 * 28 + 2, 3)  # no decoder
+
+
+def test_predicted_frames_decode_the_plans_tokens_for_the_chosen_envs():
+    import gymnasium as gym
+    import torch
+
+    from mpc.evaluation.policies import PlannerPolicy, PlannerSettings
+
+    model = _tiny_vae_wall_model()
+    policy = PlannerPolicy(model, gym.spaces.Box(-1, 1, (2,), np.float32), PlannerSettings(), seed=0)
+    assert policy.can_decode and policy.predicted_frames([0], size=32) is None  # before any plan
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    z = model.encode(imgs)
+    policy.controller.predicted_tokens = z
+    out = policy.predicted_frames([2, 0], size=16)
+    with torch.no_grad():
+        want = torch.nn.functional.interpolate(model.encoder.decode(z[[2, 0]]), size=(16, 16), mode="bilinear",
+                                               align_corners=False)
+    want = (want.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert out.shape == (2, 16, 16, 3) and np.abs(out.astype(int) - want.astype(int)).max() <= 1
