@@ -158,6 +158,7 @@ class MPCController:
                              "world model predicts no proprio (proprio_dim=0); set alpha=0")
         self.last_plan_info: dict = {}
         self.plan_times: list[float] = []
+        self.plan_rollouts: list[int] = []  # candidates evaluated per problem in each replan
         self.record_gap = bool(record_gap)
         # imagination gap: one dict per plan whose executed part has been seen through, with
         # "predicted" and "realised" float arrays (B,) (see _replan)
@@ -257,6 +258,7 @@ class MPCController:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.plan_times.append(time.perf_counter() - t0)
+        self.plan_rollouts.append(int(result.info.get("rollouts", 0)))
         self.last_plan_info = dict(result.info, cost=result.cost.detach().cpu().numpy())
         self._plan = result.actions.detach()                                 # (B, H, Am)
         if self.record_gap:  # the latent cost the model predicts where the executed steps lead

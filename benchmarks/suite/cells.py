@@ -128,6 +128,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "shift": shift,
                "status": "ok",
                **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk,
+               "rollouts_per_plan": res.mean_rollouts_per_plan, "planner_name": ps.name,
                "ensemble": int(model.ensemble), "eval_time_s": time.perf_counter() - t0,
                "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,
                "train_time_s": enc_seconds + model_seconds,

@@ -15,6 +15,7 @@ import numpy as np
 
 from mpc._io import atomic_path, read_json, write_json
 
+from benchmarks.suite.budget import budget_rows, budget_tables, plot_budget
 from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
 from benchmarks.suite.probe import binned_means
 from benchmarks.suite.settings import BASELINES, SuiteSettings
@@ -24,7 +25,8 @@ __all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true
 
 COLUMNS = ["env", "encoder", "planner", "policy", "shift", "labels", "success_rate", "ci_low", "ci_high",
            "episodes", "plan_time_ms", "train_time_s", "encoder_params", "predictor_params",
-           "num_tokens", "token_dim", "risk", "ensemble", "gap_mean", "gap_median", "gap_correlation", "status"]
+           "num_tokens", "token_dim", "risk", "ensemble", "gap_mean", "gap_median", "gap_correlation",
+           "rollouts_per_plan", "status"]
 
 
 def _plt():
@@ -327,6 +329,9 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
         name = f"latent_vs_true_{env}.png"
         plot_latent_vs_true(curves, run / name, title=f"{env}: latent vs true distance to the goal")
         figures[f"{env}: latent distance against true distance"] = name
+    if budget_rows(rows, suite.reference_planner):
+        plot_budget(rows, suite.reference_planner, run / "budget.png")
+        figures["success against rollouts per replan"] = "budget.png"
     if has_shifts(rows):
         plot_generalization(rows, probes, run / "generalization.png")
         figures["success drop and probe under each distribution shift"] = "generalization.png"
@@ -336,4 +341,4 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
-                        sections=shift_tables(rows, probes))
+                        sections=budget_tables(rows, suite.reference_planner) + shift_tables(rows, probes))

@@ -227,6 +227,19 @@ def _env_settings(name: str, entry: dict, bench: dict) -> EnvSettings:
                        shifts=_shifts(name, env, bench, entry))
 
 
+def _reference(bench: dict) -> str | None:
+    """The suite's ``reference_planner`` (an entry of ``planners``), or None.
+
+    Raises:
+        ValueError: a name that is no planner entry of the suite.
+    """
+    ref = bench.get("reference_planner")
+    if ref is not None and ref not in bench["planners"]:
+        raise ValueError(f"reference_planner={ref!r} is no planner entry of this suite; it has "
+                         f"{', '.join(bench['planners'])}")
+    return ref
+
+
 def _outside_env(name: str) -> bool:
     """Whether ``env=name`` may join a suite that does not list it: a gymnasium id or a wmpc env."""
     import envs
@@ -285,6 +298,7 @@ class SuiteSettings:
     progress: bool                   # tqdm bars
     fail_fast: bool                  # stop at the first failing cell
     select: dict | None = None       # the selection as given (for the report)
+    reference_planner: str | None = None  # planner entry the report's budget section compares with
 
     @classmethod
     def from_config(cls, cfg) -> "SuiteSettings":
@@ -314,7 +328,8 @@ class SuiteSettings:
             seed=int(c["seed"]), device=str(resolve_device(c.get("device"))),
             workers=int(c.get("workers", 1)), jobs=int(c.get("jobs") or bench.get("jobs") or 1),
             threads=int(threads) if threads else None, progress=bool(c.get("progress", False)),
-            fail_fast=bool(c.get("fail_fast", False)), select=c.get("select"))
+            fail_fast=bool(c.get("fail_fast", False)), select=c.get("select"),
+            reference_planner=_reference(bench))
 
     def model_config(self, env: str, encoder: str) -> dict:
         """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""

@@ -81,7 +81,7 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
     model = _world_model(checkpoint, model, device) if policy == "planner" else None
     if model is not None and getattr(model, "image_size", None) is not None:
         env_options.setdefault("image_size", model.image_size)
-    rows, plan_times, latent_distances, frames, gaps = [], [], [], {}, []
+    rows, plan_times, latent_distances, frames, gaps, rollouts = [], [], [], {}, [], []
     bar = tqdm(total=settings.episodes, desc=f"eval {env_name} ({policy})", disable=not progress)
     for bi in range(math.ceil(settings.episodes / settings.batch_envs)):  # one batch of envs at a time
         ids = list(range(bi * settings.batch_envs,
@@ -96,13 +96,14 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                 e.close()
         rows += batch_rows
         plan_times += list(actor.plan_times)
+        rollouts += list(getattr(actor, "plan_rollouts", ()))
         if model is not None:
             latent_distances += _latent_distances(model, final_pixels, goals)
         bar.update(len(ids))
     bar.close()
     result = summarize(rows, env=env_name, policy=policy,
                        planner=planning.planner if policy == "planner" else None,
-                       steps=settings.steps, plan_times=plan_times,
+                       steps=settings.steps, plan_times=plan_times, plan_rollouts=rollouts,
                        latent_distances=latent_distances,
                        labels=([] if planning.alpha == 0 else ["goal-proprio"])
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}"]),

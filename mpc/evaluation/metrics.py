@@ -43,6 +43,7 @@ class EvalResult:
     per_episode: list = field(default_factory=list)  # dicts: episode, seed, reached, distances
     labels: list = field(default_factory=list)  # notes such as "goal-proprio"
     imagination_gap: dict | None = None  # realised - predicted latent cost per plan (gap_statistics)
+    mean_rollouts_per_plan: float | None = None  # candidate rollouts per env per replan (policy=planner)
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -80,7 +81,8 @@ def gap_statistics(pairs: list[tuple[float, float]]) -> dict | None:
 
 def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, steps: int,
               plan_times: list[float], latent_distances: list[float],
-              labels: list[str], imagination: list[tuple[float, float]] | None = None) -> EvalResult:
+              labels: list[str], imagination: list[tuple[float, float]] | None = None,
+              plan_rollouts: list[int] | None = None) -> EvalResult:
     """Aggregate per-episode rows (``reached``, ``final_success``, ``initial_distance``,
     ``final_distance``) into an :class:`EvalResult`; ``imagination``: ``(predicted, realised)``
     latent costs of the executed plans (see :func:`gap_statistics`)."""
@@ -95,7 +97,8 @@ def summarize(rows: list[dict], *, env: str, policy: str, planner: str | None, s
         mean_initial_distance=_finite_mean([r["initial_distance"] for r in rows]),
         mean_final_latent_distance=float(np.mean(latent_distances)) if latent_distances else None,
         per_episode=rows, labels=list(labels),
-        imagination_gap=gap_statistics(imagination or []))
+        imagination_gap=gap_statistics(imagination or []),
+        mean_rollouts_per_plan=float(np.mean(plan_rollouts)) if plan_rollouts else None)
 
 
 def format_result(r: EvalResult) -> str:

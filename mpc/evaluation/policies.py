@@ -69,6 +69,11 @@ class PlannerPolicy:
         return self.controller.plan_times
 
     @property
+    def plan_rollouts(self) -> list[int]:
+        """Candidate rollouts per problem of each replan (the planner's ``info["rollouts"]``)."""
+        return self.controller.plan_rollouts
+
+    @property
     def imagination(self) -> list[dict]:
         """Predicted and realised latent costs of each plan seen through (MPCController.imagination)."""
         return self.controller.imagination

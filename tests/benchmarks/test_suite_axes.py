@@ -120,3 +120,47 @@ def test_a_negative_risk_weight_is_refused(tmp_path):
     cfg = _compose_bench("risk", tmp_path, ["bench.planners.cem_risk1.risk=-1"])
     with pytest.raises(ValueError, match="risk must be >= 0"):
         suite.SuiteSettings.from_config(cfg)
+
+
+def _row(planner, rollouts, k, n=30, name="cem"):
+    from mpc.evaluation import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    return {"env": "wall", "encoder": "jepa", "planner": planner, "planner_name": name, "policy": "planner",
+            "status": "ok", "success_rate": k / n, "ci_low": lo, "ci_high": hi, "rollouts_per_plan": rollouts,
+            "plan_time_ms": 1.0}
+
+
+def test_budget_tables_name_the_cheapest_cell_whose_interval_overlaps_the_reference(tmp_path):
+    from benchmarks.suite.budget import budget_tables, plot_budget
+
+    rows = [_row("ref", 9000, 27), _row("tiny", 64, 3), _row("small", 256, 22, name="mppi"), _row("mid", 900, 26)]
+    lines = budget_tables(rows, "ref")
+    cheapest = next(line for line in lines if line.startswith("| wall | jepa | 0.90"))
+    assert "| small |" in cheapest and "| 1/35 |" in cheapest  # tiny (0.10) does not overlap; small does
+    assert any("| tiny | 64 |" in line and "| no |" in line for line in lines)
+    assert budget_tables(rows, None) == [] and budget_tables(rows[1:], "ref") == []
+    assert plot_budget(rows, "ref", tmp_path / "b.png").stat().st_size > 0
+
+
+def test_budget_config_reuses_the_standard_suite_and_checks_its_reference(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("budget", tmp_path))
+    std = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
+    assert s.reference_planner == "cem_300x30" and s.env_order == std.env_order
+    assert s.model == std.model and s.train == std.train  # same models: the standard folder's are reused
+    ref = s.planners["cem_300x30"]
+    assert ref.options["samples"] * ref.options["iterations"] == 9000
+    for name, p in s.planners.items():
+        if name != "cem_300x30":
+            assert p.options.get("samples", 8) * p.options.get("iterations", p.options.get("steps", 30)) <= 900
+    with pytest.raises(ValueError, match="reference_planner='nope' is no planner entry"):
+        suite.SuiteSettings.from_config(_compose_bench("budget", tmp_path, ["bench.reference_planner=nope"]))
+
+
+def test_evaluation_counts_the_rollouts_of_every_replan():
+    from mpc.evaluation import evaluate
+    from tests.mpc.test_evaluate import _tiny_wall_model
+
+    res = evaluate("wall", model=_tiny_wall_model(), planner="cem", planner_options={"samples": 6, "iterations": 3,
+                   "elites": 2}, episodes=2, steps=3, batch_envs=2, progress=False, env_options={"image_size": 28})
+    assert res.mean_rollouts_per_plan == 18
