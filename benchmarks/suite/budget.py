@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpc._io import atomic_path
+from benchmarks.suite._plots import pyplot, save_figure
 
 __all__ = ["budget_rows", "budget_tables", "plot_budget"]
 
@@ -75,9 +75,7 @@ def budget_tables(rows: list[dict], reference: str | None) -> list[str]:
 def plot_budget(rows: list[dict], reference: str | None, path: Path) -> Path:
     """Success (95% CI) against rollouts per replan (log), one panel per (env, encoder), one line per
     planner (registered name), the reference as a star with its interval shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs = budget_rows(rows, reference)
     n = max(len(pairs), 1)
@@ -106,8 +104,4 @@ def plot_budget(rows: list[dict], reference: str | None, path: Path) -> Path:
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpc._io import atomic_path
+from benchmarks.suite._plots import pyplot, save_figure
 
 __all__ = ["has_shifts", "shift_tables", "plot_generalization"]
 
@@ -99,9 +99,7 @@ def shift_tables(rows: list[dict], probes: list[dict]) -> list[str]:
 def plot_generalization(rows: list[dict], probes: list[dict], path: Path) -> Path:
     """Heat maps: success drop per shift (top row, red = worse than the training condition, each
     cell annotated with the drop) and probe Spearman per shift (bottom row), one column per env."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     drops = _drops(rows)
     spear: dict[str, dict[str, dict[str, float]]] = {}
@@ -123,11 +121,7 @@ def plot_generalization(rows: list[dict], probes: list[dict], path: Path) -> Pat
         pgrid = np.array([[encs[e].get(c, np.nan) for c in pcols] for e in encs]).reshape(len(encs), len(pcols))
         _heat(axes[1, j], pgrid, list(encs), [c or "train" for c in pcols], cmap="viridis", vmin=0, vmax=1,
               fmt="{:.2f}", title=f"{env}: probe Spearman")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _heat(ax, grid: np.ndarray, rows: list[str], cols: list[str], *, cmap: str, vmin: float, vmax: float,

@@ -15,6 +15,7 @@ import numpy as np
 
 from mpc._io import atomic_path, read_json, write_json
 
+from benchmarks.suite._plots import pyplot, save_figure
 from benchmarks.suite.budget import budget_rows, budget_tables, plot_budget
 from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
 from benchmarks.suite.probe import binned_means
@@ -30,15 +31,13 @@ COLUMNS = ["env", "encoder", "planner", "policy", "shift", "labels", "success_ra
 
 
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     return plt
 
 
 def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     """Success rate against planning time per replan, one marker per (env, encoder, planner)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         if r.get("status") != "ok" or r.get("plan_time_ms") in (None, ""):
@@ -55,17 +54,13 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gap_vs_success(rows: list[dict], path: Path) -> Path:
     """Success rate against the mean imagination gap (realised - predicted latent cost per executed
     plan), one marker per planner cell; colour per env, the bar spans the gap's 5-95% quantiles."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     envs = list(dict.fromkeys(r["env"] for r in rows))
     for r in rows:
@@ -85,11 +80,7 @@ def plot_gap_vs_success(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _risk_rows(rows: list[dict]) -> list[dict]:
@@ -105,7 +96,7 @@ def _risk_rows(rows: list[dict]) -> list[dict]:
 def plot_risk(rows: list[dict], path: Path) -> Path:
     """Success rate (95% CI) and mean imagination gap against the risk weight beta, one line per
     (env, encoder) evaluated at several betas."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     groups: dict[tuple, list] = {}
     for r in _risk_rows(rows):
@@ -127,11 +118,7 @@ def plot_risk(rows: list[dict], path: Path) -> Path:
     for a in (a1, a2):
         a.grid(alpha=0.3)
     a1.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _risk_table(rows: list[dict]) -> list[str]:
@@ -161,7 +148,7 @@ def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bi
     distances are divided by each encoder's largest one, so encoders of different scales share an
     axis; faint dots are the individual (state, goal) pairs, the line the mean per bin of true distance.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, (name, c) in enumerate(curves.items()):
         t, l = np.asarray(c["true"], float), np.asarray(c["latent"], float)
@@ -176,11 +163,7 @@ def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bi
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _fmt(v, spec):

@@ -1,0 +1,25 @@
+"""Matplotlib plumbing shared by the report's plots: a headless pyplot and an atomic save."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpc._io import atomic_path
+
+__all__ = ["pyplot", "save_figure"]
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``path`` atomically and close it. Returns ``path``."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)
+    return path
