@@ -12,9 +12,13 @@ Replace it with your own callable of the same signature wherever an objective is
 Risk (ensembles, :mod:`mpc.ensemble`): with ``risk > 0`` the objective asks the world model for every
 member's prediction (its ``members`` attribute is True, and the controller then passes
 ``z_pred (B, S, K, H, N, D)``, ``proprio_pred (B, S, K, H, P)``) and adds ``risk`` x the members'
-disagreement (``risk_mode="disagreement"``, on the same frames as the cost), or plans against the worst
-member (``risk_mode="pessimistic"``: ``(1 - risk) x`` the mean member's cost ``+ risk x`` the worst
-member's cost, so ``risk=1`` is the pure worst case). Planners only see the resulting ``(B, S)``.
+disagreement (``risk_mode="disagreement"``, on the same frames as the cost), or the disagreement
+rescaled per problem so that one standard deviation of it across the S candidates weighs as much as
+one standard deviation of the cost (``risk_mode="standardized"``: ``beta`` is then free of the token
+scale; a trained ensemble's raw disagreement is often ~100x smaller than the cost's spread, so a raw
+``beta`` of order 1 changes no choice), or plans against the worst member (``risk_mode="pessimistic"``:
+``(1 - risk) x`` the mean member's cost ``+ risk x`` the worst member's cost, so ``risk=1`` is the
+pure worst case). Planners only see the resulting ``(B, S)``.
 The controller passes the world model's predicted proprio (raw units) and the goal's proprio given to
 ``plan(..., goal_proprio=...)`` / ``MPCController.act(..., goal_proprio=...)`` (None when not given).
 """
@@ -28,7 +32,7 @@ __all__ = ["LatentObjective", "make_objective", "list_objectives", "Objective", 
 
 Objective = Callable[..., torch.Tensor]
 _MODES = ("last", "all")
-RISK_MODES = ("disagreement", "pessimistic")
+RISK_MODES = ("disagreement", "standardized", "pessimistic")
 
 
 def latent_distance(z: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
@@ -52,8 +56,10 @@ class LatentObjective:
         discount: per-step weight base for ``mode="all"`` (1 = plain mean).
         alpha: weight of the proprio term (0 = off; then proprio inputs are ignored).
         risk: weight beta of the ensemble's uncertainty (0 = off; see the module docstring).
-        risk_mode: ``"disagreement"`` (cost of the members' mean + beta x disagreement) or
-            ``"pessimistic"`` (blend of the mean member's and the worst member's cost).
+        risk_mode: ``"disagreement"`` (cost of the members' mean + beta x disagreement),
+            ``"standardized"`` (the same with the disagreement rescaled by std_S(cost) / std_S(disagreement)
+            per problem, a constant for gradients) or ``"pessimistic"`` (blend of the mean member's and
+            the worst member's cost).
 
     Raises:
         ValueError: unknown mode or risk_mode, negative alpha or risk, non-positive discount.
@@ -131,12 +137,18 @@ class LatentObjective:
             raise ValueError(f"a risk-aware objective takes member predictions (B, S, K, H, N, D), got "
                              f"{tuple(z_pred.shape)}")
         B, S, K = z_pred.shape[:3]
-        if self.risk_mode == "disagreement":
+        if self.risk_mode in ("disagreement", "standardized"):
             from mpc.ensemble import disagreement
 
             mean_p = None if proprio_pred is None else proprio_pred.mean(2)
             cost = self._plain(z_pred.mean(2), z_goal, mean_p, proprio_goal)  # (B, S)
-            return cost + self.risk * self._over_time(disagreement(z_pred))
+            dis = self._over_time(disagreement(z_pred))                         # (B, S)
+            if self.risk_mode == "standardized":  # one std of disagreement weighs one std of cost
+                with torch.no_grad():
+                    scale = cost.std(1, unbiased=False, keepdim=True) / dis.std(1, unbiased=False,
+                                                                                keepdim=True).clamp_min(1e-12)
+                dis = dis * torch.nan_to_num(scale, nan=0.0, posinf=0.0)  # (B, S)
+            return cost + self.risk * dis
         flat_p = None if proprio_pred is None else proprio_pred.flatten(1, 2)
         per_member = self._plain(z_pred.flatten(1, 2), z_goal, flat_p, proprio_goal).view(B, S, K)
         return (1 - min(self.risk, 1.0)) * per_member.mean(-1) + min(self.risk, 1.0) * per_member.amax(-1)

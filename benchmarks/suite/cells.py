@@ -122,12 +122,13 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         folder = path.with_suffix("")
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
-                        objective=ev.objective, alpha=ev.alpha, risk=ps.risk, horizon=ps.horizon,
+                        objective=ev.objective, alpha=ev.alpha, risk=ps.risk, risk_mode=ps.risk_mode,
+                        horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
         row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "shift": shift,
                "status": "ok",
-               **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk,
+               **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk, "risk_mode": ps.risk_mode,
                "rollouts_per_plan": res.mean_rollouts_per_plan, "planner_name": ps.name,
                "ensemble": int(model.ensemble), "eval_time_s": time.perf_counter() - t0,
                "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,

@@ -83,32 +83,35 @@ def plot_gap_vs_success(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _risk_rows(rows: list[dict]) -> list[dict]:
-    """Planner rows of the (env, encoder) pairs evaluated at more than one risk weight beta."""
+def _risk_lines(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """``(env, encoder, risk mode) -> rows by beta``: each mode's rows with beta > 0 after the pair's
+    beta = 0 row (shared by every mode); only pairs evaluated at several betas."""
     ok = [r for r in rows if r.get("status") == "ok" and r.get("policy") == "planner"
           and r.get("risk") not in (None, "")]
-    betas: dict[tuple, set] = {}
-    for r in ok:
-        betas.setdefault((r["env"], r["encoder"]), set()).add(float(r["risk"]))
-    return [r for r in ok if len(betas[(r["env"], r["encoder"])]) > 1]
+    lines: dict[tuple[str, str, str], list[dict]] = {}
+    for r in sorted(ok, key=lambda r: float(r["risk"])):
+        if float(r["risk"]) > 0:
+            lines.setdefault((r["env"], r["encoder"], r.get("risk_mode") or "disagreement"), []).append(r)
+    out = {}
+    for (env, enc, mode), rs in lines.items():
+        zero = [r for r in ok if (r["env"], r["encoder"]) == (env, enc) and float(r["risk"]) == 0]
+        out[env, enc, mode] = zero[:1] + rs
+    return out
 
 
 def plot_risk(rows: list[dict], path: Path) -> Path:
     """Success rate (95% CI) and mean imagination gap against the risk weight beta, one line per
-    (env, encoder) evaluated at several betas."""
+    (env, encoder, risk mode) evaluated at several betas."""
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    groups: dict[tuple, list] = {}
-    for r in _risk_rows(rows):
-        groups.setdefault((r["env"], r["encoder"]), []).append(r)
-    for i, ((env, enc), rs) in enumerate(groups.items()):
-        rs = sorted(rs, key=lambda r: float(r["risk"]))
+    for i, ((env, enc, mode), rs) in enumerate(_risk_lines(rows).items()):
         b = [float(r["risk"]) for r in rs]
         y = np.array([float(r["success_rate"]) for r in rs])
         err = [y - [float(r["ci_low"]) for r in rs], np.array([float(r["ci_high"]) for r in rs]) - y]
-        a1.errorbar(b, y, yerr=err, fmt="o-", capsize=3, color=f"C{i}", label=f"{env}/{enc}")
+        style = "o-" if mode == "disagreement" else "s--"
+        a1.errorbar(b, y, yerr=err, fmt=style, capsize=3, color=f"C{i}", label=f"{env}/{enc} ({mode})")
         a2.plot(b, [float(r["gap_mean"]) if r.get("gap_mean") not in (None, "") else np.nan for r in rs],
-                "o-", color=f"C{i}", label=f"{env}/{enc}")
+                style, color=f"C{i}", label=f"{env}/{enc} ({mode})")
     a1.set_xlabel("risk weight beta")
     a1.set_ylabel("success rate (95% CI)")
     a1.set_ylim(-0.05, 1.05)
@@ -117,27 +120,30 @@ def plot_risk(rows: list[dict], path: Path) -> Path:
     a2.axhline(0.0, color="grey", lw=0.8, ls=":")
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    a1.legend(fontsize=7)
+    a1.legend(fontsize=6)
     return save_figure(fig, path)
 
 
 def _risk_table(rows: list[dict]) -> list[str]:
-    """Markdown lines: success and imagination gap per beta of each (env, encoder)."""
-    rs = _risk_rows(rows)
-    if not rs:
+    """Markdown lines: success and imagination gap per beta of each (env, encoder, risk mode)."""
+    groups = _risk_lines(rows)
+    if not groups:
         return []
     lines = ["", "## Risk-aware planning", "",
-             "The same planner budget with the objective's risk weight beta (cost of the ensemble members' "
-             "mean + beta x their disagreement). Gap: realised - predicted latent cost per executed plan "
-             "(mean; median; r = correlation of predicted and realised).", "",
-             "| env | encoder | members | beta | success (95% CI) | gap mean | gap median | r |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rs, key=lambda r: (r["env"], r["encoder"], float(r["risk"]))):
-        corr = r.get("gap_correlation")
-        lines.append(f"| {r['env']} | {r['encoder']} | {r.get('ensemble', '')} | {float(r['risk']):g} | "
-                     f"{float(r['success_rate']):.2f} ({float(r['ci_low']):.2f}-{float(r['ci_high']):.2f}) | "
-                     f"{_fmt(r.get('gap_mean'), '+.4f')} | {_fmt(r.get('gap_median'), '+.4f')} | "
-                     f"{_fmt(corr, '.2f')} |")
+             "The same planner budget with the objective's risk weight beta: `disagreement` adds beta x the "
+             "ensemble members' disagreement to the cost of their mean; `standardized` rescales the "
+             "disagreement per replan so one standard deviation of it across the candidates weighs as much as "
+             "one of the cost. Gap: realised - predicted latent cost per executed plan (mean; median; r = "
+             "correlation of predicted and realised).", "",
+             "| env | encoder | members | mode | beta | success (95% CI) | gap mean | gap median | r |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (env, enc, mode), rs in groups.items():
+        for r in rs:
+            corr = r.get("gap_correlation")
+            lines.append(f"| {env} | {enc} | {r.get('ensemble', '')} | {mode if float(r['risk']) else '-'} | "
+                         f"{float(r['risk']):g} | {float(r['success_rate']):.2f} ({float(r['ci_low']):.2f}-"
+                         f"{float(r['ci_high']):.2f}) | {_fmt(r.get('gap_mean'), '+.4f')} | "
+                         f"{_fmt(r.get('gap_median'), '+.4f')} | {_fmt(corr, '.2f')} |")
     return lines
 
 
@@ -305,7 +311,7 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     if any(r.get("status") == "ok" and r.get("gap_mean") not in (None, "") for r in base):
         plot_gap_vs_success(base, run / "gap_vs_success.png")
         figures["success rate against the imagination gap"] = "gap_vs_success.png"
-    if _risk_rows(base):
+    if _risk_lines(base):
         plot_risk(base, run / "risk.png")
         figures["success and imagination gap against the risk weight beta"] = "risk.png"
     for env, curves in curves_by_env.items():

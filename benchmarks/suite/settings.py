@@ -160,21 +160,28 @@ class PlannerSettings:
     horizon: int             # H, planned model steps
     options: dict            # ``make_planner`` options (no seed: evaluation seeds each batch)
     risk: float = 0.0        # beta of the risk-aware objective (mpc.objectives; needs an ensemble model)
+    risk_mode: str = "disagreement"  # how the ensemble's uncertainty enters (mpc.objectives.RISK_MODES)
 
     @classmethod
     def from_entry(cls, entry_name: str, entry: dict | None) -> "PlannerSettings":
-        """An entry's ``risk:`` sets the objective's beta (0: off); the other keys are planner options."""
+        """An entry's ``risk:`` and ``risk_mode:`` set the objective's beta (0: off) and mode; the other
+        keys are planner options."""
+        from mpc.objectives import RISK_MODES
+
         entry = dict(entry or {})
         name = str(entry.pop("name", entry_name))
         risk = float(entry.pop("risk", 0.0) or 0.0)
+        risk_mode = str(entry.pop("risk_mode", "disagreement"))
         if risk < 0:
             raise ValueError(f"planners.{entry_name}.risk must be >= 0, got {risk}")
+        if risk_mode not in RISK_MODES:
+            raise ValueError(f"planners.{entry_name}.risk_mode must be one of {RISK_MODES}, got {risk_mode!r}")
         base = group_config("planner", entry.pop("config", name))
         base.pop("name", None)
         options = merge(base, entry)
         horizon = int(options.pop("horizon", 5))
         options.pop("seed", None)
-        return cls(entry_name, name, horizon, options, risk)
+        return cls(entry_name, name, horizon, options, risk, risk_mode)
 
 
 SHIFT_MODES = ("none", "held_out")  # the values of a suite's or env entry's ``shifts:``

@@ -68,7 +68,8 @@ def task(cfg):
                             seed=cfg.seed, env_options=env_options, videos=cfg.videos)
     planning = PlannerSettings(planner=planner, planner_options=planner_options,
                                objective=cfg.objective, alpha=cfg.alpha,
-                               risk=float(cfg.get("risk", 0.0)), horizon=cfg.horizon,
+                               risk=float(cfg.get("risk", 0.0)),
+                               risk_mode=str(cfg.get("risk_mode", "disagreement")), horizon=cfg.horizon,
                                replan_every=cfg.replan_every)
     r = evaluate(env_name, policy=cfg.policy, checkpoint=cfg.checkpoint, out=cfg.out,
                  device=cfg.device, progress=bool(cfg.get("progress", True)), settings=settings,

@@ -45,6 +45,7 @@ class PlannerSettings:
     objective: str = "last"  # last: MSE on the last predicted frame (DINO-WM); all: every step
     alpha: float = 0.0  # weight of the goal-proprio term (0: plan from images alone)
     risk: float = 0.0  # weight of the ensemble's disagreement in the objective (0: off)
+    risk_mode: str = "disagreement"  # disagreement | standardized | pessimistic (mpc.objectives)
     horizon: int = 5  # H, planning horizon in model steps
     replan_every: int = 1  # model steps executed from each plan before replanning
 
@@ -57,8 +58,8 @@ class PlannerPolicy:
         from mpc.objectives import make_objective
 
         s = settings
-        objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk) if s.alpha or s.risk
-                     else s.objective)
+        objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk, risk_mode=s.risk_mode)
+                     if s.alpha or s.risk else s.objective)
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,
                                         planner_options=s.planner_options, seed=seed, device=device,

@@ -96,23 +96,33 @@ def test_shift_tables_report_the_drop_from_the_training_condition():
 
 
 def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
-    tiny = ["select.env=wall", "bench.envs.wall.options.image_size=32", "bench.envs.wall.data.episodes=3",
-            "bench.envs.wall.data.steps=8", "bench.encoders.jepa.options.width=4", "bench.encoders.jepa.options.hidden=16",
-            "bench.encoders.jepa.train.steps=2", "bench.encoders.jepa.train.batch_size=8", "bench.model_options.ensemble=2",
-            *[f"bench.planners.{p}.{k}={v}" for p in ("cem", "cem_risk05", "cem_risk1", "cem_risk2")
-              for k, v in (("samples", 4), ("iterations", 1), ("elites", 2))], *_TINY_TRAIN]
+    all_entries = suite.SuiteSettings.from_config(_compose_bench("risk", tmp_path)).planners
+    assert [(p.risk, p.risk_mode) for p in all_entries.values()] == [
+        (0.0, "disagreement"), (0.5, "disagreement"), (1.0, "disagreement"), (2.0, "disagreement"),
+        (0.5, "standardized"), (1.0, "standardized"), (2.0, "standardized")]
+    assert {p.name for p in all_entries.values()} == {"cem"}
+    picked = ("cem", "cem_risk1", "cem_std1")
+    tiny = ["select.env=wall", f"select.planner=[{','.join(picked)}]", "bench.envs.wall.options.image_size=32",
+            "bench.envs.wall.data.episodes=3", "bench.envs.wall.data.steps=8", "bench.encoders.jepa.options.width=4",
+            "bench.encoders.jepa.options.hidden=16", "bench.encoders.jepa.train.steps=2",
+            "bench.encoders.jepa.train.batch_size=8", "bench.model_options.ensemble=2",
+            *[f"bench.planners.{p}.{k}={v}" for p in picked for k, v in (("samples", 4), ("iterations", 1),
+                                                                        ("elites", 2))], *_TINY_TRAIN]
     cfg = _compose_bench("risk", tmp_path, tiny)
     s = suite.SuiteSettings.from_config(cfg)
-    assert [p.risk for p in s.planners.values()] == [0.0, 0.5, 1.0, 2.0]
-    assert {p.name for p in s.planners.values()} == {"cem"}
     report = suite.run_suite(cfg)
     rows = {p: json.loads((tmp_path / "cells" / f"wall__jepa__{p}.json").read_text()) for p in s.planners}
     for name, row in rows.items():
         assert row["status"] == "ok" and row["ensemble"] == 2 and row["risk"] == s.planners[name].risk
+        assert row["risk_mode"] == s.planners[name].risk_mode and row["rollouts_per_plan"] == 4
         assert row["gap_plans"] > 0 and row["gap_mean"] == pytest.approx(row["gap_realised"] - row["gap_predicted"])
-    assert "risk=2" in rows["cem_risk2"]["labels"] and not rows["cem"]["labels"]
+    assert "risk=1" in rows["cem_risk1"]["labels"] and "risk=1 standardized" in rows["cem_std1"]["labels"]
+    assert not rows["cem"]["labels"]
     text = report.read_text()
     assert "## Risk-aware planning" in text and (tmp_path / "risk.png").exists()
+    table = [line for line in text.splitlines() if line.startswith("| wall | jepa | 2 |")]
+    assert [line.split("|")[4:6] for line in table] == [[" - ", " 0 "], [" disagreement ", " 1 "],
+                                                        [" - ", " 0 "], [" standardized ", " 1 "]]
     assert (tmp_path / "gap_vs_success.png").exists()
 
 

@@ -203,3 +203,28 @@ def test_imagination_gap_of_an_exact_model_is_zero(replan_every):
     assert stats["plans"] == len(pairs) and abs(stats["mean"]) < 1e-6
     assert max(abs(v) for v in stats["quantiles"].values()) < 1e-6
     assert stats["mean_predicted"] > 0 and stats["correlation"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_standardized_risk_weighs_one_std_of_disagreement_as_one_std_of_cost():
+    import torch
+
+    from mpc.ensemble import disagreement
+    from mpc.objectives import make_objective
+
+    g = torch.Generator().manual_seed(0)
+    B, S, K, H, N, D = 2, 6, 3, 2, 1, 4
+    z = torch.randn(B, S, 1, H, N, D, generator=g).expand(B, S, K, H, N, D).clone()
+    z += 1e-3 * torch.arange(S).view(1, S, 1, 1, 1, 1) * torch.randn(B, S, K, H, N, D, generator=g)  # tiny spread
+    goal = torch.zeros(B, N, D)
+    plain = make_objective("last")(z.mean(2), goal)
+    raw = make_objective("last", risk=1.0)(z, goal) - plain
+    std = make_objective("last", risk=1.0, risk_mode="standardized")(z, goal) - plain
+    dis = disagreement(z)[..., -1]
+    assert torch.allclose(raw, dis, atol=1e-7)
+    assert raw.std(1).max() < 1e-2 * plain.std(1).min()  # raw disagreement: far below the cost's spread
+    assert torch.allclose(std.std(1, unbiased=False), plain.std(1, unbiased=False), rtol=1e-4)
+    ratio = std[:, 1:] / dis[:, 1:]  # candidate 0's members agree exactly (0 / 0)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)  # one scale per problem
+    agree = z[:, :, :1].expand(B, S, K, H, N, D)  # members agree: no risk term, no NaN
+    assert torch.allclose(make_objective("last", risk=2.0, risk_mode="standardized")(agree, goal),
+                          make_objective("last")(agree[:, :, 0], goal))
