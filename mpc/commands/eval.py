@@ -12,8 +12,9 @@ from mpc._config import to_plain
 from mpc.commands.cli import env_overrides, hydra_command
 
 
-def _command_line_env_options() -> dict:
-    """``env.<key>=value`` overrides typed on the command line (not the env config's defaults)."""
+def _command_line_env_options(cfg) -> dict:
+    """``env.<key>=value`` overrides typed on the command line (not the env config's defaults), with
+    the values hydra parsed (``'+env.variation={split: train, light: 0.4}'`` gives a dict)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -21,7 +22,7 @@ def _command_line_env_options() -> dict:
     for item in HydraConfig.get().overrides.task:
         key, _, value = item.lstrip("+~").partition("=")
         if key.startswith("env.") and key != "env.name":
-            out[key[4:]] = OmegaConf.to_container(OmegaConf.create({"v": value}))["v"] if value else None
+            out[key[4:]] = to_plain(OmegaConf.select(cfg, key)) if value else None
     return out
 
 
@@ -46,7 +47,7 @@ def _env_of(cfg) -> tuple[str, dict]:
         if name is not None and name != stored["env"]:
             raise ValueError(f"env={name} but the checkpoint {cfg.checkpoint} was trained on env "
                              f"{stored['env']!r}; drop env= (it is read from the checkpoint)")
-        options = {**(stored.get("env_options") or {}), **_command_line_env_options()}
+        options = {**(stored.get("env_options") or {}), **_command_line_env_options(cfg)}
         return stored["env"], options
     if name is None:
         raise ValueError("pass env=<name> (a wmpc env or a gymnasium id): "

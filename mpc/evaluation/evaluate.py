@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mpc._config import to_plain
 from mpc._io import atomic_write, write_json
 from mpc.evaluation.metrics import EvalResult, summarize
 from mpc.evaluation.policies import Policy, PlannerSettings, check_policy, make_policy
@@ -109,6 +110,7 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}" + (
                            "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")]),
                        imagination=gaps if policy == "planner" else None)
+    result.env_options = to_plain(env_options)
     if out is not None:
         _write_run(Path(out), result, frames)
     return result

@@ -44,6 +44,7 @@ class EvalResult:
     labels: list = field(default_factory=list)  # notes such as "goal-proprio"
     imagination_gap: dict | None = None  # realised - predicted latent cost per plan (gap_statistics)
     mean_rollouts_per_plan: float | None = None  # candidate rollouts per env per replan (policy=planner)
+    env_options: dict | None = None  # the make_env options every episode ran with
 
 
 def _finite_mean(values: list[float]) -> float | None:
