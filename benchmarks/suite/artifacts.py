@@ -157,6 +157,7 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
         train_world_model({"env": {"name": suite.envs[env].env, **suite.envs[env].options}, "encoder": enc_settings,
                            "model": model, "train": suite.train, "data": str(data_dir), "out": str(folder),
                            "resume": (folder / "checkpoints" / "train_state.pt").exists(),
-                           "seed": suite.seed, "device": suite.device, "encode_batch": 256})
+                           "seed": suite.seed, "device": suite.device, "encode_batch": 256,
+                           "progress": suite.progress})
 
     return ckpt, _reuse_or_build(folder, ckpt, build)

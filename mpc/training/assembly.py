@@ -73,7 +73,7 @@ def build_encoder(cfg, frameskip: int, ctx: DistContext) -> tuple[str, dict, obj
     return name, options, encoder
 
 
-def ensure_cache(data_dir: Path, encoder, ctx: DistContext, batch_size: int) -> None:
+def ensure_cache(data_dir: Path, encoder, ctx: DistContext, batch_size: int, progress: bool = True) -> None:
     """Build the latent cache of ``encoder`` once (rank 0) if it is missing or incomplete."""
     from mpc import data as wdata
 
@@ -86,7 +86,7 @@ def ensure_cache(data_dir: Path, encoder, ctx: DistContext, batch_size: int) -> 
                      "dataset once now (same as `wmpc encode data=%s encoder=...`)",
                      encoder.fingerprint, data_dir, done, episodes, data_dir)
             encoder.to(ctx.device)
-            wdata.encode_dataset(data_dir, encoder, batch_size=batch_size)
+            wdata.encode_dataset(data_dir, encoder, batch_size=batch_size, progress=progress)
             encoder.to("cpu")
         ctx.barrier()
 

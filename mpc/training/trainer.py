@@ -119,7 +119,8 @@ class Trainer:
         cfg = self.cfg
         name, options, self.encoder = build_encoder(cfg, self.frameskip, self.ctx)
         self.encoder_spec = (name, options)
-        ensure_cache(self.data_dir, self.encoder, self.ctx, int(cfg.get("encode_batch", 256)))
+        ensure_cache(self.data_dir, self.encoder, self.ctx, int(cfg.get("encode_batch", 256)),
+                     progress=bool(cfg.get("progress", True)))
         self.train_ds = self._windows("train", self.num_pred)
         self.val_ds = self._windows("val", self.num_pred)
         self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world_size,
@@ -316,7 +317,8 @@ class Trainer:
         log_every, val_every, ckpt_every = int(t.log_every), int(t.val_every), int(t.ckpt_every)
         stream = self.batches(self.step)
         timed, tic = 0, time.perf_counter()  # steps trained in this process since tic
-        bar = tqdm(total=stop, initial=self.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
+        bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (ctx.is_main and bool(self.cfg.get("progress", True))))
         while self.step < stop:
             epoch, batch = next(stream)
             lr = self.optimizer.param_groups[0]["lr"]
