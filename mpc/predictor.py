@@ -76,6 +76,8 @@ class PredictorConfig:
     # Masked passes (training, prefill, uncached rollout) always use torch's own choice.
     autocast_bf16: bool = False  # bf16 autocast of the predictor on CUDA
     compile: bool = False  # torch.compile the per-step function
+    residual: bool = False  # transformer: predict the change of each token (z_next = z + head(x)),
+    # the head starting at zero, so an untrained model copies the last frame (mlp/gru always do)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -146,6 +148,9 @@ class TransformerPredictor(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, D)
         self.proprio_head = nn.Linear(width, proprio_dim)
+        if cfg.residual:  # start as copy-last-frame: the change is learned from zero
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def max_frames(self) -> int:
@@ -170,10 +175,14 @@ class TransformerPredictor(nn.Module):
             x = z + (self.action_to_token(a) + self.proprio_to_token(p)).unsqueeze(-2)
         return self.drop(self.in_proj(x) + self.pos_spatial)  # (..., F, N, W)
 
-    def readout(self, x):
-        """Block outputs ``(..., F, N, W)`` -> ``(z (..., F, N, D), proprio (..., F, P))``."""
+    def readout(self, x, z):
+        """Block outputs ``(..., F, N, W)`` and the input tokens ``z`` (broadcastable) ->
+        ``(z_next (..., F, N, D), proprio (..., F, P))`` (``residual``: the input plus the head's change)."""
         x = self.norm(x)
-        return self.head(x), self.proprio_head(x.mean(-2))
+        z_next = self.head(x)
+        if self.cfg.residual:
+            z_next = z_next + z
+        return z_next, self.proprio_head(x.mean(-2))
 
     def _angles(self, frame_pos: torch.Tensor):
         if self.rope is None:
@@ -203,7 +212,7 @@ class TransformerPredictor(nn.Module):
         x = x.flatten(-3, -2)  # (*batch, F*N, W)
         for blk in self.blocks:
             x, _, _ = blk(x, self.rope, cos, sin, mask)
-        return self.readout(x.unflatten(-2, (Fr, N)))
+        return self.readout(x.unflatten(-2, (Fr, N)), z)
 
     # --- incremental decoding (rope only) ---
     def prefill(self, z, proprio, actions) -> dict:
@@ -257,7 +266,7 @@ class TransformerPredictor(nn.Module):
                 x, k, v = blk(x, self.rope, cos, sin, None, [f[i] for f in frames])
                 new.append((k, v))
             frames = (frames + [new])[-(self.window - 1):] if self.window > 1 else []
-            z_next, p_next = self.readout(x)
+            z_next, p_next = self.readout(x, z)
             return z_next, p_next, {"frames": frames, "pos": pos + 1}
         rings = cache.get("rings")
         if rings is None:  # first step: the prefix frames go into one ring per layer, (B, S, h, window*N, hd)
@@ -268,7 +277,7 @@ class TransformerPredictor(nn.Module):
                      for i in range(len(self.blocks))]
         for blk, ring in zip(self.blocks, rings):
             x, _, _ = blk(x, self.rope, cos, sin, None, ring)
-        z_next, p_next = self.readout(x)
+        z_next, p_next = self.readout(x, z)
         return z_next, p_next, {"rings": rings, "pos": pos + 1}
 
 

@@ -339,3 +339,20 @@ def test_rollout_without_prefix_sharing_equals_shared(name, over):
         z2, p2 = m.rollout(zc, pc, a, pa, share_prefix=False, max_batch=6)  # chunks of 3 candidates
     torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(p1, p2, atol=1e-5, rtol=1e-5)
+
+
+def test_residual_predictor_starts_as_copy_last_and_its_cache_stays_exact():
+    m, n = _preset_model("tiny", residual=True)
+    zc, pc, a, pa = context(B=2, T=3, S=3, H=4, Am=m.action_dim, n=n)
+    with torch.no_grad():
+        z, _ = m.rollout(zc, pc, a, pa)  # (B, S, H, N, D)
+        torch.testing.assert_close(z, zc[:, -1][:, None, None].expand_as(z))  # untrained: copies the last frame
+        for p in m.predictor.head.parameters():  # a learned change
+            p.copy_(0.1 * torch.randn_like(p))
+        z1, p1 = m.rollout(zc, pc, a, pa, use_cache=True)
+        z2, p2 = m.rollout(zc, pc, a, pa, use_cache=False)
+    torch.testing.assert_close(z1, z2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(p1, p2, atol=1e-5, rtol=0)
+    assert (z1 - zc[:, -1][:, None, None]).abs().max() > 1e-3
+    zt, _ = m(torch.cat([zc, z1[:, 0, :1]], 1), torch.cat([pc, p1[:, 0, :1]], 1), torch.cat([pa, a[:, 0, :1]], 1))
+    torch.testing.assert_close(zt[:, -1], z1[:, 0, 0], atol=1e-5, rtol=0)  # teacher forcing: the same step
