@@ -42,6 +42,14 @@ def _keyed(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
     return out
 
 
+def _suite_order(rows: list[dict]):
+    """Sort key of probes: envs and encoders in the order the (suite-ordered) rows first name them."""
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    encs = list(dict.fromkeys(r["encoder"] for r in rows))
+    return lambda p: (envs.index(p["env"]) if p["env"] in envs else len(envs),
+                      encs.index(p["encoder"]) if p["encoder"] in encs else len(encs))
+
+
 def _drops(rows: list[dict]):
     """Per env: the shift columns and, per (encoder, planner) row label, the success under the
     training condition and ``{shift: (success, drop)}``."""
@@ -83,7 +91,7 @@ def shift_tables(rows: list[dict], probes: list[dict]) -> list[str]:
         lines += ["Probe under each shift: Spearman correlation of latent and true distance to the goal "
                   "(block position on Push-T):", ""]
         by_env: dict[str, dict[str, dict[str, float]]] = {}
-        for p in shifted:
+        for p in sorted(shifted, key=_suite_order(rows)):
             by_env.setdefault(p["env"], {}).setdefault(p["encoder"], {})[p.get("shift") or ""] = p["spearman"]
         for env, encs in by_env.items():
             found = list(dict.fromkeys(s for v in encs.values() for s in v if s))
@@ -104,7 +112,7 @@ def plot_generalization(rows: list[dict], probes: list[dict], path: Path) -> Pat
     drops = _drops(rows)
     spear: dict[str, dict[str, dict[str, float]]] = {}
     shifted_envs = {p["env"] for p in probes if p.get("shift")}
-    for p in (p for p in probes if p["env"] in shifted_envs):
+    for p in sorted((p for p in probes if p["env"] in shifted_envs), key=_suite_order(rows)):
         spear.setdefault(p["env"], {}).setdefault(p["encoder"], {})[p.get("shift") or ""] = p["spearman"]
     envs = list(drops) or list(spear)
     fig, axes = plt.subplots(2, len(envs), figsize=(3.6 * len(envs), 6.4), squeeze=False)
