@@ -266,3 +266,13 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called on a resumed suite"))
     suite.run_suite(cfg)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")} == before
+
+    from benchmarks.residual import compare
+
+    monkeypatch.undo()
+    res = compare(tmp_path, ["pusht"], tmp_path / "residual", encoder="vae", overrides=tuple(tiny))
+    assert set(res["pusht"]) == {"plain", "residual"} and (tmp_path / "residual" / "residual.md").exists()
+    assert all(len(r["ratio"]) >= 1 and all(x > 0 for x in r["ratio"]) for r in res["pusht"].values())
+    from mpc.world_model import WorldModel
+    assert WorldModel.read_header(tmp_path / "residual" / "pusht-residual" / "checkpoints" / "model_latest.safetensors"
+                                  )["config"]["predictor"]["residual"] is True
