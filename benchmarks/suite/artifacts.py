@@ -26,7 +26,7 @@ from mpc._io import folder_lock, json_default, read_json, write_json
 
 from benchmarks.suite.settings import SuiteSettings
 
-__all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path",
+__all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path", "ensemble_probe_path",
            "ensure_dataset", "ensure_encoder", "ensure_model"]
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ def cell_path(run: Path, env: str, encoder: str, planner: str, shift: str = "") 
 def probe_path(run: Path, env: str, encoder: str, shift: str = "") -> Path:
     """The latent probe json of ``(env, encoder)`` (under ``shift``)."""
     return Path(run) / "probes" / f"{env}__{encoder}{_at(shift)}.json"
+
+
+def ensemble_probe_path(run: Path, env: str, encoder: str) -> Path:
+    """The ensemble probe json of ``(env, encoder)`` (world models with K > 1 members)."""
+    return Path(run) / "probes" / f"{env}__{encoder}.ensemble.json"
 
 
 def _reuse_or_build(folder: Path, artifact: Path, build) -> float:

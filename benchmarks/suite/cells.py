@@ -10,8 +10,9 @@ from pathlib import Path
 
 from mpc._io import read_json, write_json
 
-from benchmarks.suite.artifacts import cell_path, ensure_dataset, ensure_encoder, ensure_model, probe_path
-from benchmarks.suite.probe import latent_probe
+from benchmarks.suite.artifacts import (cell_path, ensemble_probe_path, ensure_dataset, ensure_encoder,
+                                        ensure_model, probe_path)
+from benchmarks.suite.probe import ensemble_probe, latent_probe
 from benchmarks.suite.settings import EvalSettings, SuiteSettings
 
 __all__ = ["CELL_FORMAT", "DINOV2_SKIP", "conditions", "run_baseline", "run_cell", "skip_row"]
@@ -111,6 +112,11 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
             write_json(probe_file, {"env": env, "encoder": encoder, "shift": shift, **probe})
 
     ev = es.eval
+    ens_file = ensemble_probe_path(run, env, encoder)
+    if model.ensemble > 1 and read_json(ens_file) is None:
+        seeds = list(range(ev.seed, ev.seed + min(ev.episodes, 10)))
+        write_json(ens_file, {"env": env, "encoder": encoder,
+                              **ensemble_probe(es.env, es.options, model, seeds, seed=suite.seed)})
     rows = {}
     for shift, planner in ((s, p) for s in conditions(suite, env) for p in planners):
         path = cell_path(run, env, encoder, planner, shift)

@@ -23,7 +23,7 @@ import numpy as np
 
 from mpc.objectives import latent_distance
 
-__all__ = ["PROBE_KINDS", "latent_probe", "monotonicity", "binned_means", "path_distance"]
+__all__ = ["PROBE_KINDS", "latent_probe", "monotonicity", "binned_means", "path_distance", "ensemble_probe"]
 
 PROBE_KINDS = {"pointmaze": "path", "pusht": "pusht"}  # env name -> probe kind; others: "position"
 
@@ -230,3 +230,50 @@ def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points:
         return _position_probe(u, encoder, lines, points, path=kind == "path")
     finally:
         env.close()
+
+
+def ensemble_probe(env_name: str, env_options: dict, model, seeds: list[int], samples: int = 64,
+                   horizon: int = 5, seed: int = 0) -> dict:
+    """How large an ensemble's disagreement is next to the cost differences a planner ranks.
+
+    For each evaluation start (``reset(seed)``), ``samples`` uniform random action sequences of
+    ``horizon`` model steps are rolled out by every member from the first frame; per start, the
+    standard deviation across candidates of the last-frame cost (token MSE of the members' mean to
+    the goal) and of the members' disagreement (:func:`mpc.ensemble.disagreement`) are taken.
+
+    Returns:
+        ``{"members", "cost_std", "disagreement_mean", "disagreement_std", "ratio"}`` (means over
+        the starts; ``ratio`` = disagreement_std / cost_std: well below 1, a raw risk weight of order
+        1 reorders almost no candidates).
+    """
+    import torch
+
+    import envs as envs_pkg
+    from mpc.ensemble import disagreement
+
+    env = envs_pkg.make_env(env_name, **env_options)
+    g = torch.Generator().manual_seed(seed)
+    cost_std, dis_mean, dis_std = [], [], []
+    try:
+        for s in seeds:
+            obs, info = env.reset(seed=int(s))
+            with torch.no_grad():
+                z = model.encode(obs["pixels"][None])[:, None]  # (1, 1, N, D)
+                p = torch.as_tensor(np.asarray(obs["proprio"], np.float32))[None, None] if model.proprio_dim else None
+                sp = env.action_space  # the model's action is frameskip env actions: (Am,) = tiled (A,)
+                reps = model.action_dim // sp.shape[0]
+                low, high = (torch.as_tensor(np.tile(x, reps), dtype=torch.float32) for x in (sp.low, sp.high))
+                a = low + (high - low) * torch.rand(1, samples, horizon, low.shape[0], generator=g)
+                zp, _ = model.rollout(z, p, a.to(model.device), members=True)  # (1, S, K, H, N, D)
+                goal = model.encode(info["goal_image"][None])  # (1, N, D)
+                cost = latent_distance(zp.mean(2)[:, :, -1], goal[:, None])[0]  # (S,)
+                dis = disagreement(zp)[0, :, -1]  # (S,)
+            cost_std.append(float(cost.std(unbiased=False)))
+            dis_mean.append(float(dis.mean()))
+            dis_std.append(float(dis.std(unbiased=False)))
+    finally:
+        env.close()
+    out = {"members": int(model.ensemble), "cost_std": float(np.mean(cost_std)),
+           "disagreement_mean": float(np.mean(dis_mean)), "disagreement_std": float(np.mean(dis_std))}
+    out["ratio"] = out["disagreement_std"] / max(out["cost_std"], 1e-12)
+    return out

@@ -147,6 +147,21 @@ def _risk_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _ensemble_table(probes: list[dict]) -> list[str]:
+    """Markdown lines: each ensemble's disagreement next to the cost spread a planner ranks
+    (:func:`benchmarks.suite.probe.ensemble_probe`)."""
+    if not probes:
+        return []
+    lines = ["", "Ensemble disagreement next to the cost differences a planner ranks (64 random action "
+             "sequences from each of the first evaluation starts; std across candidates, mean over starts):", "",
+             "| env | encoder | members | cost std | disagreement mean | disagreement std | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for p in probes:
+        lines.append(f"| {p['env']} | {p['encoder']} | {p['members']} | {p['cost_std']:.4f} | "
+                     f"{p['disagreement_mean']:.5f} | {p['disagreement_std']:.5f} | {p['ratio']:.4f} |")
+    return lines
+
+
 def plot_latent_vs_true(curves: dict[str, dict], path: Path, title: str = "", bins: int = 12) -> Path:
     """Latent distance to the goal against true distance, one colour per encoder.
 
@@ -293,9 +308,13 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     rows = _rows(run, suite)
     base = [r for r in rows if not r.get("shift")]
     monot, curves_by_env, probes = {}, {}, []
+    ensembles = []
     for path in sorted((run / "probes").glob("*.json")):
         p = read_json(path)
         if p is None:
+            continue
+        if path.name.endswith(".ensemble.json"):
+            ensembles.append(p)
             continue
         probes.append({"env": p["env"], "encoder": p["encoder"], "shift": p.get("shift", ""),
                        "spearman": p["spearman"]})
@@ -330,4 +349,5 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
-                        sections=budget_tables(rows, suite.reference_planner) + shift_tables(rows, probes))
+                        sections=_ensemble_table(ensembles) + budget_tables(rows, suite.reference_planner)
+                        + shift_tables(rows, probes))

@@ -120,10 +120,15 @@ def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
     assert not rows["cem"]["labels"]
     text = report.read_text()
     assert "## Risk-aware planning" in text and (tmp_path / "risk.png").exists()
-    table = [line for line in text.splitlines() if line.startswith("| wall | jepa | 2 |")]
+    risk_section = text.split("## Risk-aware planning")[1].split("Ensemble disagreement")[0]
+    table = [line for line in risk_section.splitlines() if line.startswith("| wall | jepa | 2 |")]
     assert [line.split("|")[4:6] for line in table] == [[" - ", " 0 "], [" disagreement ", " 1 "],
                                                         [" - ", " 0 "], [" standardized ", " 1 "]]
     assert (tmp_path / "gap_vs_success.png").exists()
+    ens = json.loads((tmp_path / "probes" / "wall__jepa.ensemble.json").read_text())
+    assert ens["members"] == 2 and ens["cost_std"] > 0 and ens["disagreement_mean"] >= 0
+    assert ens["ratio"] == pytest.approx(ens["disagreement_std"] / ens["cost_std"])
+    assert "| wall | jepa | 2 |" in text and "disagreement std" in text
 
 
 def test_a_negative_risk_weight_is_refused(tmp_path):
