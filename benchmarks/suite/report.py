@@ -17,6 +17,7 @@ from mpc._io import atomic_path, read_json, write_json
 
 from benchmarks.suite._plots import pyplot, save_figure
 from benchmarks.suite.budget import budget_rows, budget_tables, plot_budget
+from benchmarks.suite.explain import explain_tables
 from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
 from benchmarks.suite.probe import binned_means
 from benchmarks.suite.settings import BASELINES, SuiteSettings
@@ -308,7 +309,7 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     rows = _rows(run, suite)
     base = [r for r in rows if not r.get("shift")]
     monot, curves_by_env, probes = {}, {}, []
-    ensembles = []
+    ensembles, full = [], {}
     for path in sorted((run / "probes").glob("*.json")):
         p = read_json(path)
         if p is None:
@@ -320,6 +321,7 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
                        "spearman": p["spearman"]})
         if p.get("shift"):
             continue
+        full[f"{p['env']}/{p['encoder']}"] = p
         monot[f"{p['env']}/{p['encoder']}"] = {"spearman": p["spearman"], "rising_fraction": p["rising_fraction"]}
         curves_by_env.setdefault(p["env"], {})[p["encoder"]] = {"true": p["true"], "latent": p["latent"],
                                                                  "spearman": p["spearman"]}
@@ -349,5 +351,6 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
-                        sections=_ensemble_table(ensembles) + budget_tables(rows, suite.reference_planner)
+                        sections=explain_tables(run, base, full) + _ensemble_table(ensembles)
+                        + budget_tables(rows, suite.reference_planner)
                         + shift_tables(rows, probes))

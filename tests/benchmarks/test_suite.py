@@ -255,6 +255,14 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     assert "object_moving_fraction" in json.loads((tmp_path / "data" / "pusht" / "stats.json").read_text())["coverage"]
     probe = json.loads((tmp_path / "probes" / "pusht__vae.json").read_text())
     assert set(probe["parts"]) == {"block_position", "block_angle", "agent"}
+    text = (tmp_path / "report.md").read_text()
+    why = text.split("## Why each result")[1]
+    vae_row = next(line for line in why.splitlines() if line.startswith("| pusht | vae |"))
+    parts = probe["parts"]
+    assert " / ".join(f"{parts[k]['spearman']:.2f}" for k in ("block_position", "block_angle", "agent")) in vae_row
+    ratio = json.loads(next((tmp_path / "models").glob("pusht__vae-*/eval_metrics.json")).read_text())["ratio"]
+    assert f"{ratio[0]:.2f} / {ratio[-1]:.2f}" in vae_row
+    assert "block moves in" in why
 
     import mpc.data
     import mpc.evaluation

@@ -1,0 +1,83 @@
+"""The "why" part of a suite report: each env's result beside what explains it.
+
+For every ``(env, encoder)`` of the run: the best planner cell's success, the world model's
+open-loop ratio (token MSE / copy-last-frame MSE on validation windows at 1 and at the last
+evaluated step: below 1 the model beats copying the last frame; ``eval_metrics.json`` of its
+training run), the latent probe's Spearman correlation (Push-T: block position, block angle and
+pusher apart); and for every env the coverage of its exploration data (``stats.json``: the range
+the true state spans per dimension, and for Push-T the fraction of steps where the block moves and
+the spread of block poses). All of it is read from the run folder, so old runs get the section too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpc._io import read_json
+
+__all__ = ["explain_tables"]
+
+
+def _open_loop(run: Path, row: dict) -> dict | None:
+    """``eval_metrics.json`` of the row's world model (None when missing)."""
+    ckpt = row.get("model_checkpoint")
+    if not ckpt:
+        return None
+    return read_json(run / Path(ckpt).parent.parent / "eval_metrics.json")
+
+
+def _coverage_text(env_dir: Path) -> str:
+    cov = (read_json(env_dir / "stats.json") or {}).get("coverage") or {}
+    parts = []
+    if "object_moving_fraction" in cov:
+        std = cov.get("object_pose_std") or []
+        parts.append(f"block moves in {cov['object_moving_fraction']:.0%} of steps; block pose std "
+                     + " / ".join(f"{v:.3g}" for v in std))
+    if cov.get("state_range"):
+        parts.append("state range " + " / ".join(f"{v:.3g}" for v in cov["state_range"][:4]))
+    return "; ".join(parts)
+
+
+def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list[str]:
+    """Markdown lines of the section (empty without finished planner cells).
+
+    Args:
+        run: the run folder.
+        rows: every row of the report (training condition rows are used).
+        probes: ``"<env>/<encoder>" -> probe json`` of the training condition.
+    """
+    best: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        if r.get("status") != "ok" or r.get("policy") != "planner" or r.get("shift"):
+            continue
+        key = (r["env"], r["encoder"])
+        if key not in best or float(r["success_rate"]) > float(best[key]["success_rate"]):
+            best[key] = r
+    if not best:
+        return []
+    lines = ["", "## Why each result", "",
+             "Beside each backend's best cell: the world model's open-loop ratio (token MSE over copy-last-frame "
+             "MSE on validation windows, at 1 step and at the last evaluated step; < 1 beats copying the last "
+             "frame) and the latent probe's Spearman (Push-T: block position / block angle / pusher). A backend "
+             "fails when its probe is low (the latent does not order states by distance to the goal) or its "
+             "ratio is near or above 1 (the model predicts no better than standing still).", "",
+             "| env | encoder | best planner | success | open-loop ratio (1 / last step) | probe Spearman |",
+             "|---|---|---|---|---|---|"]
+    for (env, enc), r in best.items():
+        ol = _open_loop(run, r)
+        ratio = "" if not ol else f"{ol['ratio'][0]:.2f} / {ol['ratio'][-1]:.2f} ({len(ol['ratio'])} steps)"
+        p = probes.get(f"{env}/{enc}")
+        if p is None:
+            probe = ""
+        elif p.get("parts"):
+            probe = " / ".join(f"{p['parts'][k]['spearman']:.2f}" for k in ("block_position", "block_angle", "agent")
+                               if k in p["parts"])
+        else:
+            probe = f"{p['spearman']:.2f}"
+        lines.append(f"| {env} | {enc} | {r['planner']} | {float(r['success_rate']):.2f} | {ratio} | {probe} |")
+    envs = list(dict.fromkeys(env for env, _ in best))
+    cover = [(env, _coverage_text(run / "data" / env)) for env in envs]
+    if any(text for _, text in cover):
+        lines += ["", "Coverage of the exploration data (true states of every step):", "",
+                  "| env | coverage |", "|---|---|"]
+        lines += [f"| {env} | {text} |" for env, text in cover if text]
+    return lines
