@@ -154,6 +154,9 @@ def test_budget_tables_name_the_cheapest_cell_whose_interval_overlaps_the_refere
     cheapest = next(line for line in lines if line.startswith("| wall | jepa | 0.90"))
     assert "| small |" in cheapest and "| 1/35 |" in cheapest  # tiny (0.10) does not overlap; small does
     assert any("| tiny | 64 |" in line and "| no |" in line for line in lines)
+    better = budget_tables([_row("ref", 9000, 10), _row("tiny", 64, 29)], "ref")  # 0.33 against 0.97
+    assert any("| tiny | 64 |" in line and "| better |" in line for line in better)
+    assert "| tiny |" in next(line for line in better if line.startswith("| wall | jepa | 0.33"))
     assert budget_tables(rows, None) == [] and budget_tables(rows[1:], "ref") == []
     assert plot_budget(rows, "ref", tmp_path / "b.png").stat().st_size > 0
 
