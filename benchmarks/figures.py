@@ -68,6 +68,10 @@ def markdown(results: dict, command: str) -> str:
             r = results[f"{size}_rollout"]
             lines.append(f"| {size} | {r['B']} | {r['S']} | {_s(r['wmpc'])} | {_s(r['ref'])} | "
                          f"{_x(r['ref'], r['wmpc'])} | {_rate(r['wmpc'])} |")
+            if "wmpc_compiled" in r:  # the same rollout with model.predictor.compile=true
+                c = r["wmpc_compiled"]
+                lines.append(f"| {size}, `predictor.compile=true` | {r['B']} | {r['S']} | {_s(c)} | {_s(r['ref'])} | "
+                             f"{_x(r['ref'], c)} | {_rate(c)} |")
         lines.append("")
     if "memory" in results:
         m = results["memory"]

@@ -440,7 +440,12 @@ def collect(cfg: dict) -> dict:
             r_roll = run({**roll, "kind": "ref_rollout"})
             results[f"{size}_plan"] = {"B": b, "S": S, "I": I, "wmpc": w_plan, "ref": r_plan}
             results[f"{size}_rollout"] = {"B": b, "S": S, "wmpc": w_roll, "ref": r_roll}
-            for r in (w_roll, r_roll):  # against the matmul rate measured beside it (a shared CPU drifts)
+            measured = [w_roll, r_roll]
+            if cfg["compile"] and not cuda and size == "dino_wm":  # the per-step function compiled (an option)
+                w_comp = run({**roll, "kind": "rollout", "predictor": {"compile": True}, "warmup": 2})
+                results[f"{size}_rollout"]["wmpc_compiled"] = w_comp
+                measured.append(w_comp)
+            for r in measured:  # against the matmul rate measured beside it (a shared CPU drifts)
                 local = r.get("matmul_flops_per_s", peak) if "error" not in r else None
                 if local:
                     r["roofline_fraction"] = r["flops"] / r["seconds"] / local
@@ -453,6 +458,10 @@ def collect(cfg: dict) -> dict:
             print(f"           speed-up {_ratio(r_plan, w_plan)} (cpu time {_ratio(r_plan, w_plan, 'cpu_s')}),"
                   f" wmpc peak / ref peak = {_ratio(w_plan, r_plan, 'peak_mb')}")
             print(f"  rollout  wmpc {_fmt_s(w_roll)} {_fmt_mb(w_roll)}{_rate(w_roll)}")
+            if "wmpc_compiled" in results[f"{size}_rollout"]:
+                w_comp = results[f"{size}_rollout"]["wmpc_compiled"]
+                print(f"           wmpc {_fmt_s(w_comp)} {_fmt_mb(w_comp)}{_rate(w_comp)}  "
+                      "(model.predictor.compile=true)")
             print(f"           ref  {_fmt_s(r_roll)} {_fmt_mb(r_roll)}")
             print(f"           speed-up {_ratio(r_roll, w_roll)} (cpu time {_ratio(r_roll, w_roll, 'cpu_s')}),"
                   f" wmpc peak / ref peak = {_ratio(w_roll, r_roll, 'peak_mb')}")
@@ -513,7 +522,10 @@ def summary(results: dict) -> str:
                          f"(S x I = {r['S']} x {r['I']}, peak {r['wmpc']['peak_mb']:.0f} vs {r['ref']['peak_mb']:.0f} MiB)")
     roll = results.get("dino_wm_rollout", {}).get("wmpc", {})
     if "roofline_fraction" in roll:
-        parts.append(f"dino_wm rollout at {100 * roll['roofline_fraction']:.0f}% of the roofline")
+        comp = results["dino_wm_rollout"].get("wmpc_compiled", {})
+        with_compile = (f" ({100 * comp['roofline_fraction']:.0f}% with model.predictor.compile=true)"
+                        if "roofline_fraction" in comp else "")
+        parts.append(f"dino_wm rollout at {100 * roll['roofline_fraction']:.0f}% of the roofline{with_compile}")
     return "RESULT: " + ("; ".join(parts) if parts else "no dino_wm figures measured")
 
 
