@@ -19,9 +19,11 @@ Run folder (``out``, default ``runs/bench/<suite>``)::
     data/<env>/                         datasets (mpc.data layout)
     encoders/<env>__<encoder>-<digest>/ encoder.safetensors + train_time.json (trainable backends)
     models/<env>__<encoder>-<digest>/   world-model training run (mpc.training layout) + train_time.json
-    cells/<env>__<encoder>__<planner>.json   one result per cell, written atomically
+    cells/<env>__<encoder>__<planner>.json   one result per cell, written atomically (@<shift> before
+                                        .json: the cell under a distribution shift)
     cells/<env>__<encoder>__<planner>/  evaluation outputs (results.json, episode GIFs)
-    probes/<env>__<encoder>.json        latent-vs-true distance probe
+    probes/<env>__<encoder>.json        latent-vs-true distance probe (.ensemble.json: an ensemble's
+                                        disagreement next to its cost spread)
     report.md, results.csv, results.json, success_vs_time.png, latent_vs_true_<env>.png
 
 Resuming: every stage reuses what a previous invocation with the same out folder finished (a cell
@@ -31,12 +33,18 @@ a suite therefore loses at most the stage in progress. Concurrent jobs of a hydr
 (``-m encoder=vae,jepa planner=cem,gd`` with a parallel launcher) share the folder and take a file
 lock around each stage, so two jobs never train the same model twice.
 
+Extra axes a suite config may set: ``shifts: held_out`` / ``custom_shifts`` (evaluate every cell again
+under distribution shifts of the env's factors of variation: ``suite=generalization``), a planner
+entry's ``risk:`` / ``risk_mode:`` (risk-aware objectives for ensemble models: ``suite=risk``) and
+``reference_planner:`` (the planning-budget comparison: ``suite=budget``).
+
 ``env=``, ``encoder=`` and ``planner=`` on the command line restrict the suite to those cells
 (comma lists sweep with ``-m``); ``suite=<name>`` picks ``configs/bench/<name>.yaml``.
 
 Modules: ``settings`` (the typed suite config), ``artifacts`` (datasets, encoders, world models and
-folder names), ``probe`` (latent vs true distance), ``cells`` (one result row), ``runner`` (the
-scheduler), ``report`` (report.md, results and plots), ``command`` (``wmpc bench``).
+folder names), ``probe`` (latent vs true distance, ensemble disagreement), ``cells`` (one result row),
+``runner`` (the scheduler), ``report`` (report.md, results and plots) with ``explain`` (why each
+result), ``budget`` (planning budget) and ``generalization`` (shifts), ``command`` (``wmpc bench``).
 """
 from __future__ import annotations
 

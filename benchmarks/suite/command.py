@@ -36,7 +36,8 @@ def translate_argv(argv: list[str]) -> list[str]:
 
 
 def bench_command(argv: list[str]) -> int:
-    """``wmpc bench suite=<quick|dino_wm> [env=..] [encoder=..] [planner=..] [out=DIR]`` (hydra; ``-m`` sweeps)."""
+    """``wmpc bench suite=<quick|standard|dino_wm|generalization|risk|budget> [env=..] [encoder=..]
+    [planner=..] [out=DIR]`` (hydra; ``-m`` sweeps)."""
     from mpc.commands.cli import hydra_command
 
     def task(cfg):
