@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite._plots import pyplot, save_figure
+from benchmarks.suite._plots import pyplot, save_figure, success_with_ci
 
 __all__ = ["budget_rows", "budget_tables", "plot_budget"]
 
@@ -102,8 +102,7 @@ def plot_budget(rows: list[dict], reference: str | None, path: Path) -> Path:
             if not rs:
                 continue
             x = [float(r["rollouts_per_plan"]) for r in rs]
-            y = np.array([float(r["success_rate"]) for r in rs])
-            err = [y - [float(r["ci_low"]) for r in rs], np.array([float(r["ci_high"]) for r in rs]) - y]
+            y, err = success_with_ci(rs)
             ax.errorbar(x, y, yerr=err, fmt="o-", capsize=2, color=f"C{i}", label=name, lw=1)
         ax.set_xscale("log")
         ax.set_ylim(-0.05, 1.05)

@@ -50,6 +50,23 @@ def _suite_order(rows: list[dict]):
                       encs.index(p["encoder"]) if p["encoder"] in encs else len(encs))
 
 
+def _spearman(rows: list[dict], probes: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """``env -> encoder -> shift ("" : training condition) -> Spearman`` for the envs probed under
+    some shift, envs and encoders in the suite's order."""
+    shifted_envs = {p["env"] for p in probes if p.get("shift")}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for p in sorted((p for p in probes if p["env"] in shifted_envs), key=_suite_order(rows)):
+        out.setdefault(p["env"], {}).setdefault(p["encoder"], {})[p.get("shift") or ""] = p["spearman"]
+    return out
+
+
+def _probe_columns(rows: list[dict], env: str, encs: dict[str, dict[str, float]]) -> list[str]:
+    """The shifts probed on ``env`` in the suite's order (those with no cell row last)."""
+    found = list(dict.fromkeys(s for v in encs.values() for s in v if s))
+    order = _columns(rows, env)
+    return [c for c in order if c in found] + [c for c in found if c not in order]
+
+
 def _drops(rows: list[dict]):
     """Per env: the shift columns and, per (encoder, planner) row label, the success under the
     training condition and ``{shift: (success, drop)}``."""
@@ -85,18 +102,12 @@ def shift_tables(rows: list[dict], probes: list[dict]) -> list[str]:
             if r["env"] == env and not r.get("shift") and r.get("status") != "ok":
                 lines.append(f"| {r['encoder']} / {r['planner']} | {r.get('status')} |" + " |" * len(cols))
         lines.append("")
-    shifted_envs = {p["env"] for p in probes if p.get("shift")}
-    shifted = [p for p in probes if p["env"] in shifted_envs]
-    if shifted:
+    by_env = _spearman(rows, probes)
+    if by_env:
         lines += ["Probe under each shift: Spearman correlation of latent and true distance to the goal "
                   "(block position on Push-T):", ""]
-        by_env: dict[str, dict[str, dict[str, float]]] = {}
-        for p in sorted(shifted, key=_suite_order(rows)):
-            by_env.setdefault(p["env"], {}).setdefault(p["encoder"], {})[p.get("shift") or ""] = p["spearman"]
         for env, encs in by_env.items():
-            found = list(dict.fromkeys(s for v in encs.values() for s in v if s))
-            order = _columns(rows, env)  # the suite's order of shifts
-            cols = [c for c in order if c in found] + [c for c in found if c not in order]
+            cols = _probe_columns(rows, env, encs)
             lines += [f"| {env} encoder | " + " | ".join([TRAINING, *cols]) + " |", "|---|" + "---|" * (len(cols) + 1)]
             for enc, v in encs.items():
                 lines.append(f"| {enc} | " + " | ".join(f"{v[c]:.2f}" if c in v else "" for c in ["", *cols]) + " |")
@@ -110,10 +121,7 @@ def plot_generalization(rows: list[dict], probes: list[dict], path: Path) -> Pat
     plt = pyplot()
 
     drops = _drops(rows)
-    spear: dict[str, dict[str, dict[str, float]]] = {}
-    shifted_envs = {p["env"] for p in probes if p.get("shift")}
-    for p in sorted((p for p in probes if p["env"] in shifted_envs), key=_suite_order(rows)):
-        spear.setdefault(p["env"], {}).setdefault(p["encoder"], {})[p.get("shift") or ""] = p["spearman"]
+    spear = _spearman(rows, probes)
     envs = list(drops) or list(spear)
     fig, axes = plt.subplots(2, len(envs), figsize=(3.6 * len(envs), 6.4), squeeze=False)
     for j, env in enumerate(envs):
@@ -124,8 +132,7 @@ def plot_generalization(rows: list[dict], probes: list[dict], path: Path) -> Pat
         _heat(axes[0, j], grid, labels, cols, cmap="RdBu_r", vmin=-1, vmax=1, fmt="{:+.2f}",
               title=f"{env}: success drop")
         encs = spear.get(env, {})
-        found = list(dict.fromkeys(s for v in encs.values() for s in v if s))
-        pcols = ["", *[c for c in cols if c in found], *[c for c in found if c not in cols]]
+        pcols = ["", *_probe_columns(rows, env, encs)]
         pgrid = np.array([[encs[e].get(c, np.nan) for c in pcols] for e in encs]).reshape(len(encs), len(pcols))
         _heat(axes[1, j], pgrid, list(encs), [c or "train" for c in pcols], cmap="viridis", vmin=0, vmax=1,
               fmt="{:.2f}", title=f"{env}: probe Spearman")

@@ -15,7 +15,7 @@ import numpy as np
 
 from mpc._io import atomic_path, read_json, write_json
 
-from benchmarks.suite._plots import pyplot, save_figure
+from benchmarks.suite._plots import pyplot, save_figure, success_with_ci
 from benchmarks.suite.budget import budget_rows, budget_tables, plot_budget
 from benchmarks.suite.explain import explain_tables
 from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
@@ -31,11 +31,6 @@ COLUMNS = ["env", "encoder", "planner", "policy", "shift", "labels", "success_ra
            "rollouts_per_plan", "status"]
 
 
-def _plt():
-    plt = pyplot()
-    return plt
-
-
 def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     """Success rate against planning time per replan, one marker per (env, encoder, planner)."""
     plt = pyplot()
@@ -43,8 +38,8 @@ def plot_success_vs_time(rows: list[dict], path: Path) -> Path:
     for r in rows:
         if r.get("status") != "ok" or r.get("plan_time_ms") in (None, ""):
             continue
-        ax.errorbar(float(r["plan_time_ms"]), float(r["success_rate"]),
-                    yerr=[[float(r["success_rate"]) - float(r["ci_low"])], [float(r["ci_high"]) - float(r["success_rate"])]],
+        y, err = success_with_ci([r])
+        ax.errorbar(float(r["plan_time_ms"]), y[0], yerr=err,
                     fmt="o", capsize=3, label=f"{r['env']}/{r['encoder']}/{r['planner']}")
     for k, r in enumerate(x for x in rows if x.get("status") == "ok" and x.get("policy") in ("random", "oracle")):
         ax.axhline(float(r["success_rate"]), ls=":" if r["policy"] == "random" else "--", lw=0.8,
@@ -107,8 +102,7 @@ def plot_risk(rows: list[dict], path: Path) -> Path:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for i, ((env, enc, mode), rs) in enumerate(_risk_lines(rows).items()):
         b = [float(r["risk"]) for r in rs]
-        y = np.array([float(r["success_rate"]) for r in rs])
-        err = [y - [float(r["ci_low"]) for r in rs], np.array([float(r["ci_high"]) for r in rs]) - y]
+        y, err = success_with_ci(rs)
         style = "o-" if mode == "disagreement" else "s--"
         a1.errorbar(b, y, yerr=err, fmt=style, capsize=3, color=f"C{i}", label=f"{env}/{enc} ({mode})")
         a2.plot(b, [float(r["gap_mean"]) if r.get("gap_mean") not in (None, "") else np.nan for r in rs],
@@ -244,7 +238,6 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
         for key, m in monotonicity.items():
             env, enc = key.split("/", 1)
             lines.append(f"| {env} | {enc} | {m['spearman']:.3f} | {m['rising_fraction']:.2f} |")
-    lines += _risk_table([r for r in rows if not r.get("shift")])
     lines += sections or []
     for name, rel in (figures or {}).items():
         lines += ["", f"![{name}]({rel})"]
@@ -351,6 +344,6 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
-                        sections=explain_tables(run, base, full) + _ensemble_table(ensembles)
+                        sections=_risk_table(base) + explain_tables(run, base, full) + _ensemble_table(ensembles)
                         + budget_tables(rows, suite.reference_planner)
                         + shift_tables(rows, probes))

@@ -18,7 +18,7 @@ from benchmarks.suite.artifacts import (EncoderUnavailable, cell_path, ensemble_
                                         probe_path, stage_lock)
 from benchmarks.suite.cells import DINOV2_SKIP, conditions, run_baseline, run_cell, skip_row
 from benchmarks.suite.report import write_suite_report
-from benchmarks.suite.settings import SuiteSettings, preload_compiler
+from benchmarks.suite.settings import SuiteSettings
 
 __all__ = ["Unit", "run_suite"]
 
@@ -82,11 +82,21 @@ def _run_unit(suite: SuiteSettings, unit: Unit) -> None:
         _run_encoder(suite, unit.env, unit.encoder, unit.planners)
 
 
+def _preload_compiler() -> None:
+    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
+
+    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
+    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
+    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
+    """
+    import torch._dynamo  # noqa: F401
+
+
 def _init_worker(threads: int | None) -> None:
     """Worker process of a parallel suite: torch threads and plain log lines."""
     import torch
 
-    preload_compiler()
+    _preload_compiler()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(name)s] %(message)s")
     if threads:
         torch.set_num_threads(int(threads))
@@ -128,7 +138,6 @@ def run_suite(cfg) -> Path:
     """
     import torch
 
-    preload_compiler()
     suite = cfg if isinstance(cfg, SuiteSettings) else SuiteSettings.from_config(cfg)
     suite.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -136,7 +145,7 @@ def run_suite(cfg) -> Path:
              list(suite.envs), list(suite.encoders), list(suite.planners), suite.device, suite.jobs)
     if suite.threads:
         torch.set_num_threads(suite.threads)
-    preload_compiler()
+    _preload_compiler()
     for env in suite.envs:
         ensure_dataset(suite, env)
     units = [Unit(env) for env in suite.envs]

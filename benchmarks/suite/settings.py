@@ -13,7 +13,7 @@ from typing import Any
 
 from mpc._config import config_names, group_config, resolve_device, split_encoder_config, to_plain
 
-__all__ = ["BASELINES", "SHIFT_MODES", "preload_compiler", "merge", "DataSettings", "ProbeSettings",
+__all__ = ["BASELINES", "SHIFT_MODES", "merge", "DataSettings", "ProbeSettings",
            "EvalSettings", "EnvSettings", "EncoderSettings", "PlannerSettings", "SuiteSettings"]
 
 BASELINES = ("random", "oracle")  # baseline policies a suite may list, in report order
@@ -25,16 +25,6 @@ def merge(base: dict, *changes: dict | None) -> dict:
 
     parts = [OmegaConf.create(base)] + [OmegaConf.create(c) for c in changes if c]
     return to_plain(OmegaConf.merge(*parts))
-
-
-def preload_compiler() -> None:
-    """Import torch's compiler stack (and triton) now, before any MuJoCo EGL context exists.
-
-    Optimizers import ``torch._dynamo`` (and with it triton) on first construction; when that import
-    happens after a process has rendered with EGL, it crashes with a segmentation fault on some
-    driver stacks. The suite renders (baselines, probes) and trains in the same processes.
-    """
-    import torch._dynamo  # noqa: F401
 
 
 _CASTS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -197,7 +187,6 @@ def _shifts(name: str, env: str, bench: dict, entry: dict) -> dict:
         ValueError: an unknown ``shifts`` mode, a custom shift named like the training condition, or a
             variation the env rejects (unknown factor, malformed range).
     """
-    preload_compiler()  # env_factors imports the env's module (dm_control, EGL)
     import envs
     from envs.variation import held_out_shifts, resolve_variation
 

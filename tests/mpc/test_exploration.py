@@ -68,18 +68,13 @@ def test_bad_options_and_unsupported_envs_are_clear_errors():
         make_policy("waypoints", low, high, 5, 0, beta=1.0)
     with pytest.raises(ValueError, match="closed-loop"):
         make_actions("push", low, high, 5, 0)
-    env = envs.make_env("pusht", image_size=16)
-    try:
-        with pytest.raises(ValueError, match="policy=push"):
-            _episode(env, "waypoints", 0, steps=3)
-    finally:
-        env.close()
-    env = envs.make_env("wall", image_size=16)
-    try:
-        with pytest.raises(ValueError, match="Push-T"):
-            _episode(env, "push", 0, steps=3)
-    finally:
-        env.close()
+    for name, policy, message in (("pusht", "waypoints", "policy=push"), ("wall", "push", "Push-T")):
+        env = envs.make_env(name, image_size=16)
+        try:
+            with pytest.raises(ValueError, match=message):
+                _episode(env, policy, 0, steps=3)
+        finally:
+            env.close()
     assert set(CLOSED_LOOP) == {"push", "waypoints"}
 
 
