@@ -94,7 +94,7 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
     es = suite.envs[env]
     opts, image_size, action_repeat = es.collect_options
     data = es.data
-    out = suite.out / "data" / env
+    out = suite.out / "data" / es.data_name  # an entry with ``data_from`` reuses that entry's folder
     marker = out / "suite_collect.json"
     with stage_lock(out):
         done = read_json(marker)
@@ -137,7 +137,7 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
         return enc, {"name": name, **options}, 0.0
     train = es.train
     key = digest({"data": str(data_dir), "name": name, "options": options, "train": train})
-    folder = suite.out / "encoders" / f"{env}__{encoder}-{key}"
+    folder = suite.out / "encoders" / f"{suite.envs[env].data_name}__{encoder}-{key}"  # one per dataset
     ckpt = folder / CHECKPOINT_NAME
     seconds = _reuse_or_build(folder, ckpt, lambda: train_encoder(
         name, data_dir, folder, steps=int(train["steps"]), batch_size=int(train["batch_size"]),
@@ -153,14 +153,14 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
     """Train (or reuse) the world model of ``(env, encoder)``. Returns ``(checkpoint path, seconds)``."""
     from mpc.training import train as train_world_model
 
-    model = suite.model_config(env, encoder)
-    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": suite.train,
+    model, train = suite.model_config(env, encoder), suite.train_for(env)
+    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": train,
                   "seed": suite.seed})
     folder = suite.out / "models" / f"{env}__{encoder}-{key}"
     ckpt = folder / "checkpoints" / "model_latest.safetensors"
     def build():
         train_world_model({"env": {"name": suite.envs[env].env, **suite.envs[env].options}, "encoder": enc_settings,
-                           "model": model, "train": suite.train, "data": str(data_dir), "out": str(folder),
+                           "model": model, "train": train, "data": str(data_dir), "out": str(folder),
                            "resume": (folder / "checkpoints" / "train_state.pt").exists(),
                            "seed": suite.seed, "device": suite.device, "encode_batch": 256,
                            "progress": suite.progress})

@@ -74,8 +74,8 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
         else:
             probe = f"{p['spearman']:.2f}"
         lines.append(f"| {env} | {enc} | {r['planner']} | {float(r['success_rate']):.2f} | {ratio} | {probe} |")
-    envs = list(dict.fromkeys(env for env, _ in best))
-    cover = [(env, _coverage_text(run / "data" / env)) for env in envs]
+    data = {env: r.get("data") or env for (env, _), r in best.items()}  # an entry's data_from folder
+    cover = [(env, _coverage_text(run / "data" / folder)) for env, folder in data.items()]
     if any(text for _, text in cover):
         lines += ["", "Coverage of the exploration data (true states of every step):", "",
                   "| env | coverage |", "|---|---|"]

@@ -21,6 +21,7 @@ from benchmarks.suite.explain import explain_tables
 from benchmarks.suite.generalization import has_shifts, plot_generalization, shift_tables
 from benchmarks.suite.probe import binned_means
 from benchmarks.suite.settings import BASELINES, SuiteSettings
+from benchmarks.suite.training_budget import budget_studies, plot_training_budget, training_budget_tables
 
 __all__ = ["COLUMNS", "write_report", "write_suite_report", "plot_latent_vs_true", "plot_success_vs_time",
            "plot_gap_vs_success", "plot_risk"]
@@ -335,6 +336,8 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     if budget_rows(rows, suite.reference_planner):
         plot_budget(rows, suite.reference_planner, run / "budget.png")
         figures["success against rollouts per replan"] = "budget.png"
+    if budget_studies(suite, rows):  # its section links the figure
+        plot_training_budget(suite, rows, run / "training_budget.png", suite.budget_target)
     if has_shifts(rows):
         plot_generalization(rows, probes, run / "generalization.png")
         figures["success drop and probe under each distribution shift"] = "generalization.png"
@@ -346,4 +349,5 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
                         sections=_risk_table(base) + explain_tables(run, base, full) + _ensemble_table(ensembles)
                         + budget_tables(rows, suite.reference_planner)
+                        + training_budget_tables(suite, rows, suite.budget_target)
                         + shift_tables(rows, probes))

@@ -102,6 +102,10 @@ class EnvSettings:
                              # entries pointmaze and pointmaze_medium of the env pointmaze
     shifts: dict = field(default_factory=dict)  # evaluation-only distribution shifts: name -> the
                              # env's ``variation`` option (data and training keep ``options``)
+    train: dict = field(default_factory=dict)  # changes to the suite's world-model schedule for this
+                             # entry (e.g. more steps: a training-budget study)
+    data_from: str = ""      # entry whose dataset this one reuses (same env, options and data
+                             # settings; empty: its own, ``data/<name>``)
 
     def __post_init__(self):
         if not self.env:
@@ -118,6 +122,11 @@ class EnvSettings:
         """``(env options, image_size, action_repeat)``: what :func:`mpc.data.collect` takes apart."""
         opts = dict(self.options)
         return opts, int(opts.pop("image_size", 64)), int(opts.pop("action_repeat", opts.pop("frameskip", 1)))
+
+    @property
+    def data_name(self) -> str:
+        """The folder name of this entry's dataset under ``data/`` (``data_from`` or its own name)."""
+        return self.data_from or self.name
 
 
 @dataclass(frozen=True)
@@ -220,7 +229,32 @@ def _env_settings(name: str, entry: dict, bench: dict) -> EnvSettings:
                        model=dict(entry.get("model") or {}),
                        probe=_build(ProbeSettings, probe, f"envs.{name}.probe") if probe else None,
                        eval=_build(EvalSettings, merge(bench["eval"], entry.get("eval")), f"envs.{name}.eval"),
-                       shifts=_shifts(name, env, bench, entry))
+                       shifts=_shifts(name, env, bench, entry), train=dict(entry.get("train") or {}),
+                       data_from=_data_from(name, entry, bench))
+
+
+def _data_from(name: str, entry: dict, bench: dict) -> str:
+    """The entry whose dataset ``name`` reuses (``data_from:``), checked: it must exist, be of the same
+    env with the same options and data settings (else its data would not be this entry's).
+
+    Raises:
+        ValueError: an unknown entry, or one whose env, options or data differ.
+    """
+    src = str(entry.get("data_from") or "")
+    if not src or src == name:
+        return ""
+    entries = bench["envs"]
+    if src not in entries:
+        raise ValueError(f"envs.{name}.data_from={src!r} is no env entry of this suite; it has {', '.join(entries)}")
+    other = entries[src] or {}
+    if (other.get("data_from") or src) != src:
+        raise ValueError(f"envs.{name}.data_from={src!r} reuses data itself; name the entry that collects them")
+    for key in ("env", "options", "data"):
+        mine, theirs = entry.get(key) or (name if key == "env" else {}), other.get(key) or (src if key == "env" else {})
+        if to_plain(mine) != to_plain(theirs):
+            raise ValueError(f"envs.{name}.data_from={src!r}: the two entries' {key} differ ({mine} vs {theirs}); "
+                             "data are reused only between entries that would collect the same data")
+    return src
 
 
 def _reference(bench: dict) -> str | None:
@@ -295,6 +329,7 @@ class SuiteSettings:
     fail_fast: bool                  # stop at the first failing cell
     select: dict | None = None       # the selection as given (for the report)
     reference_planner: str | None = None  # planner entry the report's budget section compares with
+    budget_target: float | None = None  # success rate the training-budget section looks for
 
     @classmethod
     def from_config(cls, cfg) -> "SuiteSettings":
@@ -325,7 +360,12 @@ class SuiteSettings:
             workers=int(c.get("workers", 1)), jobs=int(c.get("jobs") or bench.get("jobs") or 1),
             threads=int(threads) if threads else None, progress=bool(c.get("progress", False)),
             fail_fast=bool(c.get("fail_fast", False)), select=c.get("select"),
-            reference_planner=_reference(bench))
+            reference_planner=_reference(bench),
+            budget_target=float(bench["budget_target"]) if bench.get("budget_target") is not None else None)
+
+    def train_for(self, env: str) -> dict:
+        """The world-model training schedule of env entry ``env``: the suite's with the entry's ``train``."""
+        return merge(self.train, self.envs[env].train)
 
     def model_config(self, env: str, encoder: str) -> dict:
         """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""

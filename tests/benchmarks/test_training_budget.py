@@ -1,0 +1,93 @@
+"""The suite's training-budget axis: env entries of one task that differ in data or training steps."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import suite
+from benchmarks.suite.training_budget import budget_studies, training_budget_tables
+
+from tests.benchmarks.test_suite import _compose_bench
+from tests.benchmarks.test_suite_axes import _TINY_TRAIN
+
+
+def test_pusht_budget_config_composes_with_shared_data_and_growing_schedules(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("pusht_budget", tmp_path))
+    assert s.budget_target == 0.6 and set(s.encoders) == {"jepa"}
+    assert {es.env for es in s.envs.values()} == {"pusht"}
+    steps = {n: s.train_for(n)["steps"] for n in s.envs}
+    assert steps["pusht_d300_s1500"] == 1500 and steps["pusht_d4800_s96000"] == 96000
+    assert s.envs["pusht_d300_s6000"].data_name == "pusht_d300_s1500"  # data collected once per size
+    assert s.envs["pusht_d1200_s6000"].data_name == "pusht_d1200_s6000"
+    assert s.model_config("pusht_d4800_s24000_w128", "jepa")["predictor"]["dim"] == 128
+    assert s.model_config("pusht_d4800_s24000", "jepa")["predictor"]["dim"] == 64
+    assert s.train_for("pusht_d300_s6000")["batch_size"] == 64  # the rest of the suite's schedule stays
+
+
+def test_reusing_data_of_an_entry_with_other_data_settings_is_refused(tmp_path):
+    cfg = _compose_bench("pusht_budget", tmp_path, ["bench.envs.pusht_d300_s6000.data.episodes=301"])
+    with pytest.raises(ValueError, match="data_from='pusht_d300_s1500'.*data differ"):
+        suite.SuiteSettings.from_config(cfg)
+    cfg = _compose_bench("pusht_budget", tmp_path, ["bench.envs.pusht_d300_s6000.data_from=nowhere"])
+    with pytest.raises(ValueError, match="no env entry of this suite"):
+        suite.SuiteSettings.from_config(cfg)
+
+
+def test_a_tiny_training_budget_study_shares_data_trains_each_schedule_and_reports_it(tmp_path):
+    small = "{episodes: 3, steps: 8, policy: push, seed: 0, policy_options: {mix: 0.2}}"
+    tiny = ["select.env=[pusht_d300_s1500,pusht_d300_s6000]", "select.planner=cem",
+            f"bench.envs.pusht_d300_s1500.data={small}", f"bench.envs.pusht_d300_s6000.data={small}",
+            "bench.envs.pusht_d300_s1500.options.image_size=32", "bench.envs.pusht_d300_s6000.options.image_size=32",
+            "bench.envs.pusht_d300_s1500.probe.points=5", "bench.envs.pusht_d300_s6000.probe.points=5",
+            "bench.envs.pusht_d300_s1500.train.steps=2", "bench.envs.pusht_d300_s6000.train.steps=4",
+            "bench.encoders.jepa.options.width=4", "bench.encoders.jepa.train.steps=2",
+            "bench.encoders.jepa.train.batch_size=8", "bench.planners.cem.samples=4",
+            "bench.planners.cem.iterations=1", "bench.planners.cem.elites=2", "bench.budget_target=0.5",
+            *[o for o in _TINY_TRAIN if not o.startswith("bench.train.steps")]]
+    report = suite.run_suite(_compose_bench("pusht_budget", tmp_path, tiny))
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.is_dir()] == ["pusht_d300_s1500"]  # collected once
+    encoders = [p.name.split("-")[0] for p in (tmp_path / "encoders").iterdir() if p.is_dir()]
+    assert encoders == ["pusht_d300_s1500__jepa"]  # one encoder per dataset
+    models = sorted(p.name.split("-")[0] for p in (tmp_path / "models").iterdir() if p.is_dir())
+    assert models == ["pusht_d300_s1500__jepa", "pusht_d300_s6000__jepa"]  # one model per schedule
+    rows = {}
+    for name in ("pusht_d300_s1500", "pusht_d300_s6000"):
+        rows[name] = json.loads((tmp_path / "cells" / f"{name}__jepa__cem.json").read_text())
+        assert rows[name]["status"] == "ok" and rows[name]["data"] == "pusht_d300_s1500"
+        assert rows[name]["data_episodes"] == 3
+    assert (rows["pusht_d300_s1500"]["train_steps"], rows["pusht_d300_s6000"]["train_steps"]) == (2, 4)
+    text = report.read_text()
+    assert "## Training budget" in text and "training_budget.png" in text
+    assert (tmp_path / "training_budget.png").stat().st_size > 0
+    table = text.split("## Training budget")[1]
+    assert "| pusht_d300_s1500 | jepa | cem | 3 | 2 |" in table and "| pusht_d300_s6000 | jepa | cem | 3 | 4 |" in table
+    reached = [r for r in rows.values() if r["success_rate"] >= 0.5]
+    assert ("Cheapest setting reaching 0.50" if reached else "No setting reached 0.50") in table
+
+
+def _row(env, episodes, steps, minutes, success, planner="cem"):
+    return {"env": env, "encoder": "jepa", "planner": planner, "policy": "planner", "shift": "", "status": "ok",
+            "data_episodes": episodes, "train_steps": steps, "train_time_s": 60.0 * minutes,
+            "success_rate": success, "ci_low": max(success - 0.1, 0), "ci_high": min(success + 0.1, 1)}
+
+
+def test_training_budget_section_names_the_cheapest_setting_reaching_the_target(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("pusht_budget", tmp_path))
+    rows = [_row("pusht_d1200_s96000", 1200, 96000, 20.0, 0.7), _row("pusht_d300_s1500", 300, 1500, 0.8, 0.1),
+            _row("pusht_d1200_s24000", 1200, 24000, 5.0, 0.62), _row("pusht_d300_s6000", 300, 6000, 1.5, 0.3)]
+    (study, trs), = budget_studies(s, rows).items()
+    assert [r["env"] for r in trs] == ["pusht_d300_s1500", "pusht_d300_s6000", "pusht_d1200_s24000",
+                                       "pusht_d1200_s96000"]  # by training minutes
+    text = "\n".join(training_budget_tables(s, rows, 0.6))
+    assert "Cheapest setting reaching 0.60: pusht_d1200_s24000 (jepa / cem, 5.0 training minutes)" in text
+    assert "Highest success: 0.70 (pusht_d1200_s96000" in text
+    text = "\n".join(training_budget_tables(s, rows, 0.8))
+    assert "No setting reached 0.80; the largest budget here was 20.0 training minutes" in text
+
+
+def test_entries_of_different_tasks_form_no_budget_study(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
+    rows = [dict(_row("pointmaze", 200, 1500, 1.0, 0.9)), dict(_row("pointmaze_medium", 300, 1500, 1.2, 0.5))]
+    assert budget_studies(s, rows) == {}  # U-maze and medium differ in their env options
+    assert training_budget_tables(s, rows, 0.6) == []
