@@ -200,6 +200,10 @@ class TransformerPredictor(nn.Module):
         Returns:
             ``(z_next (*batch, F, N, D), proprio_next (*batch, F, P))``; output t predicts frame t+1.
         """
+        return self.readout(self.features(z, proprio, actions), z)
+
+    def features(self, z, proprio, actions):
+        """:meth:`forward` before the readout: the last block's outputs ``(*batch, F, N, W)``."""
         x = self.embed(z, proprio, actions)  # (*batch, F, N, W)
         *batch, Fr, N, W = x.shape
         if self.rope is None:
@@ -212,7 +216,7 @@ class TransformerPredictor(nn.Module):
         x = x.flatten(-3, -2)  # (*batch, F*N, W)
         for blk in self.blocks:
             x, _, _ = blk(x, self.rope, cos, sin, mask)
-        return self.readout(x.unflatten(-2, (Fr, N)), z)
+        return x.unflatten(-2, (Fr, N))
 
     # --- incremental decoding (rope only) ---
     def prefill(self, z, proprio, actions) -> dict:
@@ -256,6 +260,12 @@ class TransformerPredictor(nn.Module):
         Returns:
             ``(z_next (B, S, N, D), proprio_next (B, S, P), cache)``.
         """
+        x, cache = self.step_features(cache, z, proprio, actions)
+        z_next, p_next = self.readout(x, z)
+        return z_next, p_next, cache
+
+    def step_features(self, cache: dict, z, proprio, actions):
+        """:meth:`step` before the readout: ``(the last block's outputs (B, S, N, W), cache)``."""
         x = self.embed(z, proprio, actions)  # (B, S, N, W)
         pos = cache["pos"]
         cos, sin = self.rope.angles(pos.reshape(1))  # (1, rot/2): one frame index for all tokens
@@ -266,8 +276,7 @@ class TransformerPredictor(nn.Module):
                 x, k, v = blk(x, self.rope, cos, sin, None, [f[i] for f in frames])
                 new.append((k, v))
             frames = (frames + [new])[-(self.window - 1):] if self.window > 1 else []
-            z_next, p_next = self.readout(x, z)
-            return z_next, p_next, {"frames": frames, "pos": pos + 1}
+            return x, {"frames": frames, "pos": pos + 1}
         rings = cache.get("rings")
         if rings is None:  # first step: the prefix frames go into one ring per layer, (B, S, h, window*N, hd)
             h = self.blocks[0].attn.heads
@@ -277,8 +286,7 @@ class TransformerPredictor(nn.Module):
                      for i in range(len(self.blocks))]
         for blk, ring in zip(self.blocks, rings):
             x, _, _ = blk(x, self.rope, cos, sin, None, ring)
-        z_next, p_next = self.readout(x, z)
-        return z_next, p_next, {"rings": rings, "pos": pos + 1}
+        return x, {"rings": rings, "pos": pos + 1}
 
 
 def make_predictor(cfg: PredictorConfig, num_tokens: int, token_dim: int, action_dim: int,

@@ -35,6 +35,7 @@ class WorldModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     proprio_loss_weight: float = 1.0  # weight of the proprio MSE in the loss
     ensemble: int = 1  # K predictors trained as one batched module (mpc.ensemble); 1: a single one
+    ensemble_kind: str = "full"  # full: K whole predictors; heads: one shared trunk, K output heads
 
     def __post_init__(self):
         if isinstance(self.predictor, dict):
@@ -42,6 +43,13 @@ class WorldModelConfig:
         for name in ("num_tokens", "token_dim", "env_action_dim", "frameskip", "ensemble"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from mpc.ensemble import ENSEMBLE_KINDS
+
+        if self.ensemble_kind not in ENSEMBLE_KINDS:
+            raise ValueError(f"ensemble_kind must be one of {ENSEMBLE_KINDS}, got {self.ensemble_kind!r}")
+        if self.ensemble_kind == "heads" and self.ensemble > 1 and self.predictor.kind != "transformer":
+            raise ValueError("ensemble_kind='heads' needs predictor.kind='transformer' (the heads share its "
+                             f"trunk), got {self.predictor.kind!r}; use ensemble_kind='full'")
         if int(self.proprio_dim) < 0:
             raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mpc import checkpoint
 from mpc.checkpoint import FORMAT_VERSION, RUNTIME_OPTIONS, TaskInfo, task_from_dataset_meta
-from mpc.ensemble import make_ensemble_predictor
+from mpc.ensemble import bootstrap_counts, make_ensemble_predictor
 from mpc.memory import candidate_chunk, chunked_rollout
 from mpc.model_inputs import ModelInputs
 from mpc.predictor import sdpa_context
@@ -82,6 +82,8 @@ class WorldModel(ModelInputs, nn.Module):
     frameskip = property(lambda self: self.config.frameskip)
     num_hist = property(lambda self: self.config.predictor.num_hist)
     ensemble = property(lambda self: self.config.ensemble, doc="K predictors (1: a single one)")
+    _heads = property(lambda self: self.config.ensemble > 1 and self.config.ensemble_kind == "heads",
+                      doc="one shared trunk with K heads (mpc.ensemble.HeadsEnsemble)")
     encoder_fingerprint = property(lambda self: self.config.encoder_fingerprint)
 
     @property
@@ -212,7 +214,7 @@ class WorldModel(ModelInputs, nn.Module):
         """The predictor on normalised inputs; an ensemble takes and gives a leading K axis (inputs
         without one are shared by every member)."""
         K = self.ensemble
-        if K > 1 and z.ndim == 4:  # (B, L', N, D): the same windows for every member
+        if K > 1 and z.ndim == 4 and not self._heads:  # (B, L', N, D): the same windows for every member
             z, proprio, actions = (x.expand(K, *x.shape) for x in (z, proprio, actions))
         with self._autocast():
             zp, pp = self.predictor(z, proprio, actions)
@@ -241,6 +243,14 @@ class WorldModel(ModelInputs, nn.Module):
                              f"L >= 2; got {tuple(z.shape)}, {tuple(proprio.shape)}, "
                              f"{tuple(actions.shape)}")
         proprio, actions = self._norm_proprio(proprio), self._norm_actions(actions)
+        if self._heads:  # shared trunk: one pass; each head's error weighted by its bootstrap counts
+            zp, pp = self._teacher(z[:, :-1], proprio[:, :-1], actions)  # (K, B, L-1, ...)
+            K = self.ensemble
+            w = (bootstrap_counts(K, B, z.device) if self.training else z.new_ones(K, B)) / B  # (K, B)
+            z_loss = (((zp - z[:, 1:]) ** 2).mean(dim=(-1, -2, -3)) * w).sum() / K
+            p_loss = ((((pp - proprio[:, 1:]) ** 2).mean(dim=(-1, -2)) * w).sum() / K if self.proprio_dim
+                      else zp.new_zeros(()))
+            return self._loss_out(z_loss, p_loss)
         if self.ensemble > 1:
             # bootstrapped windows: in training every member sees its own resampled batch
             idx = (torch.randint(B, (self.ensemble, B), device=z.device) if self.training
@@ -249,6 +259,9 @@ class WorldModel(ModelInputs, nn.Module):
         zp, pp = self._teacher(z[..., :-1, :, :], proprio[..., :-1, :], actions)
         z_loss = F.mse_loss(zp, z[..., 1:, :, :])  # the mean over members of each one's MSE
         p_loss = F.mse_loss(pp, proprio[..., 1:, :]) if self.proprio_dim else zp.new_zeros(())
+        return self._loss_out(z_loss, p_loss)
+
+    def _loss_out(self, z_loss, p_loss):
         loss = z_loss + self.config.proprio_loss_weight * p_loss
         metrics = {"loss": float(loss.detach()), "z_loss": float(z_loss.detach()),
                    "proprio_loss": float(p_loss.detach())}
@@ -312,11 +325,13 @@ class WorldModel(ModelInputs, nn.Module):
             absolute = pcfg.kind == "transformer" and pcfg.time_encoding == "absolute"
             run = functools.partial(self._rollout_recompute, window=self.num_hist if absolute else None)
         K = self.ensemble
-        if K > 1:  # every member rolls out in one vmapped call; member axis after S
+        if self._heads:  # one trunk rollout read by K heads: (K, B, S, H, ...) -> member axis after S
+            run = functools.partial(lambda inner, *args: tuple(x.movedim(0, 2) for x in inner(*args)), run)
+        elif K > 1:  # every member rolls out in one vmapped call; member axis after S
             run = self.predictor.vmap(
                 functools.partial(lambda inner, pred, *args: inner(*args, predictor=pred), run),
                 (None, None, None, None), out_dims=2)
-        chunk = candidate_chunk(self.config, B * K, S, T, H,
+        chunk = candidate_chunk(self.config, B if self._heads else B * K, S, T, H,
                                 max_batch=self.max_batch if max_batch is None else max_batch,
                                 memory_budget_mb=(self.memory_budget_mb if memory_budget_mb is None
                                                   else memory_budget_mb),
@@ -356,10 +371,15 @@ class WorldModel(ModelInputs, nn.Module):
         # the kernel choice applies to the maskless per-step attention (flash takes no mask)
         with sdpa_context(self.config.predictor.attn_backend):
             for h in range(a.shape[2]):  # loop over horizon steps only
-                z_cur, p_cur, cache = step(cache, z_cur, p_cur, a[:, :, h])  # (B, S, N, D), (B, S, P)
-                zs.append(z_cur)
-                ps.append(p_cur)
-        return torch.stack(zs, 2), torch.stack(ps, 2)
+                z_out, p_out, cache = step(cache, z_cur, p_cur, a[:, :, h])  # (B, S, N, D), (B, S, P)
+                zs.append(z_out)
+                ps.append(p_out)
+                z_cur, p_cur = self._fed_back(z_out, p_out)
+        return torch.stack(zs, -3), torch.stack(ps, -2)
+
+    def _fed_back(self, z, p):
+        """What a step's prediction feeds back: itself, or for K heads (a leading K axis) their mean."""
+        return (z.mean(0), p.mean(0)) if self._heads else (z, p)
 
     def _rollout_recompute(self, zc, pc, pa, a, window: int | None = None, predictor=None):
         """Rollout that runs the predictor over the last ``window`` frames every step (None: all).
@@ -378,13 +398,14 @@ class WorldModel(ModelInputs, nn.Module):
         zs, ps = [], []
         for h in range(H):
             n = zh.shape[2]  # frames T+h-n .. T+h-1 are in the window
-            zo, po = predictor(zh, ph, ah[:, :, T + h - n:T + h])  # (B, S, n, N, D)
-            z_next, p_next = zo[:, :, -1], po[:, :, -1]
+            zo, po = predictor(zh, ph, ah[:, :, T + h - n:T + h])  # (B, S, n, N, D) (heads: K first)
+            z_next, p_next = zo[..., -1, :, :], po[..., -1, :]
             zs.append(z_next)
             ps.append(p_next)
+            z_next, p_next = self._fed_back(z_next, p_next)
             zh = torch.cat([zh, z_next.unsqueeze(2)], 2)[:, :, -w:]
             ph = torch.cat([ph, p_next.unsqueeze(2)], 2)[:, :, -w:]
-        return torch.stack(zs, 2), torch.stack(ps, 2)
+        return torch.stack(zs, -3), torch.stack(ps, -2)
 
     # --- checkpoints (see mpc.checkpoint) ---
     def save(self, path) -> Path:

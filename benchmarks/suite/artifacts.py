@@ -148,14 +148,23 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
 
 
 # --- stage 3: world model ---------------------------------------------------------------------------
+# model options added to the presets after run folders existed, at their default values: left out of a
+# model's digest, so those runs' world models stay valid (a non-default value is part of the digest)
+_LATER_DEFAULTS = {"ensemble": 1, "ensemble_kind": "full"}
+
+
+def _without_later_defaults(model: dict) -> dict:
+    return {k: v for k, v in model.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+
+
 def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dict,
                  data_dir: Path) -> tuple[Path, float]:
     """Train (or reuse) the world model of ``(env, encoder)``. Returns ``(checkpoint path, seconds)``."""
     from mpc.training import train as train_world_model
 
     model, train = suite.model_config(env, encoder), suite.train_for(env)
-    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": model, "train": train,
-                  "seed": suite.seed})
+    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": _without_later_defaults(model),
+                  "train": train, "seed": suite.seed})
     folder = suite.out / "models" / f"{env}__{encoder}-{key}"
     ckpt = folder / "checkpoints" / "model_latest.safetensors"
     def build():

@@ -96,7 +96,8 @@ def test_shift_tables_report_the_drop_from_the_training_condition():
     assert shift_tables([dict(r, shift="") for r in rows[:1]], []) == []
 
 
-def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
+@pytest.mark.parametrize("kind", ["full", "heads"])
+def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path, kind):
     all_entries = suite.SuiteSettings.from_config(_compose_bench("risk", tmp_path)).planners
     assert [(p.risk, p.risk_mode) for p in all_entries.values()] == [
         (0.0, "disagreement"), (0.5, "disagreement"), (1.0, "disagreement"), (2.0, "disagreement"),
@@ -107,6 +108,7 @@ def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
             "bench.envs.wall.data.episodes=3", "bench.envs.wall.data.steps=8", "bench.encoders.jepa.options.width=4",
             "bench.encoders.jepa.options.hidden=16", "bench.encoders.jepa.train.steps=2",
             "bench.encoders.jepa.train.batch_size=8", "bench.model_options.ensemble=2",
+            f"+bench.model_options.ensemble_kind={kind}",
             *[f"bench.planners.{p}.{k}={v}" for p in picked for k, v in (("samples", 4), ("iterations", 1),
                                                                         ("elites", 2))], *_TINY_TRAIN]
     cfg = _compose_bench("risk", tmp_path, tiny)
@@ -115,6 +117,7 @@ def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path):
     rows = {p: json.loads((tmp_path / "cells" / f"wall__jepa__{p}.json").read_text()) for p in s.planners}
     for name, row in rows.items():
         assert row["status"] == "ok" and row["ensemble"] == 2 and row["risk"] == s.planners[name].risk
+        assert row["ensemble_kind"] == kind
         assert row["risk_mode"] == s.planners[name].risk_mode and row["rollouts_per_plan"] == 4
         assert row["gap_plans"] > 0 and row["gap_mean"] == pytest.approx(row["gap_realised"] - row["gap_predicted"])
     assert "risk=1" in rows["cem_risk1"]["labels"] and "risk=1 standardized" in rows["cem_std1"]["labels"]

@@ -228,3 +228,122 @@ def test_standardized_risk_weighs_one_std_of_disagreement_as_one_std_of_cost():
     agree = z[:, :, :1].expand(B, S, K, H, N, D)  # members agree: no risk term, no NaN
     assert torch.allclose(make_objective("last", risk=2.0, risk_mode="standardized")(agree, goal),
                           make_objective("last")(agree[:, :, 0], goal))
+
+
+# --- ensemble_kind="heads": one shared trunk, K output heads --------------------------------------------
+def make_heads(K, seed=0, **pred):
+    base = dict(kind="transformer", depth=2, heads=4, dim=32, mlp_dim=64, dropout=0.0, num_hist=3)
+    base.update(pred)
+    cfg = WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P,
+                           predictor=PredictorConfig(**base), ensemble=K, ensemble_kind="heads")
+    torch.manual_seed(seed)
+    return WorldModel(cfg).eval()
+
+
+def copy_into_heads(ens: WorldModel, single: WorldModel):
+    """The trunk gets ``single``'s weights and every head ``single``'s linear readout (the heads' MLPs add
+    zero while their output layer is zero, as at initialisation)."""
+    h, s = ens.predictor, single.predictor
+    with torch.no_grad():
+        for name, p in h.trunk.named_parameters():
+            p.copy_(s.get_parameter(name))
+        h.z_w.copy_(s.head.weight.T.expand_as(h.z_w))
+        h.z_b.copy_(s.head.bias.expand_as(h.z_b))
+        h.p_w.copy_(s.proprio_head.weight.T.expand_as(h.p_w))
+        h.p_b.copy_(s.proprio_head.bias.expand_as(h.p_b))
+        assert h.out_w.abs().max() == 0 and h.out_b.abs().max() == 0  # zero-initialised
+
+
+@pytest.mark.parametrize("pred", [{}, {"time_encoding": "absolute"}, {"residual": True}])
+def test_identical_heads_equal_the_single_model(pred):
+    single, ens = make_model(1, **pred), make_heads(4, seed=1, **pred)
+    copy_into_heads(ens, single)
+    zc, pc, a, pa = context()
+    with torch.no_grad():
+        z1, p1 = single.rollout(zc, pc, a, pa)
+        zk, pk = ens.rollout(zc, pc, a, pa, members=True)
+        zm, _ = ens.rollout(zc, pc, a, pa)
+        z_ref, _ = ens.rollout(zc, pc, a, pa, use_cache=False, members=True)
+    assert zk.shape == (2, 5, 4, 4, N, D) and pk.shape == (2, 5, 4, 4, P)
+    torch.testing.assert_close(zk, z1[:, :, None].expand_as(zk), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pk, p1[:, :, None].expand_as(pk), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zm, z1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(z_ref, zk, atol=1e-5, rtol=1e-5)
+    assert disagreement(zk).abs().max() < 1e-10
+    batch = {"z": torch.randn(4, 4, N, D), "proprio": torch.randn(4, 4, P), "actions": torch.randn(4, 3, A)}
+    with torch.no_grad():
+        assert ens.loss(batch)[1]["loss"] == pytest.approx(single.loss(batch)[1]["loss"], rel=1e-5)
+
+
+def test_heads_feed_their_mean_back_and_the_cache_equals_recomputing():
+    ens = make_heads(3)
+    zc, pc, a, pa = context()
+    with torch.no_grad():
+        zk, pk = ens.rollout(zc, pc, a, pa, members=True)
+        z_ref, p_ref = ens.rollout(zc, pc, a, pa, members=True, use_cache=False)
+        # step 1 by hand: the trunk on the context, every head on its features
+        x = ens.predictor.trunk.features(zc, ens._norm_proprio(pc), torch.cat(
+            [ens._norm_actions(pa), ens._norm_actions(a[:, 0, :1])], 1))  # (B, T, N, W) for candidate 0
+        z1, _ = ens.predictor.readout_members(x[:, -1], zc[:, -1])  # (K, B, N, D)
+    torch.testing.assert_close(zk, z_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pk, p_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zk[:, 0, :, 0], z1.movedim(0, 1), atol=1e-5, rtol=1e-5)
+    assert disagreement(zk).min() > 0  # fresh heads differ (own random initialisations)
+
+
+def test_heads_differ_after_training_on_different_bootstraps_and_load_from_one_checkpoint(tmp_path):
+    single, ens = make_model(1), make_heads(3, seed=1)
+    copy_into_heads(ens, single)  # identical heads: only the bootstrap weights can separate them
+    g = torch.Generator().manual_seed(0)
+    data = {"z": torch.randn(8, 4, N, D, generator=g), "proprio": torch.randn(8, 4, P, generator=g),
+            "actions": torch.randn(8, 3, A, generator=g)}
+    opt = torch.optim.Adam(ens.parameters(), lr=1e-2)
+    ens.train()
+    torch.manual_seed(0)
+    for _ in range(5):
+        loss, _ = ens.loss(data)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ens.eval()
+    w = ens.predictor.z_w  # (K, W, D)
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
+    zc, pc, a, pa = context()
+    with torch.no_grad():
+        zk, _ = ens.rollout(zc, pc, a, pa, members=True)
+    assert disagreement(zk).min() > 0
+    loaded = WorldModel.load(ens.save(tmp_path / "heads.safetensors"), encoder=None)
+    assert loaded.config.ensemble_kind == "heads" and loaded.ensemble == 3
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.rollout(zc, pc, a, pa, members=True)[0], zk)
+
+
+def test_bootstrap_counts_resample_each_members_batch():
+    from mpc.ensemble import bootstrap_counts
+
+    torch.manual_seed(0)
+    c = bootstrap_counts(4, 50)
+    assert c.shape == (4, 50) and torch.all(c.sum(1) == 50) and torch.all(c >= 0)
+    assert (c == 0).float().mean() > 0.2  # about 1/e of the windows are left out of each bootstrap
+    assert not torch.equal(c[0], c[1])
+
+
+def test_heads_need_the_transformer_trunk():
+    with pytest.raises(ValueError, match="ensemble_kind='heads' needs predictor.kind='transformer'"):
+        WorldModelConfig(num_tokens=1, token_dim=D, env_action_dim=A, proprio_dim=P,
+                         predictor=PredictorConfig(kind="mlp"), ensemble=3, ensemble_kind="heads")
+    with pytest.raises(ValueError, match="ensemble_kind must be one of"):
+        WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P, ensemble=3,
+                         ensemble_kind="shared")
+
+
+def test_a_gradient_planner_plans_through_the_heads_with_risk():
+    """Autograd goes through the trunk and every head; the risk term's gradient reaches the actions."""
+    ens = make_heads(3)
+    zc, pc, _, pa = context()
+    actions = torch.zeros(2, 5, 4, A, requires_grad=True)
+    objective = make_objective("last", risk=1.0)
+    z, p = ens.rollout(zc, pc, actions, pa, members=True)
+    cost = objective(z, torch.zeros(2, N, D))
+    cost.sum().backward()
+    assert cost.shape == (2, 5) and actions.grad is not None and actions.grad.abs().sum() > 0
