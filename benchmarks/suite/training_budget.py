@@ -1,9 +1,9 @@
 """The training-budget part of a suite report: success against training minutes and data size.
 
-Env entries of one task (the same registered env with the same env options, e.g. ``pusht_d300_s1500``
-and ``pusht_d1200_s6000`` of ``configs/bench/pusht_budget.yaml``) that differ in their exploration data
-(``data.episodes``) or their world-model schedule (the entry's ``train: {steps: ...}``) form a
-training-budget study. For each task the section lists every setting by training minutes (the
+Env entries of one task (the same registered env with the same env options apart from the rendered
+``image_size``, e.g. ``pusht_d300_s1500`` and ``pusht_d1200_s6000`` of ``configs/bench/pusht_budget.yaml``)
+that differ in their exploration data (``data.episodes``), their world-model schedule (the entry's
+``train: {steps: ...}``), their model or their image size form a training-budget study. For each task the section lists every setting by training minutes (the
 encoder's and the world model's training time on this machine, from the rows), its success per
 planner, and, when the suite sets ``budget_target`` (a success rate), the cheapest setting that
 reaches it or that none does; ``training_budget.png`` plots success against training minutes, one
@@ -25,13 +25,15 @@ def budget_studies(suite: SuiteSettings, rows: list[dict]) -> dict[str, list[dic
     entries whose data size or training steps differ; rows sorted by training time."""
     groups: dict[tuple, list[str]] = {}
     for name, es in suite.envs.items():
-        groups.setdefault((es.env, json.dumps(es.options, sort_keys=True, default=str)), []).append(name)
+        task = {k: v for k, v in es.options.items() if k != "image_size"}  # the image is the model's input
+        groups.setdefault((es.env, json.dumps(task, sort_keys=True, default=str)), []).append(name)
     out = {}
     for (env, _), names in groups.items():
         ok = [r for r in rows if r.get("env") in names and r.get("policy") == "planner" and not r.get("shift")
               and r.get("status") == "ok" and r.get("train_time_s") not in (None, "")]
-        settings = {(r.get("data_episodes"), r.get("train_steps")) for r in ok}
-        if len(names) >= 2 and len(settings) >= 2:
+        for r in ok:
+            r.setdefault("image_size", suite.envs[r["env"]].options.get("image_size", ""))
+        if len(names) >= 2 and len({r["env"] for r in ok}) >= 2:
             out[f"{env} ({', '.join(names)})"] = sorted(ok, key=lambda r: float(r["train_time_s"]))
     return out
 
@@ -50,12 +52,12 @@ def training_budget_tables(suite: SuiteSettings, rows: list[dict], target: float
              "minutes: the encoder's and the world model's training time on this machine (data collection "
              "and evaluation not included). Success over the held-out goals, 95% interval.", ""]
     for task, trs in studies.items():
-        lines += [f"**{task}**", "", "| entry | encoder | planner | data episodes | world-model steps | "
-                  "training minutes | success (95% CI) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"**{task}**", "", "| entry | encoder | planner | data episodes | world-model steps | image px | "
+                  "training minutes | success (95% CI) |", "|---|---|---|---|---|---|---|---|"]
         for r in trs:
             lines.append(f"| {r['env']} | {r['encoder']} | {r['planner']} | {r.get('data_episodes', '')} | "
-                         f"{r.get('train_steps', '')} | {_minutes(r):.1f} | {float(r['success_rate']):.2f} "
-                         f"({float(r['ci_low']):.2f}-{float(r['ci_high']):.2f}) |")
+                         f"{r.get('train_steps', '')} | {r.get('image_size', '')} | {_minutes(r):.1f} | "
+                         f"{float(r['success_rate']):.2f} ({float(r['ci_low']):.2f}-{float(r['ci_high']):.2f}) |")
         best = max(trs, key=lambda r: float(r["success_rate"]))
         lines += ["", f"Highest success: {float(best['success_rate']):.2f} ({best['env']}, {best['encoder']} / "
                   f"{best['planner']}, {_minutes(best):.1f} training minutes)."]
@@ -78,11 +80,11 @@ def plot_training_budget(suite: SuiteSettings, rows: list[dict], path: Path, tar
     for ax, (task, trs) in zip(axes[0], studies.items()):
         lines: dict[tuple, list[dict]] = {}
         for r in trs:
-            lines.setdefault((r["encoder"], r["planner"], r.get("data_episodes")), []).append(r)
-        for (enc, planner, episodes), rs in lines.items():
+            lines.setdefault((r["encoder"], r["planner"], r.get("data_episodes"), r.get("image_size")), []).append(r)
+        for (enc, planner, episodes, px), rs in lines.items():
             y, err = success_with_ci(rs)
             ax.errorbar([_minutes(r) for r in rs], y, yerr=err, fmt="o-", capsize=3,
-                        label=f"{enc} / {planner}, {episodes} episodes")
+                        label=f"{enc} / {planner}, {episodes} episodes, {px} px")
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=0.8, label=f"target {target:.2f}")
         ax.set_xscale("log")

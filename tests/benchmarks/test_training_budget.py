@@ -61,7 +61,7 @@ def test_a_tiny_training_budget_study_shares_data_trains_each_schedule_and_repor
     assert "## Training budget" in text and "training_budget.png" in text
     assert (tmp_path / "training_budget.png").stat().st_size > 0
     table = text.split("## Training budget")[1]
-    assert "| pusht_d300_s1500 | jepa | cem | 3 | 2 |" in table and "| pusht_d300_s6000 | jepa | cem | 3 | 4 |" in table
+    assert "| pusht_d300_s1500 | jepa | cem | 3 | 2 | 32 |" in table and "| pusht_d300_s6000 | jepa | cem | 3 | 4 | 32 |" in table
     reached = [r for r in rows.values() if r["success_rate"] >= 0.5]
     assert ("Cheapest setting reaching 0.50" if reached else "No setting reached 0.50") in table
 
