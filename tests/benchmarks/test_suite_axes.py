@@ -108,7 +108,7 @@ def test_risk_planner_entries_evaluate_an_ensemble_and_report_the_gap(tmp_path, 
             "bench.envs.wall.data.episodes=3", "bench.envs.wall.data.steps=8", "bench.encoders.jepa.options.width=4",
             "bench.encoders.jepa.options.hidden=16", "bench.encoders.jepa.train.steps=2",
             "bench.encoders.jepa.train.batch_size=8", "bench.model_options.ensemble=2",
-            f"+bench.model_options.ensemble_kind={kind}",
+            f"bench.model_options.ensemble_kind={kind}",
             *[f"bench.planners.{p}.{k}={v}" for p in picked for k, v in (("samples", 4), ("iterations", 1),
                                                                         ("elites", 2))], *_TINY_TRAIN]
     cfg = _compose_bench("risk", tmp_path, tiny)
