@@ -30,6 +30,7 @@ __all__ = ["PushTEnv"]
 
 BOARD = 512.0  # side of the gym-pusht board, in simulator pixels
 AGENT_RADIUS = 15.0  # radius of the gym-pusht pusher
+_WALL_INSIDE = 5.0 + 2.0 + AGENT_RADIUS  # nearest pusher centre to the board edge inside the walls (contain_agent)
 POSITION_TOLERANCE = 20.0  # DINO-WM: ||(agent_xy, block_xy) - goal|| < 20 px
 ANGLE_TOLERANCE = np.pi / 9  # DINO-WM: wrapped block angle error < 20 degrees
 
@@ -103,7 +104,10 @@ class PushTEnv(GoalEnv):
     ## Arguments
     ``image_size`` (64; 224 for the DINO-WM protocol), ``action_repeat`` (1), ``action_scale`` (50 px
     per unit action), ``goal_steps`` (25), ``variation`` ("none"; "train", "test" or a dict of
-    factor ranges: see :mod:`envs.variation`).
+    factor ranges: see :mod:`envs.variation`), ``contain_agent`` (False: pusher targets are clipped to
+    the board, as in gym-pusht, whose kinematic pusher passes through the walls, so a pusher can end
+    half outside the image; True: targets stay inside the walls, 22 px from the edge, and the pusher
+    stays whole in view).
 
     ## Factors of variation
     Drawn at each reset from the seed when ``variation`` is not "none" (``info["factors"]``); all
@@ -137,7 +141,8 @@ class PushTEnv(GoalEnv):
     }
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, action_scale: float = 50.0,
-                 goal_steps: int = 25, render_mode: str | None = "rgb_array", variation: str | dict | None = "none"):
+                 goal_steps: int = 25, render_mode: str | None = "rgb_array", variation: str | dict | None = "none",
+                 contain_agent: bool = False):
         super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
                          variation=variation)
         if not action_scale > 0:
@@ -146,6 +151,9 @@ class PushTEnv(GoalEnv):
             raise ValueError(f"goal_steps must be >= 1, got {goal_steps}")
         self.action_scale = float(action_scale)
         self.goal_steps = int(goal_steps)
+        # the pusher's targets stay inside the walls: gym-pusht's pusher is kinematic, so walls do not stop it,
+        # and a pusher driven onto the board's edge is half out of the image
+        self.contain_agent = bool(contain_agent)
         self._sim = _PushTSim(obs_type="state", render_mode="rgb_array")
         self._sim.reset(seed=0)
         # Block outline in body coordinates, one polygon per rectangle of the T: (2, 4, 2). pymunk keeps
@@ -221,7 +229,9 @@ class PushTEnv(GoalEnv):
         self._sim.space.reindex_shapes_for_body(agent)
 
     def _apply_action(self, action: np.ndarray) -> None:
-        target = np.clip(np.array(self._sim.agent.position) + action.astype(np.float64) * self.action_scale, 0.0, BOARD)
+        low = _WALL_INSIDE if self.contain_agent else 0.0
+        target = np.clip(np.array(self._sim.agent.position) + action.astype(np.float64) * self.action_scale,
+                         low, BOARD - low)
         self._sim.step(target)
 
     def _proprio(self) -> np.ndarray:

@@ -178,3 +178,18 @@ def test_image_size_option(name, options):
 def test_bad_options_raise(name, options):
     with pytest.raises(ValueError):
         make_env(name, **options)
+
+
+@pytest.mark.parametrize("contain", [False, True])
+def test_pusht_contain_agent_keeps_the_pusher_inside_the_walls(contain):
+    """Driven into a corner, gym-pusht's kinematic pusher passes the walls to the board's edge, half out of
+    the image; with ``contain_agent`` its targets stay inside the walls and the whole disc stays in view."""
+    env = make_env("pusht", action_repeat=5, contain_agent=contain)
+    env.reset(seed=0)
+    for _ in range(20):
+        _, _, _, _, info = env.step(np.array([1.0, 1.0], np.float32))  # to the bottom-right corner
+    x, y = info["state"][:2]
+    if contain:
+        assert 480 < x < 495 and 480 < y < 495  # 22 px from the edge, the PD loop settles on it
+    else:
+        assert x > 505 and y > 505  # past the walls at 506 px
