@@ -188,4 +188,7 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
                            "seed": suite.seed, "device": suite.device, "encode_batch": 256,
                            "progress": suite.progress})
 
-    return ckpt, _reuse_or_build(folder, ckpt, build)
+    seconds = _reuse_or_build(folder, ckpt, build)
+    # a training resumed after an interruption: add the loop time of the processes that were cut short
+    earlier = float((read_json(folder / "eval_metrics.json") or {}).get("train_seconds_earlier") or 0.0)
+    return ckpt, seconds + earlier

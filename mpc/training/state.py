@@ -31,7 +31,7 @@ STATE_FILE = "train_state.pt"
 
 def save_train_state(ckpt_dir: Path, model, optimizer, scheduler, step: int,
                      log_sums: dict[str, torch.Tensor], log_count: int, ctx: DistContext,
-                     keep: int | None) -> None:
+                     keep: int | None, train_seconds: float = 0.0) -> None:
     """Write model_step_N, model_latest and train_state.pt (collective: every rank calls it).
 
     Args:
@@ -42,6 +42,7 @@ def save_train_state(ckpt_dir: Path, model, optimizer, scheduler, step: int,
             many steps they sum.
         ctx: the distributed context; rank 0 writes, the others send their RNG states and sums.
         keep: how many ``model_step_*`` files to keep (None: all).
+        train_seconds: seconds spent in the training loop so far, over every process that resumed the run.
     """
     local = {"rng": rng_state(), "log_window": {
         "sums": {k: v.cpu() for k, v in log_sums.items()}, "count": log_count}}
@@ -57,7 +58,8 @@ def save_train_state(ckpt_dir: Path, model, optimizer, scheduler, step: int,
         state = {"format_version": TRAIN_STATE_VERSION, "step": step,
                  "world_size": ctx.world_size, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": [s["rng"] for s in states], "log_window": [s["log_window"] for s in states]}
+                 "rng": [s["rng"] for s in states], "log_window": [s["log_window"] for s in states],
+                 "train_seconds": float(train_seconds)}
         atomic_write(ckpt_dir / STATE_FILE, lambda p: torch.save(state, p))
         if keep is not None:
             steps = sorted(ckpt_dir.glob("model_step_*.safetensors"))
@@ -68,15 +70,16 @@ def save_train_state(ckpt_dir: Path, model, optimizer, scheduler, step: int,
 
 
 def load_train_state(path: Path, model, optimizer, scheduler, ctx: DistContext,
-                     seed: int) -> tuple[int, tuple[dict[str, torch.Tensor], int] | None]:
+                     seed: int) -> tuple[int, tuple[dict[str, torch.Tensor], int] | None, float]:
     """Restore model, optimizer and scheduler from ``path``, and this rank's RNG state.
 
     With another number of processes than the run that wrote ``path`` the RNGs are reseeded from
     ``seed``, the step and the rank instead (the data order and dropout noise then differ).
 
     Returns:
-        the step, and this rank's train metrics summed since the last logged row with their step
-        count (None when the process counts differ).
+        the step, this rank's train metrics summed since the last logged row with their step
+        count (None when the process counts differ), and the seconds the run had spent in its training
+        loop (0 for states written before that was recorded).
 
     Raises:
         ValueError: ``path`` holds another train-state format.
@@ -100,7 +103,7 @@ def load_train_state(path: Path, model, optimizer, scheduler, ctx: DistContext,
                     state["world_size"], ctx.world_size)
         seed_everything(seed + step * 1000 + ctx.rank)
     log.info("resumed from %s at step %d", path, step)
-    return step, window
+    return step, window, float(state.get("train_seconds", 0.0))
 
 
 def find_train_state(run_dir: Path, ckpt_dir: Path, resume: bool) -> Path | None:

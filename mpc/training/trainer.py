@@ -16,7 +16,8 @@ Run folder (``out``)::
     checkpoints/model_latest.safetensors, checkpoints/model_step_NNNNNNN.safetensors  (WorldModel.save)
     checkpoints/train_state.pt    model, optimizer, scheduler, step and RNG states (for resume=true)
     loss_curve.png                train / validation loss against step
-    eval_metrics.json             open-loop token errors on validation episodes vs copying the last frame
+    eval_metrics.json             open-loop token errors on validation episodes vs copying the last frame,
+                                  and the seconds spent in the training loop (over resumed processes too)
 
 Every file is written atomically (temp file in the same folder, then ``os.replace``), so a run
 killed at any moment leaves either the old or the new version; the next run in the folder (which
@@ -81,6 +82,7 @@ class Trainer:
         self.step = 0
         self.log_sums: dict[str, torch.Tensor] = {}  # train metrics summed since the last logged row
         self.log_count = 0  # steps in log_sums
+        self.train_seconds = self.earlier_seconds = 0.0  # in the training loop: all processes, earlier ones
         self.run_log: RunLog | None = None
 
     # -- construction steps, in order --
@@ -248,13 +250,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write model_step_N, model_latest and train_state.pt (collective: every rank calls it)."""
         save_train_state(self.ckpt_dir, self.model, self.optimizer, self.scheduler, self.step,
-                         self.log_sums, self.log_count, self.ctx, self.cfg.train.keep_checkpoints)
+                         self.log_sums, self.log_count, self.ctx, self.cfg.train.keep_checkpoints,
+                         train_seconds=self.train_seconds)
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, step, this rank's RNG state and its train metrics
         summed since the last logged row from ``path``."""
-        self.step, window = load_train_state(path, self.model, self.optimizer, self.scheduler, self.ctx,
-                                             int(self.cfg.seed))
+        self.step, window, self.earlier_seconds = load_train_state(path, self.model, self.optimizer,
+                                                                   self.scheduler, self.ctx, int(self.cfg.seed))
         if window is not None:
             self.log_sums, self.log_count = window
 
@@ -317,6 +320,7 @@ class Trainer:
         log_every, val_every, ckpt_every = int(t.log_every), int(t.val_every), int(t.ckpt_every)
         stream = self.batches(self.step)
         timed, tic = 0, time.perf_counter()  # steps trained in this process since tic
+        start = time.perf_counter()
         bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (ctx.is_main and bool(self.cfg.get("progress", True))))
         while self.step < stop:
@@ -347,6 +351,7 @@ class Trainer:
                              f"{row['train/loss']:.5g}" if "train/loss" in row else "-", row["val/loss"])
             if row is not None and ctx.is_main:
                 self.run_log.log_row(row)
+            self.train_seconds = self.earlier_seconds + time.perf_counter() - start
             if self.step % ckpt_every == 0 or self.step == stop:
                 self.save_checkpoint()
             if row is not None:
@@ -370,6 +375,8 @@ class Trainer:
         else:
             result = open_loop_errors(self.model, windows, horizon=horizon, max_windows=int(t.eval_windows),
                                       batch_size=self.local_batch, device=self.ctx.device)
+            # seconds in the training loop over every process of the run, and those of earlier ones (resumed)
+            result.update(train_seconds=self.train_seconds, train_seconds_earlier=self.earlier_seconds)
             write_json(self.run_dir / "eval_metrics.json", result)
             log.info("open-loop token MSE / copy-last-frame MSE on %d validation windows: "
                      "1-step %.4f, %d-step %.4f", result["windows"], result["ratio"][0], horizon,

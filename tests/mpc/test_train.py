@@ -163,6 +163,10 @@ def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
         vb = [float(r[key]) for r in b if r.get(key)]
         assert len(va) == len(vb) > 0
         np.testing.assert_allclose(va, vb, rtol=0, atol=1e-6)
+    # the training time counts the interrupted process's loop too
+    whole, resumed = (json.loads((run / "eval_metrics.json").read_text()) for run in (full, part))
+    assert whole["train_seconds_earlier"] == 0 and whole["train_seconds"] > 0
+    assert 0 < resumed["train_seconds_earlier"] < resumed["train_seconds"]
 
 
 def _free_port() -> int:
