@@ -19,7 +19,8 @@ Two kinds (``model.ensemble_kind``):
   weights drawn as resample counts). The rollout feeds the heads' mean prediction back, so the trunk
   runs once per step; a member's prediction at step h is its head's one-step prediction along that
   shared trajectory, and disagreement is the heads' one-step variance there (the one-step ensemble
-  disagreement of MOPO / MOReL). A K = 5 rollout costs about 1.2-1.4x a single model at tiny size.
+  disagreement of MOPO / MOReL). A K = 5 rollout costs about 1.1-1.2x a single model at tiny size
+  (benchmarks/bench_ensemble.py).
 
 Layout: wherever members appear they sit right after the candidates,
 ``z (B, S, K, H, N, D)`` and ``proprio (B, S, K, H, P)`` from
