@@ -98,6 +98,7 @@ def test_entries_sharing_a_dataset_wait_for_one_encoding_instead_of_failing(tmp_
 
     import encoders
     import tests.mpc.test_train  # noqa: F401 - registers the frozen test-centroid encoder
+
     from benchmarks.suite.artifacts import _encode_once, stage_lock
     from mpc.data import cache_path, collect
 

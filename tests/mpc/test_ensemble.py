@@ -39,28 +39,34 @@ def context(n=N, S=5, H=4, seed=0):
             torch.randn(2, S, H, A, generator=g), torch.randn(2, 2, A, generator=g))
 
 
-@pytest.mark.parametrize("kind,pred", [("transformer", {}), ("transformer", {"time_encoding": "absolute"}),
-                                       ("mlp", {}), ("gru", {})])
-def test_identical_members_equal_the_single_model(kind, pred):
-    single, ens = make_model(1, kind, **pred), make_model(3, kind, seed=1, **pred)
-    copy_into_members(ens, single)
-    zc, pc, a, pa = context(n=N if kind == "transformer" else 1)
+def assert_members_equal_the_single_model(ens: WorldModel, single: WorldModel, K: int, n: int = N):
+    """Every member's rollout (with and without the cache), the members' mean and the eval-mode loss of
+    ``ens`` equal ``single``'s, and the members' disagreement is zero."""
+    zc, pc, a, pa = context(n=n)
     with torch.no_grad():
         z1, p1 = single.rollout(zc, pc, a, pa)
         zk, pk = ens.rollout(zc, pc, a, pa, members=True)  # (B, S, K, H, N, D)
-        zm, pm = ens.rollout(zc, pc, a, pa)  # the members' mean
-        z_ref, _ = ens.rollout(zc, pc, a, pa, use_cache=False)
-    assert zk.shape == (2, 5, 3, 4, *z1.shape[-2:]) and pk.shape == (2, 5, 3, 4, P)
-    torch.testing.assert_close(zk, z1[:, :, None].expand_as(zk), atol=1e-5, rtol=1e-5)
+        zm, _ = ens.rollout(zc, pc, a, pa)  # the members' mean
+        z_ref, _ = ens.rollout(zc, pc, a, pa, use_cache=False, members=True)
+    assert zk.shape == (2, 5, K, 4, *z1.shape[-2:]) and pk.shape == (2, 5, K, 4, P)
+    for got in (zk, z_ref):
+        torch.testing.assert_close(got, z1[:, :, None].expand_as(got), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pk, p1[:, :, None].expand_as(pk), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(zm, z1, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(z_ref, z1, atol=1e-5, rtol=1e-5)
     assert disagreement(zk).abs().max() < 1e-10
     # the teacher-forced loss of identical members is the single model's (no bootstrap in eval mode)
     batch = {"z": torch.randn(4, 4, *z1.shape[-2:]), "proprio": torch.randn(4, 4, P),
              "actions": torch.randn(4, 3, A)}
     with torch.no_grad():
         assert ens.loss(batch)[1]["loss"] == pytest.approx(single.loss(batch)[1]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind,pred", [("transformer", {}), ("transformer", {"time_encoding": "absolute"}),
+                                       ("mlp", {}), ("gru", {})])
+def test_identical_members_equal_the_single_model(kind, pred):
+    single, ens = make_model(1, kind, **pred), make_model(3, kind, seed=1, **pred)
+    copy_into_members(ens, single)
+    assert_members_equal_the_single_model(ens, single, 3, n=N if kind == "transformer" else 1)
 
 
 def test_a_single_model_gives_one_member():
@@ -71,33 +77,20 @@ def test_a_single_model_gives_one_member():
     assert zk.shape == (2, 5, 1, 4, N, D) and pk.shape == (2, 5, 1, 4, P)
 
 
-def test_members_differ_after_training_on_different_bootstraps(tmp_path):
-    single, ens = make_model(1), make_model(3, seed=1)
-    copy_into_members(ens, single)  # same initialisation: only the bootstraps can separate them
+def train_a_few_steps(ens: WorldModel, steps: int = 5):
+    """Adam on one fixed random batch: each member (or head) sees its own bootstrap of it."""
     g = torch.Generator().manual_seed(0)
     data = {"z": torch.randn(8, 4, N, D, generator=g), "proprio": torch.randn(8, 4, P, generator=g),
             "actions": torch.randn(8, 3, A, generator=g)}
     opt = torch.optim.Adam(ens.parameters(), lr=1e-2)
     ens.train()
     torch.manual_seed(0)
-    for _ in range(5):
+    for _ in range(steps):
         loss, _ = ens.loss(data)
         opt.zero_grad()
         loss.backward()
         opt.step()
     ens.eval()
-    w = ens.predictor.stacked.get_parameter("head.weight")  # (K, D, W)
-    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
-    zc, pc, a, pa = context()
-    with torch.no_grad():
-        zk, _ = ens.rollout(zc, pc, a, pa, members=True)
-    assert disagreement(zk).min() > 0
-    # one checkpoint holds the whole ensemble
-    loaded = WorldModel.load(ens.save(tmp_path / "ens.safetensors"), encoder=None)
-    assert loaded.ensemble == 3
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.rollout(zc, pc, a, pa, members=True)[0], zk)
-    assert loaded.predictor.member(2).head.weight.shape == w[2].shape
 
 
 def test_disagreement_is_zero_where_members_agree_and_grows_where_they_do_not():
@@ -258,21 +251,7 @@ def copy_into_heads(ens: WorldModel, single: WorldModel):
 def test_identical_heads_equal_the_single_model(pred):
     single, ens = make_model(1, **pred), make_heads(4, seed=1, **pred)
     copy_into_heads(ens, single)
-    zc, pc, a, pa = context()
-    with torch.no_grad():
-        z1, p1 = single.rollout(zc, pc, a, pa)
-        zk, pk = ens.rollout(zc, pc, a, pa, members=True)
-        zm, _ = ens.rollout(zc, pc, a, pa)
-        z_ref, _ = ens.rollout(zc, pc, a, pa, use_cache=False, members=True)
-    assert zk.shape == (2, 5, 4, 4, N, D) and pk.shape == (2, 5, 4, 4, P)
-    torch.testing.assert_close(zk, z1[:, :, None].expand_as(zk), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(pk, p1[:, :, None].expand_as(pk), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(zm, z1, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(z_ref, zk, atol=1e-5, rtol=1e-5)
-    assert disagreement(zk).abs().max() < 1e-10
-    batch = {"z": torch.randn(4, 4, N, D), "proprio": torch.randn(4, 4, P), "actions": torch.randn(4, 3, A)}
-    with torch.no_grad():
-        assert ens.loss(batch)[1]["loss"] == pytest.approx(single.loss(batch)[1]["loss"], rel=1e-5)
+    assert_members_equal_the_single_model(ens, single, 4)
 
 
 def test_heads_feed_their_mean_back_and_the_cache_equals_recomputing():
@@ -291,31 +270,30 @@ def test_heads_feed_their_mean_back_and_the_cache_equals_recomputing():
     assert disagreement(zk).min() > 0  # fresh heads differ (own random initialisations)
 
 
-def test_heads_differ_after_training_on_different_bootstraps_and_load_from_one_checkpoint(tmp_path):
-    single, ens = make_model(1), make_heads(3, seed=1)
-    copy_into_heads(ens, single)  # identical heads: only the bootstrap weights can separate them
-    g = torch.Generator().manual_seed(0)
-    data = {"z": torch.randn(8, 4, N, D, generator=g), "proprio": torch.randn(8, 4, P, generator=g),
-            "actions": torch.randn(8, 3, A, generator=g)}
-    opt = torch.optim.Adam(ens.parameters(), lr=1e-2)
-    ens.train()
-    torch.manual_seed(0)
-    for _ in range(5):
-        loss, _ = ens.loss(data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ens.eval()
-    w = ens.predictor.z_w  # (K, W, D)
+@pytest.mark.parametrize("kind", ["full", "heads"])
+def test_members_differ_after_training_on_different_bootstraps_and_load_from_one_checkpoint(tmp_path, kind):
+    single = make_model(1)
+    if kind == "full":
+        ens = make_model(3, seed=1)
+        copy_into_members(ens, single)  # same initialisation: only the bootstraps can separate them
+    else:
+        ens = make_heads(3, seed=1)
+        copy_into_heads(ens, single)
+    train_a_few_steps(ens)
+    # a readout weight of every member, (K, ...)
+    w = ens.predictor.stacked.get_parameter("head.weight") if kind == "full" else ens.predictor.z_w
     assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
     zc, pc, a, pa = context()
     with torch.no_grad():
         zk, _ = ens.rollout(zc, pc, a, pa, members=True)
     assert disagreement(zk).min() > 0
-    loaded = WorldModel.load(ens.save(tmp_path / "heads.safetensors"), encoder=None)
-    assert loaded.config.ensemble_kind == "heads" and loaded.ensemble == 3
+    # one checkpoint holds the whole ensemble
+    loaded = WorldModel.load(ens.save(tmp_path / "ens.safetensors"), encoder=None)
+    assert loaded.config.ensemble_kind == kind and loaded.ensemble == 3
     with torch.no_grad():
         torch.testing.assert_close(loaded.rollout(zc, pc, a, pa, members=True)[0], zk)
+    if kind == "full":
+        assert loaded.predictor.member(2).head.weight.shape == w[2].shape
 
 
 def test_bootstrap_counts_resample_each_members_batch():
