@@ -41,7 +41,8 @@ def _pretrain_jepa(cfg, options: dict, frameskip: int, ctx: DistContext) -> dict
                  "(or train one with `wmpc train-encoder encoder=jepa` and pass encoder.checkpoint=...)",
                  int(cfg.train.jepa_steps), folder)
         train_jepa(cfg.data, folder, steps=int(cfg.train.jepa_steps), encoder_options=build,
-                   frameskip=frameskip, seed=int(cfg.seed), device=str(ctx.device))
+                   frameskip=frameskip, seed=int(cfg.seed), device=str(ctx.device),
+                   progress=bool(cfg.get("progress", True)))
     ctx.barrier()
     return {**build, "checkpoint": str(path)}
 
