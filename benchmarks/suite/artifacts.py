@@ -148,19 +148,6 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
 
 
 # --- stage 3: world model ---------------------------------------------------------------------------
-def _encode_once(data_dir: Path, enc_settings: dict, progress: bool) -> None:
-    """The dataset's latent cache for the encoder, built under a blocking lock: entries that share a
-    dataset (``data_from``) train their world models at once, and the second waits for the first's
-    encoding instead of failing on its lock (finished episodes are skipped, so a built cache costs a
-    file listing)."""
-    import encoders
-    from mpc.data import encode_dataset
-
-    opts = {k: v for k, v in enc_settings.items() if k != "name"}
-    with stage_lock(data_dir / "latents"):
-        encode_dataset(data_dir, encoders.make_encoder(enc_settings["name"], **opts), progress=progress)
-
-
 # model options added to the presets after run folders existed, at their default values: left out of a
 # model's digest, so those runs' world models stay valid (a non-default value is part of the digest)
 _LATER_DEFAULTS = {"ensemble": 1, "ensemble_kind": "full"}
@@ -181,7 +168,6 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
     folder = suite.out / "models" / f"{env}__{encoder}-{key}"
     ckpt = folder / "checkpoints" / "model_latest.safetensors"
     def build():
-        _encode_once(data_dir, enc_settings, suite.progress)
         train_world_model({"env": {"name": suite.envs[env].env, **suite.envs[env].options}, "encoder": enc_settings,
                            "model": model, "train": train, "data": str(data_dir), "out": str(folder),
                            "resume": (folder / "checkpoints" / "train_state.pt").exists(),

@@ -40,15 +40,18 @@ def damaged(path: Path, err: BaseException, redo: str) -> DatasetError:
 
 
 @contextlib.contextmanager
-def dataset_lock(folder: Path, what: str) -> Iterator[None]:
+def dataset_lock(folder: Path, what: str, wait: bool = False) -> Iterator[None]:
     """Hold ``folder``'s lock while ``what`` (``"wmpc collect"``, ``"wmpc encode"``) writes into it.
 
+    Args:
+        wait: block until another holder is done instead of failing at once.
+
     Raises:
-        DatasetError: another process holds it (the call fails at once instead of waiting).
+        DatasetError: another process holds it and ``wait`` is false.
     """
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(folder_lock(folder, what, wait=False))
+            stack.enter_context(folder_lock(folder, what, wait=wait))
         except LockHeld:
             raise DatasetError(f"another process is running {what} into {folder}; wait for it to finish "
                                "(or stop it) before starting a second one") from None

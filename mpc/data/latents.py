@@ -63,7 +63,7 @@ def _encode_frames(encoder, pixels: np.ndarray, batch_size: int, dtype: np.dtype
 
 
 def encode_dataset(root: str | os.PathLike, encoder, dtype: str = "float16", batch_size: int = 256,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, wait: bool = False) -> Path:
     """Encode every frame of a dataset once with a frozen encoder into the latent cache.
 
     Resumable: episodes already in the cache are skipped; each file is written atomically.
@@ -74,6 +74,8 @@ def encode_dataset(root: str | os.PathLike, encoder, dtype: str = "float16", bat
         dtype: ``"float16"`` or ``"float32"`` storage.
         batch_size: frames per ``encoder.encode`` call.
         progress: show a tqdm bar.
+        wait: when another process is encoding into the same cache, wait for it (then encode only
+            what it left) instead of failing.
 
     Returns:
         the cache folder ``cache_path(root, encoder.fingerprint)``.
@@ -81,7 +83,7 @@ def encode_dataset(root: str | os.PathLike, encoder, dtype: str = "float16", bat
     Raises:
         ValueError: a trainable encoder or a bad dtype.
         DatasetError: the folder holds a cache of another fingerprint or dtype, or another process
-            is encoding into it.
+            is encoding into it and ``wait`` is false.
     """
     from tqdm.auto import tqdm
 
@@ -96,7 +98,7 @@ def encode_dataset(root: str | os.PathLike, encoder, dtype: str = "float16", bat
     folder = cache_path(ds.root, fingerprint)
     info = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "num_tokens": int(encoder.num_tokens),
             "dim": int(encoder.dim), "dtype": dtype, "episodes": len(ds)}
-    with dataset_lock(folder, "wmpc encode"):
+    with dataset_lock(folder, "wmpc encode", wait=wait):
         info_path = folder / CACHE_INFO
         if info_path.exists():
             old = json.loads(info_path.read_text())

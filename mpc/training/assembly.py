@@ -87,7 +87,9 @@ def ensure_cache(data_dir: Path, encoder, ctx: DistContext, batch_size: int, pro
                      "dataset once now (same as `wmpc encode data=%s encoder=...`)",
                      encoder.fingerprint, data_dir, done, episodes, data_dir)
             encoder.to(ctx.device)
-            wdata.encode_dataset(data_dir, encoder, batch_size=batch_size, progress=progress)
+            # runs training on one dataset at once (a sweep, suite entries sharing data): the second
+            # waits for the first's encoding and reuses it
+            wdata.encode_dataset(data_dir, encoder, batch_size=batch_size, progress=progress, wait=True)
             encoder.to("cpu")
         ctx.barrier()
 

@@ -92,32 +92,3 @@ def test_entries_of_different_tasks_form_no_budget_study(tmp_path):
     assert budget_studies(s, rows) == {}  # U-maze and medium differ in their env options
     assert training_budget_tables(s, rows, 0.6) == []
 
-
-def test_entries_sharing_a_dataset_wait_for_one_encoding_instead_of_failing(tmp_path):
-    import threading
-
-    import encoders
-    import tests.mpc.test_train  # noqa: F401 - registers the frozen test-centroid encoder
-
-    from benchmarks.suite.artifacts import _encode_once, stage_lock
-    from mpc.data import cache_path, collect
-
-    data = tmp_path / "data"
-    collect("pointmass", data, episodes=2, steps=4, policy="uniform", seed=0, image_size=16, progress=False)
-    settings, errors = {"name": "test-centroid"}, []
-
-    def second_entry():
-        try:
-            _encode_once(data, settings, False)
-        except Exception as e:  # noqa: BLE001 - the test reports it
-            errors.append(e)
-
-    with stage_lock(data / "latents"):  # the first entry is encoding
-        t = threading.Thread(target=second_entry)
-        t.start()
-        t.join(1.0)
-        assert t.is_alive()  # the second waits for it
-    t.join(60)
-    assert not t.is_alive() and not errors
-    fingerprint = encoders.make_encoder("test-centroid").fingerprint
-    assert len(list(cache_path(data, fingerprint).glob("episode_*.h5"))) == 2

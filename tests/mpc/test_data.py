@@ -226,6 +226,38 @@ def test_damaged_files_give_clear_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- latent cache
+def test_encoding_waits_for_another_encoder_of_the_same_cache_when_asked(dataset, tmp_path):
+    """Two trainings on one dataset at once (suite entries sharing data, a sweep): the second waits for
+    the first's encoding instead of failing; ``wmpc encode`` itself still fails at once."""
+    import shutil
+    import threading
+
+    from mpc.data.format import dataset_lock
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    enc = FakeEncoder(image_size=16, seed=3)
+    folder = cache_path(data, enc.fingerprint)
+    errors = []
+
+    def second():
+        try:
+            encode_dataset(data, enc, progress=False, wait=True)
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    with dataset_lock(folder, "wmpc encode"):  # the first is encoding
+        with pytest.raises(DatasetError, match="another process is running wmpc encode"):
+            encode_dataset(data, enc, progress=False)
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive()  # the second waits for it
+    t.join(60)
+    assert not t.is_alive() and not errors
+    assert len(list(folder.glob("episode_*.h5"))) == len(load_dataset(data))
+
+
 def test_latent_cache_contents_and_invalidation(dataset):
     enc = FakeEncoder(image_size=16, seed=0)
     folder = encode_dataset(dataset, enc, dtype="float16", batch_size=7, progress=False)
