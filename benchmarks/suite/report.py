@@ -336,8 +336,9 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     if budget_rows(rows, suite.reference_planner):
         plot_budget(rows, suite.reference_planner, run / "budget.png")
         figures["success against rollouts per replan"] = "budget.png"
-    if budget_studies(suite, rows):  # its section links the figure
-        plot_training_budget(suite, rows, run / "training_budget.png", suite.budget_target)
+    studies = budget_studies(suite, rows)
+    if studies:  # its section links the figure
+        plot_training_budget(studies, run / "training_budget.png", suite.budget_target)
     if has_shifts(rows):
         plot_generalization(rows, probes, run / "generalization.png")
         figures["success drop and probe under each distribution shift"] = "generalization.png"
@@ -349,5 +350,5 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
                         sections=_risk_table(base) + explain_tables(run, base, full) + _ensemble_table(ensembles)
                         + budget_tables(rows, suite.reference_planner)
-                        + training_budget_tables(suite, rows, suite.budget_target)
+                        + training_budget_tables(studies, suite.budget_target)
                         + shift_tables(rows, probes))

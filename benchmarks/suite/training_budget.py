@@ -22,17 +22,16 @@ __all__ = ["budget_studies", "training_budget_tables", "plot_training_budget"]
 
 def budget_studies(suite: SuiteSettings, rows: list[dict]) -> dict[str, list[dict]]:
     """``task label -> planner rows`` (training condition, finished) of every task with two or more env
-    entries whose data size or training steps differ; rows sorted by training time."""
+    entries that have such rows; rows sorted by training time, each a copy with its entry's ``image_size``."""
     groups: dict[tuple, list[str]] = {}
     for name, es in suite.envs.items():
         task = {k: v for k, v in es.options.items() if k != "image_size"}  # the image is the model's input
         groups.setdefault((es.env, json.dumps(task, sort_keys=True, default=str)), []).append(name)
     out = {}
     for (env, _), names in groups.items():
-        ok = [r for r in rows if r.get("env") in names and r.get("policy") == "planner" and not r.get("shift")
+        ok = [{**r, "image_size": suite.envs[r["env"]].options.get("image_size", "")} for r in rows
+              if r.get("env") in names and r.get("policy") == "planner" and not r.get("shift")
               and r.get("status") == "ok" and r.get("train_time_s") not in (None, "")]
-        for r in ok:
-            r.setdefault("image_size", suite.envs[r["env"]].options.get("image_size", ""))
         if len(names) >= 2 and len({r["env"] for r in ok}) >= 2:
             out[f"{env} ({', '.join(names)})"] = sorted(ok, key=lambda r: float(r["train_time_s"]))
     return out
@@ -42,9 +41,8 @@ def _minutes(r: dict) -> float:
     return float(r["train_time_s"]) / 60.0
 
 
-def training_budget_tables(suite: SuiteSettings, rows: list[dict], target: float | None = None) -> list[str]:
-    """Markdown lines of the training-budget section (empty when the suite has no such study)."""
-    studies = budget_studies(suite, rows)
+def training_budget_tables(studies: dict[str, list[dict]], target: float | None = None) -> list[str]:
+    """Markdown lines of the training-budget section for :func:`budget_studies` (empty without a study)."""
     if not studies:
         return []
     lines = ["", "## Training budget", "",
@@ -72,9 +70,9 @@ def training_budget_tables(suite: SuiteSettings, rows: list[dict], target: float
     return lines
 
 
-def plot_training_budget(suite: SuiteSettings, rows: list[dict], path: Path, target: float | None = None) -> Path:
-    """Success against training minutes per study (one panel each), a line per (encoder, planner, data size)."""
-    studies = budget_studies(suite, rows)
+def plot_training_budget(studies: dict[str, list[dict]], path: Path, target: float | None = None) -> Path:
+    """Success against training minutes per study of :func:`budget_studies` (one panel each), a line per
+    (encoder, planner, data size, image size)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4), squeeze=False)
     for ax, (task, trs) in zip(axes[0], studies.items()):

@@ -79,10 +79,10 @@ def test_training_budget_section_names_the_cheapest_setting_reaching_the_target(
     (study, trs), = budget_studies(s, rows).items()
     assert [r["env"] for r in trs] == ["pusht_d300_s1500", "pusht_d300_s6000", "pusht_d1200_s24000",
                                        "pusht_d1200_s96000"]  # by training minutes
-    text = "\n".join(training_budget_tables(s, rows, 0.6))
+    text = "\n".join(training_budget_tables(budget_studies(s, rows), 0.6))
     assert "Cheapest setting reaching 0.60: pusht_d1200_s24000 (jepa / cem, 5.0 training minutes)" in text
     assert "Highest success: 0.70 (pusht_d1200_s96000" in text
-    text = "\n".join(training_budget_tables(s, rows, 0.8))
+    text = "\n".join(training_budget_tables(budget_studies(s, rows), 0.8))
     assert "No setting reached 0.80; the largest budget here was 20.0 training minutes" in text
 
 
@@ -90,5 +90,5 @@ def test_entries_of_different_tasks_form_no_budget_study(tmp_path):
     s = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
     rows = [dict(_row("pointmaze", 200, 1500, 1.0, 0.9)), dict(_row("pointmaze_medium", 300, 1500, 1.2, 0.5))]
     assert budget_studies(s, rows) == {}  # U-maze and medium differ in their env options
-    assert training_budget_tables(s, rows, 0.6) == []
+    assert training_budget_tables(budget_studies(s, rows), 0.6) == []
 
