@@ -271,4 +271,5 @@ class WallEnv(GoalEnv):
             else:  # go to the point in front of the door on this side
                 target = np.array([0.5 - direction * (0.5 - self.wall_x[0] + self.radius + margin),
                                    self.door_center])
-        return np.clip((target - pos) / self.max_step, -1.0, 1.0).astype(np.float32)
+        # each action is repeated action_repeat times: one env step covers up to max_step * action_repeat
+        return np.clip((target - pos) / (self.max_step * self.action_repeat), -1.0, 1.0).astype(np.float32)

@@ -107,6 +107,16 @@ def test_oracle_reaches_goals_random_does_not(env):
     assert random <= 0.3, f"random success {random}"
 
 
+def test_wall_oracle_accounts_for_action_repeat():
+    """With each action repeated, the wall oracle scales its action to land on its waypoints, not past them."""
+    env = make_env("wall", action_repeat=5)
+    try:
+        oracle = reach_rate(env, lambda e, rng: e.unwrapped.oracle_action(), steps=BUDGET // 5)
+        assert oracle >= 0.9, f"oracle success {oracle} with action_repeat=5"
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("bad", [np.zeros(3, np.float32), np.zeros((1, 2), np.float32),
                                  np.array([np.nan, 0.0], np.float32), np.array([np.inf, 0.0])])
 def test_bad_action_raises(env, bad):
