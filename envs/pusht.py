@@ -80,8 +80,10 @@ class PushTEnv(GoalEnv):
     error; ``distance <= 1`` is success.
 
     ## Starting State
-    Pusher uniform in ``[50, 450]^2`` px, block in ``[100, 400]^2`` px with angle uniform in
-    ``[-pi, pi)`` (gym-pusht's ranges), resampled while the pusher overlaps the block; both at rest.
+    ``start="random"`` (default): pusher uniform in ``[50, 450]^2`` px, block in ``[100, 400]^2`` px
+    with angle uniform in ``[-pi, pi)`` (gym-pusht's ranges), resampled while the pusher overlaps the
+    block; both at rest. ``start="pushing"``: from such a state the scripted push below first brings
+    the pusher behind the block; the start is that state (at rest), about to push.
 
     ## Goal Sampling
     The goal is made by rolling the simulator forward ``goal_steps`` env steps (default 25, each
@@ -89,7 +91,10 @@ class PushTEnv(GoalEnv):
     goes behind the block along a random direction, then pushes through a random point near the
     block's centre of gravity (so the block shifts and turns). Seeds whose push moves the block
     less than 30 px are resampled. The goal is therefore reachable in ``goal_steps`` steps, half
-    the usual 50-step budget. ``oracle_action()`` replays the recorded actions, then holds the
+    the usual 50-step budget. With ``start="pushing"`` the goal is the push itself, ``goal_steps``
+    steps after the start: DINO-WM's Push-T protocol takes start and goal 25 control steps apart on
+    one pushing trajectory (``start=pushing goal_steps=5`` at ``action_repeat=5``), where the default
+    goal lies 125 control steps (approach and push) away. ``oracle_action()`` replays the recorded actions, then holds the
     pusher on the goal position; because ``set_state`` rebuilds the pymunk space, the replay
     reproduces the goal exactly (distance 0 after ``goal_steps`` steps).
 
@@ -107,7 +112,7 @@ class PushTEnv(GoalEnv):
     factor ranges: see :mod:`envs.variation`), ``contain_agent`` (False: pusher targets are clipped to
     the board, as in gym-pusht, whose kinematic pusher passes through the walls, so a pusher can end
     half outside the image; True: targets stay inside the walls, 22 px from the edge, and the pusher
-    stays whole in view).
+    stays whole in view), ``start`` ("random" | "pushing": see Starting State).
 
     ## Factors of variation
     Drawn at each reset from the seed when ``variation`` is not "none" (``info["factors"]``); all
@@ -142,7 +147,7 @@ class PushTEnv(GoalEnv):
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, action_scale: float = 50.0,
                  goal_steps: int = 25, render_mode: str | None = "rgb_array", variation: str | dict | None = "none",
-                 contain_agent: bool = False):
+                 contain_agent: bool = False, start: str = "random"):
         super().__init__(image_size=image_size, action_repeat=action_repeat, render_mode=render_mode,
                          variation=variation)
         if not action_scale > 0:
@@ -151,6 +156,9 @@ class PushTEnv(GoalEnv):
             raise ValueError(f"goal_steps must be >= 1, got {goal_steps}")
         self.action_scale = float(action_scale)
         self.goal_steps = int(goal_steps)
+        if start not in ("random", "pushing"):
+            raise ValueError(f"start must be 'random' or 'pushing', got {start!r}")
+        self.start = start
         # the pusher's targets stay inside the walls: gym-pusht's pusher is kinematic, so walls do not stop it,
         # and a pusher driven onto the board's edge is half out of the image
         self.contain_agent = bool(contain_agent)
@@ -279,12 +287,8 @@ class PushTEnv(GoalEnv):
             if gap > AGENT_RADIUS + 10:
                 return state
 
-    def _scripted_push(self, rng: np.random.Generator) -> np.ndarray:
-        """Roll a pushing controller for ``goal_steps`` env steps from the current state.
-
-        Returns:
-            the env actions taken, float32 (goal_steps, 2).
-        """
+    def _push_waypoints(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random push of the block: the point behind it to start from and the point to push through."""
         block = self._sim.block
         cog = np.array(block.local_to_world(block.center_of_gravity))
         heading = rng.uniform(-np.pi, np.pi)
@@ -292,23 +296,44 @@ class PushTEnv(GoalEnv):
         aim = cog + rng.uniform(-25, 25) * np.array([-direction[1], direction[0]])
         behind = np.clip(aim - 110 * direction, 30, BOARD - 30)
         through = np.clip(aim + rng.uniform(60, 140) * direction, 30, BOARD - 30)
-        actions, waypoint = [], behind
-        for _ in range(self.goal_steps):
+        return behind, through
+
+    def _drive(self, waypoints: list, steps: int, rng: np.random.Generator, *, stop_at_last: bool = False
+               ) -> np.ndarray:
+        """Drive the pusher through ``waypoints`` (each left within 15 px) for ``steps`` env steps, with
+        N(0, 0.1) action noise; ``stop_at_last``: stop early once the last waypoint is reached.
+
+        Returns:
+            the env actions taken, float32 (n, 2), n <= steps.
+        """
+        actions, waypoints = [], list(waypoints)
+        for _ in range(steps):
             agent = np.array(self._sim.agent.position)
-            if waypoint is behind and np.linalg.norm(agent - behind) < 15:
-                waypoint = through
-            action = np.clip((waypoint - agent) / self.action_scale + rng.normal(0, 0.1, 2), -1, 1)
+            if np.linalg.norm(agent - waypoints[0]) < 15:
+                if len(waypoints) > 1:
+                    waypoints.pop(0)
+                elif stop_at_last:
+                    break
+            action = np.clip((waypoints[0] - agent) / self.action_scale + rng.normal(0, 0.1, 2), -1, 1)
             action = action.astype(np.float32)
             for _ in range(self.action_repeat):
                 self._apply_action(action)
             actions.append(action)
-        return np.stack(actions)
+        return np.stack(actions) if actions else np.zeros((0, 2), np.float32)
 
     def _sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(100):
             start = self._sample_start(rng)
             self._set_state(start)
-            plan = self._scripted_push(rng)
+            behind, through = self._push_waypoints(rng)
+            if self.start == "pushing":  # the start is the push's first contact-bound state, at rest
+                self._drive([behind], 40, rng, stop_at_last=True)
+                start = self._get_state()
+                start[5:] = 0.0
+                self._set_state(start)
+                plan = self._drive([through], self.goal_steps, rng)
+            else:
+                plan = self._drive([behind, through], self.goal_steps, rng)
             goal = self._get_state()
             if np.linalg.norm(goal[2:4] - start[2:4]) >= 30:
                 break

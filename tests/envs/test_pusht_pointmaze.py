@@ -125,6 +125,33 @@ def test_pusht_oracle_replays_goal_exactly_with_action_repeat():
     assert info["distance"] == pytest.approx(0.0, abs=1e-9) and info["is_success"]
 
 
+def test_pusht_pushing_start_is_a_push_under_way_and_its_goal_replays_exactly():
+    """start="pushing" (DINO-WM's protocol): the start is the pusher at rest near the block, about to push;
+    the goal lies goal_steps env steps further along the same push, is deterministic per seed, moves the
+    block, and the oracle replays it exactly."""
+    env = make_env("pusht", action_repeat=5, start="pushing", goal_steps=5)
+    other = make_env("pusht", action_repeat=5, start="pushing", goal_steps=5)
+    try:
+        for seed in range(6):
+            _, info = env.reset(seed=seed)
+            _, again = other.reset(seed=seed)
+            np.testing.assert_array_equal(info["goal_state"], again["goal_state"])
+            start, goal = info["state"], info["goal_state"]
+            assert np.all(start[5:] == 0.0)  # at rest
+            assert np.linalg.norm(goal[2:4] - start[2:4]) >= 30  # the block moves
+            block = env.unwrapped._sim.block
+            gap = min(shape.point_query(tuple(start[:2])).distance for shape in block.shapes)
+            assert gap < 110  # behind the block, not anywhere on the board
+            for _ in range(5):
+                _, _, _, _, info = env.step(env.unwrapped.oracle_action())
+            np.testing.assert_allclose(info["state"], info["goal_state"], atol=1e-9)
+        with pytest.raises(ValueError, match="start"):
+            make_env("pusht", start="anywhere")
+    finally:
+        env.close()
+        other.close()
+
+
 def test_pusht_success_follows_dino_wm_thresholds():
     env = make_env("pusht").unwrapped
     goal = np.array([200.0, 200.0, 300.0, 300.0, 0.1, 0, 0, 0, 0, 0])
