@@ -14,6 +14,8 @@ from pathlib import Path
 
 from mpc._io import read_json
 
+from .probe import pusher_weight
+
 __all__ = ["explain_tables"]
 
 
@@ -57,7 +59,9 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
     lines = ["", "## Why each result", "",
              "Beside each backend's best cell: the world model's open-loop ratio (token MSE over copy-last-frame "
              "MSE on validation windows, at 1 step and at the last evaluated step; < 1 beats copying the last "
-             "frame) and the latent probe's Spearman (Push-T: block position / block angle / pusher). A backend "
+             "frame) and the latent probe's Spearman (Push-T: block position / block angle / pusher, and the "
+             "pusher's weight: its share of latent distance per pixel moved, pusher against block; near 0 the "
+             "planner leaves the pusher anywhere, while success needs it in place). A backend "
              "fails when its probe is low (the latent does not order states by distance to the goal) or its "
              "ratio is near or above 1 (the model predicts no better than standing still).", "",
              "| env | encoder | best planner | success | open-loop ratio (1 / last step) | probe Spearman |",
@@ -71,6 +75,8 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
         elif p.get("parts"):
             probe = " / ".join(f"{p['parts'][k]['spearman']:.2f}" for k in ("block_position", "block_angle", "agent")
                                if k in p["parts"])
+            weight = pusher_weight(p["parts"])
+            probe += "" if weight is None else f"; pusher weight {weight:.2f}"
         else:
             probe = f"{p['spearman']:.2f}"
         lines.append(f"| {env} | {enc} | {r['planner']} | {float(r['success_rate']):.2f} | {ratio} | {probe} |")

@@ -192,6 +192,24 @@ def _pusht_probe(u, encoder, lines: list, points: int) -> dict:
     return {**parts["block_position"], "parts": {k: parts[k] for k in ("block_position", "block_angle", "agent")}}
 
 
+def pusher_weight(parts: dict) -> float | None:
+    """How much the latent weighs the pusher against the block, from a Push-T probe's ``parts``.
+
+    Each part's latent distance per pixel of true distance (summed over its pairs); the result is the
+    pusher's share ``agent / (agent + block_position)`` in [0, 1]. Spearman alone hides a latent that
+    orders pusher positions correctly but at a scale too small for the planner to care (a share near 0:
+    plans move the block and leave the pusher anywhere, while success needs both). ``None`` when a part
+    is missing or both are flat.
+    """
+    try:
+        rates = [float(np.sum(parts[k]["latent"])) / max(float(np.sum(parts[k]["true"])), 1e-12)
+                 for k in ("agent", "block_position")]
+    except KeyError:
+        return None
+    total = rates[0] + rates[1]
+    return rates[0] / total if total > 0 else None
+
+
 def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points: int = 25,
                  kind: str | None = None) -> dict:
     """Latent distance to the goal against true distance along straight lines through the arena.

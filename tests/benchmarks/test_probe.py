@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.suite.probe import PROBE_KINDS, latent_probe, path_distance
+from benchmarks.suite.probe import PROBE_KINDS, latent_probe, path_distance, pusher_weight
 
 # A hand-made maze (1 = wall): two dead-end corridors joined at the bottom, so the cells (1, 1)
 # and (1, 3) are 2 apart in a straight line but 6 cell steps apart through the maze; cell (1, 5)
@@ -90,3 +90,14 @@ def test_pusht_probe_separates_block_from_pusher():
     assert max(parts["block_angle"]["true"]) <= np.pi + 1e-9
     block = latent_probe("pusht", {"image_size": 64}, _ColourCentroid((119, 136, 153)), lines, points=9)
     assert block["parts"]["block_position"]["spearman"] > 0.9 and abs(block["parts"]["agent"]["spearman"]) < 0.2
+    # the pusher's weight: near 1 for a latent of the pusher alone, near 0 for one of the block alone
+    assert pusher_weight(parts) > 0.9
+    assert pusher_weight(block["parts"]) < 0.1
+
+
+def test_pusher_weight_is_the_pushers_share_of_latent_distance_per_pixel():
+    part = lambda rate: {"true": [0.0, 10.0, 20.0], "latent": [0.0, 10.0 * rate, 20.0 * rate]}  # noqa: E731
+    assert pusher_weight({"agent": part(1.0), "block_position": part(3.0)}) == pytest.approx(0.25)
+    assert pusher_weight({"agent": part(0.0), "block_position": part(2.0)}) == 0.0
+    assert pusher_weight({"agent": part(0.0), "block_position": part(0.0)}) is None
+    assert pusher_weight({"block_position": part(1.0)}) is None
