@@ -220,7 +220,10 @@ def test_standard_config_composes(tmp_path):
 
     s = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
     assert s.name == "standard" and s.env_order == ["pointmass", "wall", "reacher", "pointmaze", "pointmaze_medium",
-                                                    "pusht"]
+                                                    "pusht", "pusht_dino_wm"]
+    dwm = s.envs["pusht_dino_wm"]  # DINO-WM's Push-T protocol: start and goal 25 control steps apart on one push
+    assert dwm.env == "pusht" and dwm.options["start"] == "pushing" and dwm.options["goal_steps"] == 5
+    assert s.envs["wall"].options["action_repeat"] == 5 and s.envs["reacher"].options["action_repeat"] == 2
     assert set(s.encoders) == {"vae", "diffusion", "jepa", "dinov2"} and list(s.planners) == ["cem", "icem"]
     medium = s.envs["pointmaze_medium"]
     assert medium.env == "pointmaze" and medium.options["maze"] == "medium" and s.envs["pointmaze"].options["maze"] == "umaze"
