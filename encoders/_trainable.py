@@ -10,6 +10,7 @@ so planning never runs on random weights by accident.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -196,6 +197,11 @@ class TrainableEncoder(Encoder):
                 the checkpoint's architecture, or weights that do not fit it.
         """
         config, state = cls.read_checkpoint(path)
+        # architecture keys added after a checkpoint was written take their constructor default there
+        params = inspect.signature(cls.__init__).parameters
+        config = {**{k: params[k].default for k in cls.ARCH_KEYS
+                     if k not in config and k in params and params[k].default is not inspect.Parameter.empty},
+                  **config}
         clash = {k: (v, config.get(k)) for k, v in options.items()
                  if k in cls.ARCH_KEYS and config.get(k) != v}
         if clash:

@@ -109,11 +109,12 @@ class JEPAEncoder(TrainableEncoder):
 
     backend = "jepa"
     ARCH_KEYS = ("image_size", "dim", "num_tokens", "width", "action_dim", "hidden", "tokens",
-                 "num_keypoints")
+                 "num_keypoints", "idm_weight")
 
     def __init__(self, image_size: int = 64, dim: int = 32, num_tokens: int = 1, width: int = 32,
                  action_dim: int = 2, hidden: int = 256, reg: str = "sigreg", reg_weight: float = 1.0,
-                 num_directions: int = 256, seed: int = 0, tokens: str = "keypoints", num_keypoints: int = 16):
+                 num_directions: int = 256, seed: int = 0, tokens: str = "keypoints", num_keypoints: int = 16,
+                 idm_weight: float = 0.0):
         """
         Args:
             image_size: input side S (S / 4 must be a power of two).
@@ -129,6 +130,10 @@ class JEPAEncoder(TrainableEncoder):
             tokens: ``"keypoints"`` (default: conv trunk -> spatial-softmax keypoints -> linear head;
                 distances follow displacements) or ``"vector"`` (conv trunk -> MLP projector).
             num_keypoints: keypoints for ``tokens="keypoints"``.
+            idm_weight: weight of an inverse-dynamics loss (PLDM's L_idm): an MLP head predicts the
+                action from ``(z_t, z_t+1)``, so whatever the action moves must show in the latent.
+                Without it a latent may leave out a small, fully controlled part of the scene (Push-T's
+                pusher) at no cost to prediction. 0 (default): no head.
 
         Raises:
             ValueError: unknown regulariser or sizes that do not fit.
@@ -139,14 +144,17 @@ class JEPAEncoder(TrainableEncoder):
             raise ValueError(f"tokens must be 'vector' or 'keypoints' for jepa, got {tokens!r}")
         if int(num_tokens) < 1 or int(action_dim) < 1:
             raise ValueError(f"num_tokens and action_dim must be >= 1, got {num_tokens}, {action_dim}")
+        if not float(idm_weight) >= 0.0:
+            raise ValueError(f"idm_weight must be >= 0, got {idm_weight}")
         super().__init__(dict(image_size=int(image_size), dim=int(dim), num_tokens=int(num_tokens),
                               width=int(width), action_dim=int(action_dim), hidden=int(hidden), reg=reg,
                               reg_weight=float(reg_weight), num_directions=int(num_directions), seed=int(seed),
-                              tokens=tokens, num_keypoints=int(num_keypoints)))
+                              tokens=tokens, num_keypoints=int(num_keypoints), idm_weight=float(idm_weight)))
         self.token_mode = tokens if int(num_tokens) == 1 else f"{tokens}-multi"
         self._dim, self._n = int(dim), int(num_tokens)
         self.action_dim = int(action_dim)
         self.reg, self.reg_weight, self.num_directions = reg, float(reg_weight), int(num_directions)
+        self.idm_weight = float(idm_weight)
         channels = stage_channels(int(width), num_stages(self.image_size, VECTOR_GRID))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -160,6 +168,9 @@ class JEPAEncoder(TrainableEncoder):
                                                    nn.SiLU(), nn.Linear(hidden, nd))
             self.predictor = nn.Sequential(nn.Linear(nd + self.action_dim, hidden), nn.SiLU(),
                                            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, nd))
+            # inverse dynamics (training only): (z_t, z_t+1) -> the action taken between them
+            self.idm = (nn.Sequential(nn.Linear(2 * nd, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                      nn.Linear(hidden, self.action_dim)) if self.idm_weight > 0 else None)
 
     @property
     def num_tokens(self) -> int:
@@ -187,7 +198,7 @@ class JEPAEncoder(TrainableEncoder):
 
     def training_loss(self, x: torch.Tensor, actions: torch.Tensor, x_next: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Next-embedding prediction + regulariser.
+        """Next-embedding prediction + regulariser (+ ``idm_weight`` x inverse-dynamics MSE).
 
         Args:
             x, x_next: normalised frames ``(B, 3, S, S)`` at t and t+1.
@@ -201,7 +212,13 @@ class JEPAEncoder(TrainableEncoder):
         kw = {"num_directions": self.num_directions, "generator": generator} if self.reg == "sigreg" else {}
         reg = jepa_regularizer(z, self.reg, **kw)
         loss = pred + self.reg_weight * reg
-        return loss, {"loss": loss.item(), "pred": pred.item(), "reg": reg.item()}
+        metrics = {"pred": pred.item(), "reg": reg.item()}
+        if self.idm is not None:
+            idm = F.mse_loss(self.idm(torch.cat([z_t.reshape(B, -1), z_next.reshape(B, -1)], dim=1)),
+                             actions.to(z.dtype))
+            loss = loss + self.idm_weight * idm
+            metrics["idm"] = idm.item()
+        return loss, {"loss": loss.item(), **metrics}
 
 
 @register_encoder("jepa")

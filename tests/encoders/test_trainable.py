@@ -267,6 +267,54 @@ def test_jepa_embeddings_do_not_collapse(dots, tmp_path):
     assert z.std(0).mean() > 0.2  # spread out, not a point
 
 
+def test_jepa_inverse_dynamics_head_learns_the_action_and_round_trips(dots, tmp_path):
+    """idm_weight > 0 adds an inverse-dynamics head whose loss is part of training and falls: the latent
+    comes to carry what the action moved. The head is saved with the encoder; checkpoints written before
+    the option existed load with its default (no head)."""
+    from safetensors.torch import save_file
+
+    from mpc.training import train_jepa
+
+    assert _make("jepa").idm is None
+    with pytest.raises(ValueError, match="idm_weight"):
+        _make("jepa", idm_weight=-1.0)
+    enc = encoders.jepa.JEPAEncoder(**SMALL["jepa"], image_size=SIZE, idm_weight=1.0)  # trainable
+    x, a = torch.randn(4, 3, SIZE, SIZE), torch.randn(4, 2)
+    loss, metrics = enc.training_loss(x, a, torch.randn(4, 3, SIZE, SIZE))
+    assert loss.item() == pytest.approx(metrics["pred"] + enc.reg_weight * metrics["reg"] + metrics["idm"], rel=1e-5)
+    loss.backward()
+    assert enc.idm[0].weight.grad.abs().sum() > 0
+
+    out = tmp_path / "idm"
+    ckpt = train_jepa(dots, out, steps=150, batch_size=32, lr=3e-3, progress=False,
+                      encoder_options=dict(SMALL["jepa"], image_size=SIZE, idm_weight=1.0))
+    trained = encoders.make_encoder("jepa", checkpoint=ckpt)
+    assert trained.idm is not None and trained.idm_weight == 1.0
+    # held-out transitions of the dot: the head recovers the normalised action far better than its mean
+    rng = np.random.default_rng(7)
+    pos = rng.uniform(-0.6, 0.6, (64, 2))
+    act = rng.uniform(-1, 1, (64, 2))
+    nxt = np.clip(pos + 0.15 * act, -0.8, 0.8)
+    with torch.no_grad():
+        z0 = trained.forward_tokens(trained.preprocess(render_dots(pos))).reshape(64, -1)
+        z1 = trained.forward_tokens(trained.preprocess(render_dots(nxt))).reshape(64, -1)
+        pred = trained.idm(torch.cat([z0, z1], 1)).numpy()
+    target = act / 0.58  # the dataset's action normalisation (stats.json)
+    assert np.mean((pred - target) ** 2) < 0.5 * np.mean(target ** 2)
+
+    # a checkpoint from before the option: no idm_weight in its config, no head in its weights
+    plain = train_jepa(dots, tmp_path / "plain", steps=2, batch_size=8, progress=False,
+                       encoder_options=dict(SMALL["jepa"], image_size=SIZE))
+    config, state = encoders.jepa.JEPAEncoder.read_checkpoint(plain)
+    config.pop("idm_weight")
+    old = tmp_path / "old.safetensors"
+    meta = {"format_version": str(encoders._trainable.FORMAT_VERSION), "backend": "jepa", "config": json.dumps(config)}
+    save_file({k: v.contiguous() for k, v in state.items()}, old, metadata=meta)
+    assert encoders.make_encoder("jepa", checkpoint=old, idm_weight=0.0).idm is None
+    with pytest.raises(ValueError, match="idm_weight"):
+        encoders.make_encoder("jepa", checkpoint=old, idm_weight=1.0)
+
+
 def test_train_encoder_command(dots, tmp_path):
     from mpc.commands.cli import main
 
