@@ -1,0 +1,102 @@
+"""Does an encoder's latent see Push-T's pusher as well as its block?
+
+    python -m benchmarks.pusher_weight jepa=runs/enc/jepa/encoder.safetensors \
+        jepa_idm=runs/enc/jepa_idm/encoder.safetensors:width=8,hidden=128,idm_weight=0.3
+
+Each argument is ``label=CHECKPOINT[:key=value,...]`` (the backend is read from the checkpoint; the
+options are those it was trained with, as ``make_encoder`` wants them). For every encoder it prints
+
+- the probe's **pusher weight** (``benchmarks.suite.probe.pusher_weight`` on the standard suite's
+  Push-T probe lines: the pusher's share of latent distance per pixel moved, against the block's), and
+- on ``goals`` start/goal pairs of DINO-WM's Push-T protocol (``start=pushing``, ``goal_steps=5``), the
+  median latent distance (the planning objective's MSE) between the goal and (a) the start, (b) the goal
+  with the pusher put back at its start position, (c) the goal with the block put back at its start pose.
+
+A latent with (b) near 0 leaves the pusher out: plans then move the block and leave the pusher anywhere,
+while Push-T's success test needs both in place.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+# the standard suite's Push-T probe lines (configs/bench/standard.yaml), board pixels
+PROBE_LINES = [[[150.0, 256.0], [360.0, 256.0]], [[256.0, 150.0], [256.0, 360.0]], [[150.0, 150.0], [360.0, 360.0]]]
+
+
+def _parse(arg: str) -> tuple[str, str, dict]:
+    label, _, rest = arg.partition("=")
+    path, _, opts = rest.partition(":")
+    if not label or not path:
+        raise SystemExit(f"expected label=CHECKPOINT[:key=value,...], got {arg!r}")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        options[key] = value
+    return label, path, options
+
+
+def measure(encoder, image_size: int = 64, goals: int = 20) -> dict:
+    """The pusher weight and the three median latent distances for one frozen encoder."""
+    import torch
+
+    import envs
+    from benchmarks.suite.probe import latent_probe, pusher_weight
+    from mpc.objectives import latent_distance
+
+    probe = latent_probe("pusht", {"image_size": image_size}, encoder, PROBE_LINES, points=25)
+    env = envs.make_env("pusht", image_size=image_size, action_repeat=5, start="pushing", goal_steps=5)
+    rows = []
+    try:
+        u = env.unwrapped
+        for seed in range(goals):
+            _, info = env.reset(seed=seed)
+            start, goal = info["state"].copy(), info["goal_state"].copy()
+            pusher_back, block_back = goal.copy(), start.copy()
+            pusher_back[:2] = start[:2]  # block at the goal, pusher where it started
+            block_back[:2] = goal[:2]  # pusher at the goal, block where it started
+            images = np.stack([u.render_state(s) for s in (start, pusher_back, block_back, goal)])
+            with torch.no_grad():
+                z = encoder.encode(images).float()
+            rows.append(latent_distance(z[:3], z[3:4]).numpy())
+    finally:
+        env.close()
+    start_d, pusher_d, block_d = np.median(np.array(rows), axis=0)
+    return {"pusher_weight": pusher_weight(probe["parts"]), "start": float(start_d),
+            "pusher_moved": float(pusher_d), "block_moved": float(block_d)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("encoders", nargs="+", help="label=CHECKPOINT[:key=value,...]")
+    parser.add_argument("--goals", type=int, default=20, help="start/goal pairs (seeds 0..goals-1)")
+    args = parser.parse_args(argv)
+    from safetensors import safe_open
+
+    from encoders import make_encoder
+
+    print("| encoder | pusher weight | start to goal | only the pusher off | only the block off |")
+    print("|---|---|---|---|---|")
+    for arg in args.encoders:
+        label, path, options = _parse(arg)
+        with safe_open(path, framework="pt") as f:
+            backend = (f.metadata() or {}).get("backend")
+        if backend is None:
+            raise SystemExit(f"{path}: not a wmpc encoder checkpoint (no backend in its metadata)")
+        enc = make_encoder(backend, checkpoint=path, **options)
+        r = measure(enc, enc.image_size, args.goals)
+        weight = "n/a" if r["pusher_weight"] is None else f"{r['pusher_weight']:.3f}"
+        print(f"| {label} | {weight} | {r['start']:.4f} | {r['pusher_moved']:.4f} | {r['block_moved']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
