@@ -61,7 +61,9 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
              "MSE on validation windows, at 1 step and at the last evaluated step; < 1 beats copying the last "
              "frame) and the latent probe's Spearman (Push-T: block position / block angle / pusher, and the "
              "pusher's weight: its share of latent distance per pixel moved, pusher against block; near 0 the "
-             "planner leaves the pusher anywhere, while success needs it in place). A backend "
+             "planner leaves the pusher anywhere, while success needs it in place; elsewhere, per line: the "
+             "latent distance per unit of true distance along each probe line of the suite's config, relative "
+             "to the largest, so a direction the latent underweights shows as a small number). A backend "
              "fails when its probe is low (the latent does not order states by distance to the goal) or its "
              "ratio is near or above 1 (the model predicts no better than standing still).", "",
              "| env | encoder | best planner | success | open-loop ratio (1 / last step) | probe Spearman |",
@@ -79,6 +81,10 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
             probe += "" if weight is None else f"; pusher weight {weight:.2f}"
         else:
             probe = f"{p['spearman']:.2f}"
+            rates = [v for v in p.get("line_rates") or [] if v is not None]
+            if len(rates) > 1:  # latent per unit true distance along each probe line, relative to the largest
+                top = max(rates)
+                probe += "; per line " + " / ".join(f"{v / top:.2f}" for v in rates) if top > 0 else ""
         lines.append(f"| {env} | {enc} | {r['planner']} | {float(r['success_rate']):.2f} | {ratio} | {probe} |")
     data = {env: r.get("data") or env for (env, _), r in best.items()}  # an entry's data_from folder
     cover = [(env, _coverage_text(run / "data" / folder)) for env, folder in data.items()]

@@ -136,7 +136,7 @@ def _along(a, b, points: int) -> np.ndarray:
 
 def _position_probe(u, encoder, lines: list, points: int, path: bool) -> dict:
     """Agent states along each line; true distance: ``goal_distance``, or the maze path (``path``)."""
-    true_all, latent_all = [], []
+    true_all, latent_all, rates = [], [], []
     for a, b in lines:
         pos = _along(a, b, points)
         if path:  # drop states inside walls
@@ -150,7 +150,8 @@ def _position_probe(u, encoder, lines: list, points: int, path: bool) -> dict:
         t, lat = _pairs(z, fn, (0, len(states) // 2, len(states) - 1))
         true_all += t
         latent_all += lat
-    return _scored(true_all, latent_all)
+        rates.append(line_rate(t, lat))
+    return {**_scored(true_all, latent_all), "line_rates": rates}
 
 
 # Push-T probe poses (board pixels, radians): the block turns at the centre; while the pusher moves
@@ -190,6 +191,17 @@ def _pusht_probe(u, encoder, lines: list, points: int) -> dict:
     wrapped = lambda i, g: float(abs(np.angle(np.exp(1j * (angles[i] - angles[g])))))  # noqa: E731
     parts["block_angle"] = _scored(*_pairs(z, wrapped, range(0, len(angles), max(1, len(angles) // 4))))
     return {**parts["block_position"], "parts": {k: parts[k] for k in ("block_position", "block_angle", "agent")}}
+
+
+def line_rate(true: list, latent: list) -> float | None:
+    """Latent distance per unit of true distance over one probe line's pairs (``None`` if all true are 0).
+
+    Compared across lines it shows which directions the latent underweights: on reacher a keypoint
+    latent can move many times less per radian of the wrist than of the shoulder, and plans then
+    leave the wrist where it is.
+    """
+    total = float(np.sum([np.sum(t) for t in true]))
+    return float(np.sum([np.sum(v) for v in latent])) / total if total > 0 else None
 
 
 def pusher_weight(parts: dict) -> float | None:

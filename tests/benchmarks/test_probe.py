@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.suite.probe import PROBE_KINDS, latent_probe, path_distance, pusher_weight
+import envs
+from benchmarks.suite.probe import PROBE_KINDS, latent_probe, line_rate, path_distance, pusher_weight
 
 # A hand-made maze (1 = wall): two dead-end corridors joined at the bottom, so the cells (1, 1)
 # and (1, 3) are 2 apart in a straight line but 6 cell steps apart through the maze; cell (1, 5)
@@ -58,6 +59,34 @@ class _ColourCentroid:
 class _Pixels:
     def encode(self, images):
         return torch.as_tensor(np.asarray(images), dtype=torch.float32).flatten(1)[:, None, :] / 255.0
+
+
+class _OnlyX(_ColourCentroid):
+    """The colour centroid's x alone: blind to vertical motion."""
+
+    def encode(self, images):
+        return super().encode(images)[..., :1]
+
+
+def test_line_rates_show_the_direction_a_latent_underweights():
+    """Per probe line, latent distance per unit true distance: a latent of x alone moves along the
+    horizontal line and not along the vertical one."""
+    lines = [[[-0.2, 0.0], [0.2, 0.0]], [[0.0, -0.2], [0.0, 0.2]]]
+    env = envs.make_env("pointmass", image_size=32)
+    try:
+        env.reset(seed=0)
+        agent = env.unwrapped.render_state(np.zeros(4))  # find the agent's colour: the pixels unlike the floor
+    finally:
+        env.close()
+    floor = np.median(agent.reshape(-1, 3), axis=0)
+    far = np.abs(agent.astype(float) - floor).sum(-1)
+    rgb = agent.reshape(-1, 3)[np.argmax(far)]
+    both = latent_probe("pointmass", {"image_size": 32}, _ColourCentroid(rgb), lines, points=9)
+    only_x = latent_probe("pointmass", {"image_size": 32}, _OnlyX(rgb), lines, points=9)
+    assert len(both["line_rates"]) == 2 and min(both["line_rates"]) > 0.5 * max(both["line_rates"])
+    horizontal, vertical = only_x["line_rates"]
+    assert horizontal > 0 and vertical < 0.05 * horizontal
+    assert line_rate([np.zeros(3)], [np.ones(3)]) is None
 
 
 def test_pointmaze_probe_measures_path_distance_and_skips_walls():
