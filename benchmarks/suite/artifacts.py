@@ -87,6 +87,21 @@ def _reuse_or_build(folder: Path, artifact: Path, build) -> float:
 
 
 # --- stage 1: data --------------------------------------------------------------------------------
+def _dataset_differences(meta: dict, env: str, options: dict, image_size: int, action_repeat: int, data) -> list[str]:
+    """What differs between a dataset's ``dataset.json`` and the collection an entry asks for."""
+    def plain(x):
+        return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+    want = {"env": env, "episodes": data.episodes, "steps": data.steps, "policy": data.policy, "seed": data.seed,
+            "policy_options": data.policy_options, "image_size": image_size}
+    differ = [f"{k}: {meta.get(k)!r} there, {v!r} here" for k, v in want.items() if plain(meta.get(k)) != plain(v)]
+    recorded = meta.get("env_options") or {}
+    for k, v in {**options, "action_repeat": action_repeat}.items():
+        if k in recorded and plain(recorded[k]) != plain(v):
+            differ.append(f"{k}: {recorded[k]!r} there, {v!r} here")
+    return differ
+
+
 def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
     """Collect (or reuse) the exploration dataset of ``env``. Returns ``(dataset dir, seconds)``."""
     from mpc.data import collect
@@ -99,6 +114,13 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
     with stage_lock(out):
         done = read_json(marker)
         if done is not None and (out / "stats.json").exists():
+            differ = _dataset_differences(read_json(out / "dataset.json") or {}, es.env, opts, image_size,
+                                          action_repeat, data)
+            if differ:
+                raise ValueError(
+                    f"{out} holds data collected with other settings than the suite's entry {env!r} now asks "
+                    f"for ({'; '.join(differ)}): its models and cells would not be this config's. Run into a new "
+                    f"folder (out=...), or delete {out} and the entry's models/ and cells/ to collect again")
             return out, float(done["seconds"])
         t0 = time.perf_counter()
         collect(es.env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,

@@ -67,6 +67,13 @@ def conditions(suite: SuiteSettings, env: str) -> list[str]:
     return ["", *suite.envs[env].shifts]
 
 
+def reusable(row: dict | None, settings: dict) -> bool:
+    """Whether a cell row read back from disk stands for these settings: finished (``status: ok``) and
+    run under the same :meth:`SuiteSettings.cell_settings` (rows from before cells recorded them count
+    as the same)."""
+    return row is not None and row.get("status") == "ok" and row.get("settings", settings) == settings
+
+
 def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -> dict:
     """Random-action or oracle row of ``env`` under ``shift`` (same evaluation goals as the planner rows)."""
     from mpc.evaluation.policies import NoOracle
@@ -82,7 +89,8 @@ def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -
                 "status": "skipped: the env has no scripted oracle", "format": CELL_FORMAT}
     return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift, "status": "ok",
             **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
-            "gifs": _gifs(folder, suite.out), "format": CELL_FORMAT}
+            "gifs": _gifs(folder, suite.out), "settings": suite.cell_settings(env, None, None, shift),
+            "format": CELL_FORMAT}
 
 
 def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) -> dict[tuple[str, str], dict]:
@@ -121,7 +129,8 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
     for shift, planner in ((s, p) for s in conditions(suite, env) for p in planners):
         path = cell_path(run, env, encoder, planner, shift)
         old = read_json(path)
-        if old is not None and old.get("status") == "ok":
+        settings = suite.cell_settings(env, encoder, planner, shift)
+        if reusable(old, settings):
             rows[planner, shift] = old
             continue
         ps = suite.planners[planner]
@@ -145,7 +154,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                "encoder_params": _count_params(enc), "predictor_params": _count_params(model),
                "num_tokens": int(model.num_tokens), "token_dim": int(model.token_dim),
                "model_checkpoint": str(ckpt.relative_to(run)), "gifs": _gifs(folder, run),
-               "format": CELL_FORMAT, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+               "settings": settings, "format": CELL_FORMAT, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(path, row)
         rows[planner, shift] = row
     del model

@@ -16,7 +16,7 @@ from mpc._io import read_json, write_json
 
 from benchmarks.suite.artifacts import (EncoderUnavailable, cell_path, ensemble_probe_path, ensure_dataset,
                                         probe_path, stage_lock)
-from benchmarks.suite.cells import DINOV2_SKIP, conditions, run_baseline, run_cell, skip_row
+from benchmarks.suite.cells import DINOV2_SKIP, conditions, reusable, run_baseline, run_cell, skip_row
 from benchmarks.suite.report import write_suite_report
 from benchmarks.suite.settings import SuiteSettings
 
@@ -33,8 +33,10 @@ class Unit(NamedTuple):
     planners: tuple[str, ...] = ()
 
 
-def _finished(path: Path) -> bool:
-    return (read_json(path) or {}).get("status") == "ok"
+def _finished(path: Path, settings: dict) -> bool:
+    """A cell finished earlier under these settings (cells written before cells recorded their
+    settings count as finished)."""
+    return reusable(read_json(path), settings)
 
 
 def _run_baselines(suite: SuiteSettings, env: str) -> None:
@@ -43,7 +45,7 @@ def _run_baselines(suite: SuiteSettings, env: str) -> None:
         for policy in suite.baselines:
             path = cell_path(suite.out, env, policy, "none", shift)
             with stage_lock(path):
-                if not _finished(path):
+                if not _finished(path, suite.cell_settings(env, None, None, shift)):
                     write_json(path, run_baseline(suite, env, policy, shift))
 
 
@@ -51,7 +53,8 @@ def _run_encoder(suite: SuiteSettings, env: str, encoder: str, planners: tuple[s
     """Every planner cell of ``(env, encoder)``; a missing pretrained encoder or a failure becomes rows."""
     run = suite.out
     shifts = conditions(suite, env)
-    todo = [(p, s) for s in shifts for p in planners if not _finished(cell_path(run, env, encoder, p, s))]
+    todo = [(p, s) for s in shifts for p in planners
+            if not _finished(cell_path(run, env, encoder, p, s), suite.cell_settings(env, encoder, p, s))]
     probed = suite.envs[env].probe is None or all(probe_path(run, env, encoder, s).exists() for s in shifts)
     ensemble = int(suite.model_config(env, encoder).get("ensemble", 1) or 1) > 1
     probed = probed and (not ensemble or ensemble_probe_path(run, env, encoder).exists())

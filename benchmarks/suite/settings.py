@@ -7,7 +7,9 @@ Every later stage reads these dataclasses; none reads the raw config again.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import json
+
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +368,22 @@ class SuiteSettings:
     def train_for(self, env: str) -> dict:
         """The world-model training schedule of env entry ``env``: the suite's with the entry's ``train``."""
         return merge(self.train, self.envs[env].train)
+
+    def cell_settings(self, env: str, encoder: str | None, planner: str | None, shift: str = "") -> dict:
+        """Everything that decides a cell's result, as plain JSON: the env entry's options for ``shift``,
+        its data and evaluation settings, and for a planner cell the encoder entry, the world-model
+        preset and schedule and the planner entry. A finished cell is reused only while these hold,
+        so a changed config re-runs the cells it changes."""
+        es = self.envs[env]
+        ev = {k: v for k, v in asdict(es.eval).items() if k not in ("videos", "baseline_videos")}  # GIFs only
+        out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
+        if encoder is not None:
+            enc = self.encoders[encoder]
+            out.update(encoder={"name": enc.name, "options": enc.options, "train": enc.train},
+                       model=self.model_config(env, encoder), train=self.train_for(env))
+        if planner is not None:
+            out["planner"] = asdict(self.planners[planner])
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
 
     def model_config(self, env: str, encoder: str) -> dict:
         """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""

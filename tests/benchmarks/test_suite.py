@@ -277,10 +277,23 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called on a resumed suite"))
     suite.run_suite(cfg)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")} == before
+    monkeypatch.undo()
+
+    # a changed planner entry re-runs its cells and only those; the rows record what they ran under
+    suite.run_suite(_compose_bench("standard", tmp_path, tiny + ["bench.planners.cem.samples=5"]))
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
+    assert after["pusht__vae__cem.json"] != before["pusht__vae__cem.json"]
+    assert {k: v for k, v in after.items() if k != "pusht__vae__cem.json"} == \
+        {k: v for k, v in before.items() if k != "pusht__vae__cem.json"}
+    cem = json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())
+    assert cem["settings"]["planner"]["options"]["samples"] == 5 and cem["settings"]["options"]["image_size"] == 32
+    # data collected under other env options: a clear error, nothing deleted
+    with pytest.raises(ValueError, match=r"action_scale: 50.0 there, 40.0 here.*new folder"):
+        suite.run_suite(_compose_bench("standard", tmp_path, tiny + ["+bench.envs.pusht.options.action_scale=40.0"]))
+    assert (tmp_path / "data" / "pusht" / "dataset.json").exists()
 
     from benchmarks.residual import compare
 
-    monkeypatch.undo()
     res = compare(tmp_path, ["pusht"], tmp_path / "residual", encoder="vae", overrides=tuple(tiny))
     assert set(res["pusht"]) == {"plain", "residual"} and (tmp_path / "residual" / "residual.md").exists()
     assert all(len(r["ratio"]) >= 1 and all(x > 0 for x in r["ratio"]) for r in res["pusht"].values())
