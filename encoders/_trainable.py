@@ -199,9 +199,13 @@ class TrainableEncoder(Encoder):
         config, state = cls.read_checkpoint(path)
         # architecture keys added after a checkpoint was written take their constructor default there
         params = inspect.signature(cls.__init__).parameters
-        config = {**{k: params[k].default for k in cls.ARCH_KEYS
-                     if k not in config and k in params and params[k].default is not inspect.Parameter.empty},
-                  **config}
+        defaults = {k: params[k].default for k in cls.ARCH_KEYS
+                    if k in params and params[k].default is not inspect.Parameter.empty}
+        config = {**{k: v for k, v in defaults.items() if k not in config}, **config}
+        # an architecture option at its default is a config file's value, not a request: the checkpoint's
+        # architecture stands (so `wmpc ... encoder=jepa encoder.checkpoint=...` loads a width-8 file)
+        options = {k: v for k, v in options.items()
+                   if not (k in cls.ARCH_KEYS and k in defaults and v == defaults[k] and config.get(k) != v)}
         clash = {k: (v, config.get(k)) for k, v in options.items()
                  if k in cls.ARCH_KEYS and config.get(k) != v}
         if clash:

@@ -159,6 +159,10 @@ def test_checkpoint_errors(tmp_path):
         encoders.make_encoder("diffusion", checkpoint=path)
     with pytest.raises(ValueError, match="contradict"):
         encoders.make_encoder("vae", checkpoint=path, dim=16)
+    # options at their defaults (what configs/encoder/vae.yaml passes with a checkpoint) leave the file's
+    # architecture standing: a dim-8, width-8 checkpoint loads as such
+    loaded = encoders.make_encoder("vae", checkpoint=path, dim=32, width=32, image_size=64 if SIZE != 64 else 32)
+    assert loaded.dim == 8 and loaded.config["width"] == 8 and loaded.image_size == SIZE
     with pytest.raises(ValueError, match="not both"):
         encoders.make_encoder("vae", checkpoint=path, weights="random")
     with pytest.raises(FileNotFoundError, match="train-encoder"):
