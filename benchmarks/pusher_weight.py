@@ -22,10 +22,6 @@ import sys
 
 import numpy as np
 
-# the standard suite's Push-T probe lines (configs/bench/standard.yaml), board pixels
-PROBE_LINES = [[[150.0, 256.0], [360.0, 256.0]], [[256.0, 150.0], [256.0, 360.0]], [[150.0, 150.0], [360.0, 360.0]]]
-
-
 def _parse(arg: str) -> tuple[str, str, dict]:
     label, _, rest = arg.partition("=")
     path, _, opts = rest.partition(":")
@@ -50,9 +46,11 @@ def measure(encoder, image_size: int = 64, goals: int = 20) -> dict:
 
     import envs
     from benchmarks.suite.probe import latent_probe, pusher_weight
+    from mpc._config import group_config
     from mpc.objectives import latent_distance
 
-    probe = latent_probe("pusht", {"image_size": image_size}, encoder, PROBE_LINES, points=25)
+    probe_cfg = group_config("bench", "standard")["envs"]["pusht"]["probe"]  # the standard suite's Push-T probe
+    probe = latent_probe("pusht", {"image_size": image_size}, encoder, probe_cfg["lines"], probe_cfg["points"])
     env = envs.make_env("pusht", image_size=image_size, action_repeat=5, start="pushing", goal_steps=5)
     rows = []
     try:

@@ -204,8 +204,7 @@ class TrainableEncoder(Encoder):
         config = {**{k: v for k, v in defaults.items() if k not in config}, **config}
         # an architecture option at its default is a config file's value, not a request: the checkpoint's
         # architecture stands (so `wmpc ... encoder=jepa encoder.checkpoint=...` loads a width-8 file)
-        options = {k: v for k, v in options.items()
-                   if not (k in cls.ARCH_KEYS and k in defaults and v == defaults[k] and config.get(k) != v)}
+        options = {k: v for k, v in options.items() if not (k in defaults and v == defaults[k])}
         clash = {k: (v, config.get(k)) for k, v in options.items()
                  if k in cls.ARCH_KEYS and config.get(k) != v}
         if clash:

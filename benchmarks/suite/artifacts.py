@@ -89,8 +89,7 @@ def _reuse_or_build(folder: Path, artifact: Path, build) -> float:
 # --- stage 1: data --------------------------------------------------------------------------------
 def _dataset_differences(meta: dict, env: str, options: dict, image_size: int, action_repeat: int, data) -> list[str]:
     """What differs between a dataset's ``dataset.json`` and the collection an entry asks for."""
-    def plain(x):
-        return json.loads(json.dumps(x, sort_keys=True, default=str))
+    from mpc._config import to_plain as plain
 
     want = {"env": env, "episodes": data.episodes, "steps": data.steps, "policy": data.policy, "seed": data.seed,
             "policy_options": data.policy_options, "image_size": image_size}

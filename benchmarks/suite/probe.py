@@ -194,7 +194,8 @@ def _pusht_probe(u, encoder, lines: list, points: int) -> dict:
 
 
 def line_rate(true: list, latent: list) -> float | None:
-    """Latent distance per unit of true distance over one probe line's pairs (``None`` if all true are 0).
+    """Latent distance per unit of true distance over one probe line's pairs (``None`` if all true are 0);
+    ``true`` and ``latent`` are the pairs' values, flat or in groups (one per goal).
 
     Compared across lines it shows which directions the latent underweights: on reacher a keypoint
     latent can move many times less per radian of the wrist than of the shoulder, and plans then
@@ -213,13 +214,12 @@ def pusher_weight(parts: dict) -> float | None:
     plans move the block and leave the pusher anywhere, while success needs both). ``None`` when a part
     is missing or both are flat.
     """
-    try:
-        rates = [float(np.sum(parts[k]["latent"])) / max(float(np.sum(parts[k]["true"])), 1e-12)
-                 for k in ("agent", "block_position")]
-    except KeyError:
+    if "agent" not in parts or "block_position" not in parts:
         return None
-    total = rates[0] + rates[1]
-    return rates[0] / total if total > 0 else None
+    rates = [line_rate(parts[k]["true"], parts[k]["latent"]) for k in ("agent", "block_position")]
+    if None in rates or rates[0] + rates[1] <= 0:
+        return None
+    return rates[0] / (rates[0] + rates[1])
 
 
 def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points: int = 25,

@@ -7,8 +7,6 @@ Every later stage reads these dataclasses; none reads the raw config again.
 """
 from __future__ import annotations
 
-import json
-
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -383,7 +381,7 @@ class SuiteSettings:
                        model=self.model_config(env, encoder), train=self.train_for(env))
         if planner is not None:
             out["planner"] = asdict(self.planners[planner])
-        return json.loads(json.dumps(out, sort_keys=True, default=str))
+        return to_plain(out)
 
     def model_config(self, env: str, encoder: str) -> dict:
         """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""
