@@ -23,7 +23,7 @@ from .base import GoalEnv, warn_frameskip_renamed
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-__all__ = ["GoalEnv", "make_env", "list_envs", "env_factors", "ENVS", "TAGS"]
+__all__ = ["GoalEnv", "make_env", "list_envs", "env_factors", "proprio_periods", "ENVS", "TAGS"]
 
 # name -> (entry point "module:Class", gymnasium id, tags)
 ENVS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
@@ -74,6 +74,24 @@ def env_factors(name: str) -> dict:
         return dict(getattr(getattr(importlib.import_module(mod), cls), "FACTORS", {}))
     _, factory = _gym_factory(name)
     return dict(getattr(factory, "FACTORS", {}))
+
+
+def proprio_periods(name: str, proprio_dim: int) -> list | None:
+    """The ``PROPRIO_PERIODS`` of a wmpc env or a gymnasium id (per proprio value: None, or the
+    period of a value that wraps, like a freely turning joint's angle), without building the env;
+    None when the env declares none or declares them for another proprio size.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    import importlib
+
+    if name in ENVS:
+        mod, cls = ENVS[name][0].split(":")
+        periods = getattr(getattr(importlib.import_module(mod), cls), "PROPRIO_PERIODS", None)
+    else:
+        periods = getattr(_gym_factory(name)[1], "PROPRIO_PERIODS", None)
+    return list(periods) if periods is not None and len(periods) == int(proprio_dim) else None
 
 
 def _gym_factory(env_id: str):

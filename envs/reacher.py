@@ -95,6 +95,7 @@ class ReacherEnv(MujocoGoalEnv):
     """
 
     FACTORS = ARENA_FACTORS
+    PROPRIO_PERIODS = (2 * np.pi, None, None, None)  # the shoulder turns freely; nothing else wraps
     success_threshold = 0.15
 
     def __init__(self, image_size: int = 64, action_repeat: int = 1, render_mode: str | None = "rgb_array",

@@ -103,6 +103,29 @@ def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
     return spaces.Box(np.tile(low, k), np.tile(high, k), dtype=np.float32)
 
 
+def _load_estimator(estimator, model, device):
+    """A :class:`mpc.proprio_estimator.ProprioEstimator` (or the path of one) checked against ``model``.
+
+    Raises:
+        FileNotFoundError / ValueError: no such file, or a damaged one (see ``ProprioEstimator.load``).
+        ValueError: a model without proprio, or an estimator of another proprio size or image size.
+    """
+    from .proprio_estimator import ProprioEstimator
+
+    est = ProprioEstimator.load(estimator) if isinstance(estimator, (str, Path)) else estimator
+    P = int(model.proprio_dim)
+    if not P:
+        raise ValueError("a proprio estimator was given but this world model predicts no proprio (proprio_dim=0)")
+    if int(est.proprio_dim) != P:
+        raise ValueError(f"the proprio estimator gives {est.proprio_dim} values, this world model's proprio has "
+                         f"{P}; train the estimator on the model's dataset")
+    size = getattr(model, "image_size", None)
+    if size is not None and int(size) != int(est.image_size):
+        raise ValueError(f"the proprio estimator takes {est.image_size} px images, the world model {size} px; "
+                         "train the estimator on the model's dataset")
+    return est.to(device).eval()
+
+
 class MPCController:
     """Receding-horizon MPC in the latent space of a world model.
 
@@ -123,6 +146,10 @@ class MPCController:
         record_gap: record the imagination gap of every plan (below; one extra S = 1 rollout per plan);
             ``predicted_tokens`` then holds the tokens ``(B, N, D)`` the latest plan predicts for the
             frame its executed steps lead to (decode them to see what the model expected).
+        proprio_estimator: a :class:`mpc.proprio_estimator.ProprioEstimator` or the path of one: with
+            an objective that weighs proprio (``alpha > 0``) and no ``goal_proprio`` passed to
+            :meth:`act`, the goal's proprio is read from the goal image by it (the plan then still
+            comes from the goal image alone).
 
     Raises:
         ValueError: bad horizon / replan_every, an action space that does not match the model, or
@@ -137,7 +164,7 @@ class MPCController:
 
     def __init__(self, model, planner="cem", objective="last", horizon: int = 5, replan_every: int = 1,
                  action_space: spaces.Box | None = None, planner_options: dict | None = None,
-                 seed: int = 0, device=None, record_gap: bool = False):
+                 seed: int = 0, device=None, record_gap: bool = False, proprio_estimator=None):
         if horizon < 1 or replan_every < 1 or replan_every > horizon:
             raise ValueError(f"need 1 <= replan_every <= horizon, got horizon={horizon}, replan_every={replan_every}")
         self.model = model
@@ -156,6 +183,8 @@ class MPCController:
         if self.uses_goal_proprio and not model.proprio_dim:
             raise ValueError(f"the objective weighs goal proprio (alpha={self.objective.alpha}) but this "
                              "world model predicts no proprio (proprio_dim=0); set alpha=0")
+        self.proprio_estimator = (None if proprio_estimator is None
+                                  else _load_estimator(proprio_estimator, model, self.device))
         self.last_plan_info: dict = {}
         self.plan_times: list[float] = []
         self.plan_rollouts: list[int] = []  # candidates evaluated per problem in each replan
@@ -179,6 +208,7 @@ class MPCController:
         self._steps = 0                      # env steps taken since reset
         self._goal_key: str | None = None
         self._z_goal: torch.Tensor | None = None
+        self._p_goal_est: torch.Tensor | None = None  # the estimator's goal proprio for _goal_key
         self._batch: int | None = None
 
     # --- helpers -------------------------------------------------------------------------
@@ -193,6 +223,10 @@ class MPCController:
         if key != self._goal_key:
             _check_image_size(self.model, goal, "the goal image")
             self._z_goal = self._encode(goal)
+            self._p_goal_est = None
+            if self.proprio_estimator is not None and self.uses_goal_proprio:
+                with torch.no_grad():
+                    self._p_goal_est = self.proprio_estimator(goal).to(self.device)  # (1 or B, P)
             self._goal_key = key
         return self._z_goal
 
@@ -228,6 +262,8 @@ class MPCController:
             z_goal = z_goal.expand(B, *z_goal.shape[1:])
         elif z_goal.shape[0] != B:
             raise ValueError(f"got {z_goal.shape[0]} goal images for {B} observations")
+        if goal_proprio is None and self._p_goal_est is not None:  # read from the goal image
+            goal_proprio = self._p_goal_est
         return z_goal, self._goal_proprio(goal_proprio)
 
     def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None) -> None:
@@ -320,6 +356,7 @@ class MPCController:
 
 def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objective="last",
          action_space: spaces.Box | None = None, device=None, seed: int = 0, goal_proprio=None,
+         proprio_estimator=None,
          **options) -> np.ndarray:
     """Plan an action sequence from an observation to a goal image, in one call.
 
@@ -334,7 +371,8 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
             the goal's proprio as well).
         action_space: the env's action Box (default: the bounds stored with the model).
         goal_proprio: the goal state's proprio, (P,) or (B, P); needed when the objective has
-            ``alpha > 0``.
+            ``alpha > 0``, unless ``proprio_estimator`` reads it from the goal image.
+        proprio_estimator: a proprio estimator or its file (see :class:`MPCController`).
         **options: planner options (e.g. ``samples=100, iterations=10``).
 
     Returns:
@@ -354,7 +392,8 @@ def plan(obs, goal_image, model, planner: str = "cem", horizon: int = 5, objecti
         raise ValueError(f"the goal image is {tuple(goal.shape[1:])} but the observation is "
                          f"{tuple(pixels.shape[1:])}; render both at the same image_size")
     ctrl = MPCController(model, planner, objective, horizon=horizon, replan_every=horizon,
-                         action_space=action_space, planner_options=options, seed=seed, device=device)
+                         action_space=action_space, planner_options=options, seed=seed, device=device,
+                         proprio_estimator=proprio_estimator)
     ctrl._batch = pixels.shape[0]
     first = ctrl.act(obs, goal_image, goal_proprio=goal_proprio)
     rest = [q for q in ctrl._queue]

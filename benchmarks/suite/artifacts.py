@@ -5,6 +5,7 @@ Run folder layout (names built here only)::
     data/<env>/                         datasets (mpc.data layout) + suite_collect.json
     encoders/<env>__<encoder>-<digest>/ encoder checkpoint + train_time.json (trainable backends)
     models/<env>__<encoder>-<digest>/   world-model training run + train_time.json
+    estimators/<env>-<digest>/          proprio estimator (eval.goal_proprio: image) + train_time.json
     cells/<env>__<encoder>__<planner>.json   one result row per cell (``@<shift>`` before .json:
                                         evaluated under a distribution shift)
     probes/<env>__<encoder>.json        latent-vs-true distance probe (``@<shift>`` likewise)
@@ -27,7 +28,7 @@ from mpc._io import folder_lock, json_default, read_json, write_json
 from benchmarks.suite.settings import SuiteSettings
 
 __all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path", "ensemble_probe_path",
-           "ensure_dataset", "ensure_encoder", "ensure_model"]
+           "ensure_dataset", "ensure_encoder", "ensure_estimator", "ensure_model"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,20 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
         device=suite.device, progress=suite.progress, frameskip=int(train["frameskip"])))
     enc = encoders.make_encoder(name, checkpoint=str(ckpt))
     return enc, {"name": name, "checkpoint": str(ckpt)}, seconds
+
+
+def ensure_estimator(suite: SuiteSettings, env: str, data_dir: Path) -> Path:
+    """Train (or reuse) the proprio estimator of an env entry's dataset (one per dataset and settings):
+    the goal's proprio read from the goal image (``eval.goal_proprio: image``). Returns its file."""
+    from mpc.proprio_estimator import ESTIMATOR_FILE, train_proprio_estimator
+
+    options = dict(suite.envs[env].eval.estimator)
+    key = digest({"data": str(data_dir), "estimator": options, "seed": suite.seed})
+    folder = suite.out / "estimators" / f"{suite.envs[env].data_name}-{key}"
+    path = folder / ESTIMATOR_FILE
+    _reuse_or_build(folder, path, lambda: train_proprio_estimator(
+        data_dir, folder, seed=suite.seed, device=suite.device, progress=suite.progress, **options))
+    return path
 
 
 # --- stage 3: world model ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from mpc._io import read_json, write_json
 
 from benchmarks.suite.artifacts import (cell_path, ensemble_probe_path, ensure_dataset, ensure_encoder,
-                                        ensure_model, probe_path)
+                                        ensure_estimator, ensure_model, probe_path)
 from benchmarks.suite.probe import ensemble_probe, latent_probe
 from benchmarks.suite.settings import EvalSettings, SuiteSettings
 
@@ -120,6 +120,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
             write_json(probe_file, {"env": env, "encoder": encoder, "shift": shift, **probe})
 
     ev = es.eval
+    estimator = str(ensure_estimator(suite, env, data_dir)) if ev.estimates_goal_proprio else None
     ens_file = ensemble_probe_path(run, env, encoder)
     if model.ensemble > 1 and read_json(ens_file) is None:
         seeds = list(range(ev.seed, ev.seed + min(ev.episodes, 10)))
@@ -137,7 +138,8 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         folder = path.with_suffix("")
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
-                        objective=ev.objective, alpha=ev.alpha, risk=ps.risk, risk_mode=ps.risk_mode,
+                        objective=ev.objective, alpha=ev.alpha, proprio_estimator=estimator,
+                        risk=ps.risk, risk_mode=ps.risk_mode,
                         horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)

@@ -143,6 +143,24 @@ def _risk_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _estimator_table(run: Path) -> list[str]:
+    """Markdown lines: how well each proprio estimator reads proprio from an image (validation episodes
+    of its dataset), next to always predicting the training mean."""
+    found = [(p.parent.name, read_json(p)) for p in sorted((run / "estimators").glob("*/estimator.json"))]
+    found = [(name, m) for name, m in found if m and m.get("val_mae")]
+    if not found:
+        return []
+    lines = ["", "Proprio read from the goal image (rows labelled `proprio-from-goal-image`): the estimator's "
+             "mean absolute error per proprio value on held-out episodes of its dataset (around the circle for "
+             "values that wrap), against always predicting the training mean:", "",
+             "| dataset | error per value | mean predictor | train time |", "|---|---|---|---|"]
+    for name, m in found:
+        fmt = lambda v: ", ".join(f"{x:.3f}" for x in v)  # noqa: E731
+        lines.append(f"| {name.rsplit('-', 1)[0]} | {fmt(m['val_mae'])} | {fmt(m['val_mae_baseline'])} | "
+                     f"{float(m['seconds']):.0f} s |")
+    return lines
+
+
 def _ensemble_table(probes: list[dict]) -> list[str]:
     """Markdown lines: each ensemble's disagreement next to the cost spread a planner ranks
     (:func:`benchmarks.suite.probe.ensemble_probe`)."""
@@ -206,7 +224,10 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
              f"Machine: {meta.get('machine')}; torch {meta.get('torch')}; device {meta.get('device')}; "
              f"total time {meta.get('total_time_s', 0):.0f} s.",
              "Evaluation goals come from held-out seeds; training data is goal-free random exploration. "
-             "Plans use the goal image only (rows labelled `goal-proprio` also use the goal's proprioception).", "",
+             "Plans use the goal image only (rows labelled `goal-proprio` also use the goal's proprioception; "
+             "rows labelled `proprio-from-goal-image` weigh proprio too, but read the goal's from the goal image "
+             "with a proprio estimator trained on the same exploration data, so they still plan from the image "
+             "alone).", "",
              "The imagination gap is the realised minus the predicted latent cost of each executed plan "
              "(> 0: the model promised more than the env delivered), mean over plans, with the Pearson "
              "correlation r of predicted and realised cost.", "",
@@ -348,7 +369,8 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "eval_seconds_all_cells": sum(float(r.get("eval_time_s") or 0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
-                        sections=_risk_table(base) + explain_tables(run, base, full) + _ensemble_table(ensembles)
+                        sections=_risk_table(base) + explain_tables(run, base, full) + _estimator_table(run)
+                        + _ensemble_table(ensembles)
                         + budget_tables(rows, suite.reference_planner)
                         + training_budget_tables(studies, suite.budget_target)
                         + shift_tables(rows, probes))

@@ -17,6 +17,7 @@ __all__ = ["BASELINES", "SHIFT_MODES", "merge", "DataSettings", "ProbeSettings",
            "EvalSettings", "EnvSettings", "EncoderSettings", "PlannerSettings", "SuiteSettings"]
 
 BASELINES = ("random", "oracle")  # baseline policies a suite may list, in report order
+GOAL_PROPRIO = ("env", "image")  # the values of eval.goal_proprio
 
 
 def merge(base: dict, *changes: dict | None) -> dict:
@@ -84,8 +85,21 @@ class EvalSettings:
     replan_every: int = 1    # model steps executed per plan
     objective: str = "last"  # planning objective
     alpha: float = 0.0       # goal-proprio weight
+    goal_proprio: str = "env"  # with alpha > 0, where the goal's proprio comes from: "env" (the env's
+                             # info["goal_proprio"]: rows labelled goal-proprio) or "image" (read from the
+                             # goal image by a proprio estimator trained on the entry's data)
+    estimator: dict = field(default_factory=dict)  # train_proprio_estimator options (steps, width, ...)
     videos: int = 1          # GIFs per planner cell
     baseline_videos: int = 0  # GIFs per baseline
+
+    def __post_init__(self):
+        if self.goal_proprio not in GOAL_PROPRIO:
+            raise ValueError(f"eval.goal_proprio must be one of {GOAL_PROPRIO}, got {self.goal_proprio!r}")
+
+    @property
+    def estimates_goal_proprio(self) -> bool:
+        """Whether planner cells read the goal's proprio from the goal image (alpha > 0, ``image``)."""
+        return self.alpha > 0 and self.goal_proprio == "image"
 
 
 @dataclass(frozen=True)
@@ -374,6 +388,10 @@ class SuiteSettings:
         so a changed config re-runs the cells it changes."""
         es = self.envs[env]
         ev = {k: v for k, v in asdict(es.eval).items() if k not in ("videos", "baseline_videos")}  # GIFs only
+        if planner is None or not es.eval.estimates_goal_proprio:  # added later; at no effect here, so
+            # rows written before them stay valid
+            ev.pop("goal_proprio")
+            ev.pop("estimator")
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]

@@ -69,6 +69,7 @@ def task(cfg):
                             seed=cfg.seed, env_options=env_options, videos=cfg.videos)
     planning = PlannerSettings(planner=planner, planner_options=planner_options,
                                objective=cfg.objective, alpha=cfg.alpha,
+                               proprio_estimator=cfg.get("proprio_estimator"),
                                risk=float(cfg.get("risk", 0.0)),
                                risk_mode=str(cfg.get("risk_mode", "disagreement")), horizon=cfg.horizon,
                                replan_every=cfg.replan_every)

@@ -106,7 +106,8 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                        planner=planning.planner if policy == "planner" else None,
                        steps=settings.steps, plan_times=plan_times, plan_rollouts=rollouts,
                        latent_distances=latent_distances,
-                       labels=([] if planning.alpha == 0 else ["goal-proprio"])
+                       labels=([] if planning.alpha == 0 else ["goal-proprio"] if not planning.proprio_estimator
+                               else ["proprio-from-goal-image"])
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}" + (
                            "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")]),
                        imagination=gaps if policy == "planner" else None)

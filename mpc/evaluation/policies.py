@@ -46,6 +46,8 @@ class PlannerSettings:
     alpha: float = 0.0  # weight of the goal-proprio term (0: plan from images alone)
     risk: float = 0.0  # weight of the ensemble's disagreement in the objective (0: off)
     risk_mode: str = "disagreement"  # disagreement | standardized | pessimistic (mpc.objectives)
+    proprio_estimator: str | None = None  # with alpha > 0: read the goal's proprio from the goal image
+    # with this estimator file (mpc.proprio_estimator) instead of taking the env's info["goal_proprio"]
     horizon: int = 5  # H, planning horizon in model steps
     replan_every: int = 1  # model steps executed from each plan before replanning
 
@@ -63,7 +65,7 @@ class PlannerPolicy:
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,
                                         planner_options=s.planner_options, seed=seed, device=device,
-                                        record_gap=True)
+                                        record_gap=True, proprio_estimator=s.proprio_estimator)
 
     @property
     def plan_times(self) -> list[float]:
@@ -108,11 +110,14 @@ class PlannerPolicy:
         return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
-        """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present.
+        """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present, unless a proprio
+        estimator reads the goal's proprio from the goal image.
 
         Raises:
-            ValueError: ``alpha > 0`` but the envs give no ``info["goal_proprio"]``.
+            ValueError: ``alpha > 0`` but the envs give no ``info["goal_proprio"]`` (and no estimator).
         """
+        if self.controller.proprio_estimator is not None:  # the goal image alone
+            return self.controller.act(obs, info["goal_image"])
         goal_proprio = info.get("goal_proprio")
         if goal_proprio is None and self.controller.uses_goal_proprio:
             raise ValueError("alpha > 0 plans toward the goal's proprio, but the env gives no "

@@ -219,8 +219,16 @@ def test_standard_config_composes(tmp_path):
     from mpc.data.exploration import check_policy
 
     s = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
-    assert s.name == "standard" and s.env_order == ["pointmass", "wall", "reacher", "pointmaze", "pointmaze_medium",
-                                                    "pusht", "pusht_dino_wm"]
+    assert s.name == "standard" and s.env_order == ["pointmass", "wall", "reacher", "reacher_proprio", "pointmaze",
+                                                    "pointmaze_medium", "pusht", "pusht_dino_wm"]
+    est = s.envs["reacher_proprio"]  # reacher planned with the goal's proprio read from the goal image
+    assert est.env == "reacher" and est.data_name == "reacher" and est.options == s.envs["reacher"].options
+    assert est.eval.estimates_goal_proprio and est.eval.alpha > 0 and est.eval.estimator["steps"] > 0
+    assert not any(e.eval.estimates_goal_proprio for n, e in s.envs.items() if n != "reacher_proprio")
+    assert "goal_proprio" in s.cell_settings("reacher_proprio", "jepa", "cem")["eval"]
+    # settings at no effect stay out of a cell's record, so rows written before they existed are reused
+    assert "goal_proprio" not in s.cell_settings("reacher", "jepa", "cem")["eval"]
+    assert "goal_proprio" not in s.cell_settings("reacher_proprio", None, None)["eval"]
     dwm = s.envs["pusht_dino_wm"]  # DINO-WM's Push-T protocol: start and goal 25 control steps apart on one push
     assert dwm.env == "pusht" and dwm.options["start"] == "pushing" and dwm.options["goal_steps"] == 5
     assert s.envs["wall"].options["action_repeat"] == 5 and s.envs["reacher"].options["action_repeat"] == 2
@@ -287,6 +295,18 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
         {k: v for k, v in before.items() if k != "pusht__vae__cem.json"}
     cem = json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())
     assert cem["settings"]["planner"]["options"]["samples"] == 5 and cem["settings"]["options"]["image_size"] == 32
+    # planning toward the goal's proprio read from the goal image: one estimator for the dataset, only the
+    # planner cells run again, and the rows and the report say where the goal's proprio came from
+    from_image = tiny + ["bench.eval.alpha=1.0", "bench.eval.goal_proprio=image",
+                         "bench.eval.estimator.steps=2", "+bench.eval.estimator.batch_size=8",
+                         "bench.eval.estimator.width=4", "+bench.eval.estimator.num_keypoints=4",
+                         "+bench.eval.estimator.hidden=8"]
+    suite.run_suite(_compose_bench("standard", tmp_path, from_image))
+    assert len(list((tmp_path / "estimators").glob("pusht-*/estimator.safetensors"))) == 1
+    again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
+    assert again["pusht__vae__icem.json"] != after["pusht__vae__icem.json"]
+    assert json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())["labels"] == "proprio-from-goal-image"
+    assert "Proprio read from the goal image" in (tmp_path / "report.md").read_text()
     # data collected under other env options: a clear error, nothing deleted
     with pytest.raises(ValueError, match=r"action_scale: 50.0 there, 40.0 here.*new folder"):
         suite.run_suite(_compose_bench("standard", tmp_path, tiny + ["+bench.envs.pusht.options.action_scale=40.0"]))

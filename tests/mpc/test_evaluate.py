@@ -189,3 +189,20 @@ def test_eval_command_runs_under_a_factor_combination_given_on_the_command_line(
     res = json.loads((out / "results.json").read_text())
     assert res["env_options"]["variation"] == {"split": "train", "agent_rgb": [0.1, 0.1, 0.9], "door_width": 0.11}
     assert res["success_rate"] == 1.0  # the oracle still reaches every goal through the narrow door
+
+
+def test_eval_command_reads_the_goal_proprio_from_the_goal_image_with_an_estimator(tmp_path, wall_task_model):
+    from mpc.proprio_estimator import ProprioEstimator
+
+    est = ProprioEstimator(64, 2, width=4, num_keypoints=4, hidden=8).save(tmp_path / "est.safetensors")
+    out = tmp_path / "from_image"
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
+                        "alpha=1.0", f"proprio_estimator={est}", "planner=cem", "planner.samples=16",
+                        "planner.iterations=2", "planner.elites=4", "episodes=2", "steps=3", "batch_envs=2",
+                        "videos=0", f"out={out}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["labels"] == ["proprio-from-goal-image"]
+    small = ProprioEstimator(32, 2, width=4, num_keypoints=4, hidden=8).save(tmp_path / "small.safetensors")
+    with pytest.raises(ValueError, match="takes 32 px images, the world model 64 px"):
+        evaluate("wall", model=WorldModel.load(wall_task_model), alpha=1.0, proprio_estimator=str(small),
+                 episodes=1, steps=1, videos=0, progress=False)
