@@ -185,6 +185,9 @@ class Attention(nn.Module):
         return torch.cat([wqk, w[2 * W:]]), torch.cat([bqk, b[2 * W:]])
 
 
+MLP_CHUNK_ROWS = 512  # CPU inference: rows of a block's MLP per chunk (a 512 x 2048 fp32 hidden is 4 MiB)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
@@ -199,5 +202,28 @@ class Block(nn.Module):
     def forward(self, x, rope, cos=None, sin=None, mask=None, past=None):
         a, k, v = self.attn(self.norm1(x), rope, cos, sin, mask, past)
         x = x + a
+        if self._chunk_mlp(x):
+            return self._mlp_in_chunks(x), k, v
         x = x + self.mlp(self.norm2(x))
         return x, k, v
+
+    def _chunk_mlp(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`_mlp_in_chunks` applies: eager CPU inference on at least two chunks of rows
+        (torch.compile fuses the MLP itself)."""
+        return (x.device.type == "cpu" and not torch.is_grad_enabled() and not self.training
+                and x.numel() >= 2 * MLP_CHUNK_ROWS * x.shape[-1] and not torch.compiler.is_compiling()
+                and not under_vmap(x))
+
+    def _mlp_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + mlp(norm2(x))`` over ``MLP_CHUNK_ROWS`` rows at a time (rows are independent, so the
+        values are the same): each chunk's ``(rows, mlp_dim)`` hidden activations stay in the CPU's
+        cache between the first linear layer, the GELU and the second one, instead of three passes
+        through memory over the whole batch; the second layer accumulates onto the residual in place."""
+        fc1, fc2 = self.mlp[0], self.mlp[3]
+        flat = x.reshape(-1, x.shape[-1])
+        out = flat + fc2.bias  # residual plus the second layer's bias; the products are added below
+        w2 = fc2.weight.t()
+        for i in range(0, flat.shape[0], MLP_CHUNK_ROWS):
+            h = F.gelu(F.linear(self.norm2(flat[i:i + MLP_CHUNK_ROWS]), fc1.weight, fc1.bias))
+            out[i:i + MLP_CHUNK_ROWS].addmm_(h, w2)
+        return out.view(x.shape)

@@ -356,3 +356,22 @@ def test_residual_predictor_starts_as_copy_last_and_its_cache_stays_exact():
     assert (z1 - zc[:, -1][:, None, None]).abs().max() > 1e-3
     zt, _ = m(torch.cat([zc, z1[:, 0, :1]], 1), torch.cat([pc, p1[:, 0, :1]], 1), torch.cat([pa, a[:, 0, :1]], 1))
     torch.testing.assert_close(zt[:, -1], z1[:, 0, 0], atol=1e-5, rtol=0)  # teacher forcing: the same step
+
+
+def test_cpu_rollout_over_many_candidates_runs_the_mlp_in_chunks_with_the_same_values(monkeypatch):
+    """Above 2 x MLP_CHUNK_ROWS token rows a CPU rollout runs each block's MLP in row chunks (the hidden
+    activations stay in cache); the values equal the one-pass MLP's, which autograd mode takes."""
+    import mpc.attention as attention
+
+    monkeypatch.setattr(attention, "MLP_CHUNK_ROWS", 16)  # small chunks: 3 envs x 8 candidates x N tokens
+    m, n = _preset_model("dino_wm")
+    calls = []
+    original = attention.Block._mlp_in_chunks
+    monkeypatch.setattr(attention.Block, "_mlp_in_chunks", lambda self, x: calls.append(x.shape) or original(self, x))
+    zc, pc, a, pa = context(B=3, T=2, S=8, H=4, Am=m.action_dim, n=n)
+    with torch.no_grad():
+        z1, p1 = m.rollout(zc, pc, a, pa)
+    assert calls  # the chunked path ran
+    z2, p2 = m.rollout(zc, pc, a, pa)  # with autograd on: the plain MLP
+    torch.testing.assert_close(z1, z2.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(p1, p2.detach(), atol=1e-5, rtol=1e-5)
