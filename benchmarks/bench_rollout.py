@@ -47,3 +47,25 @@ def test_rollout_throughput(benchmark, preset, use_cache):
         "bf16": BF16 and DEVICE.type == "cuda", "threads": torch.get_num_threads(),
         "cand_steps_per_s": S * H / best, "rollout_s": best,
     })
+
+
+@pytest.mark.parametrize("chunk_rows", [512, 10 ** 9], ids=["mlp_chunks", "mlp_one_pass"])
+def test_mlp_chunks_dino_wm16(benchmark, monkeypatch, chunk_rows):
+    """The ``dino_wm`` predictor at 16 x 384 tokens (DINOv2 at 56 px, the ``dino_wm16`` plan's size), S
+    candidates from num_hist context frames: each block's MLP in 512-row chunks (the CPU default) or in one
+    pass over all S x 16 rows. The same values either way (tests/mpc/test_world_model.py)."""
+    import mpc.attention
+
+    monkeypatch.setattr(mpc.attention, "MLP_CHUNK_ROWS", chunk_rows)
+    from mpc.world_model import load_preset
+
+    pre = load_preset("dino_wm")
+    pre.update(num_tokens=None, token_dim=None)  # the preset's 196-token check: 16 tokens here
+    cfg = config_from_preset(pre, num_tokens=16, token_dim=D, env_action_dim=A, proprio_dim=P)
+    torch.manual_seed(0)
+    model = WorldModel(cfg).to(DEVICE).eval()
+    run, times = rollout_runner(model, S, H, DEVICE, use_cache=True)
+    z_pred, _ = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    assert z_pred.shape == (S, H, 16, D) and torch.isfinite(z_pred).all()
+    benchmark.extra_info.update({"chunk_rows": chunk_rows, "device": str(DEVICE), "S": S, "H": H,
+                                 "threads": torch.get_num_threads(), "rollout_s": min(times[1:] or times)})
