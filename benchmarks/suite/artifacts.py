@@ -13,13 +13,15 @@ Run folder layout (names built here only)::
 Each ``ensure_*`` stage takes a blocking file lock beside its folder (jobs of a parallel multirun share
 the run folder), reuses a finished artifact (its marker json and its file exist) and otherwise builds
 it and writes the marker last. Digests of the settings are part of the folder names, so changed
-settings train new artifacts.
+settings train new artifacts; paths inside the run folder enter them relative to it, so a run folder
+that is moved, copied or named another way (relative or absolute ``out=``) keeps what it trained.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -72,6 +74,34 @@ def probe_path(run: Path, env: str, encoder: str, shift: str = "") -> Path:
 def ensemble_probe_path(run: Path, env: str, encoder: str) -> Path:
     """The ensemble probe json of ``(env, encoder)`` (world models with K > 1 members)."""
     return Path(run) / "probes" / f"{env}__{encoder}.ensemble.json"
+
+
+def _in_run(suite: SuiteSettings, path) -> str:
+    """``path`` relative to the run folder when it lies inside it (else as given): digests built from it
+    stay the same when the run folder is moved, copied or named another way (relative or absolute)."""
+    try:
+        return Path(path).resolve().relative_to(Path(suite.out).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _spellings(path) -> list[str]:
+    """The ways an earlier run may have written ``path`` into a digest: as given, absolute, relative to
+    the working directory."""
+    p = Path(path)
+    return list(dict.fromkeys([str(p), str(p.resolve()), os.path.relpath(p.resolve())]))
+
+
+def _artifact_folder(parent: Path, name: str, settings: dict, earlier: list[dict]) -> Path:
+    """``parent/<name>-<digest of settings>``; when that does not exist but a finished folder named by
+    one of the ``earlier`` settings does (runs from before digests took paths relative to the run
+    folder), that one, so those runs keep their trained artifacts."""
+    folder = parent / f"{name}-{digest(settings)}"
+    if not folder.exists():
+        for old in (parent / f"{name}-{digest(e)}" for e in earlier):
+            if (old / "train_time.json").exists():
+                return old
+    return folder
 
 
 def _reuse_or_build(folder: Path, artifact: Path, build) -> float:
@@ -158,8 +188,10 @@ def ensure_encoder(suite: SuiteSettings, env: str, encoder: str, data_dir: Path)
             raise ValueError(f"encoder {name!r} is trainable but not one of {TRAINABLE}; the suite cannot train it")
         return enc, {"name": name, **options}, 0.0
     train = es.train
-    key = digest({"data": str(data_dir), "name": name, "options": options, "train": train})
-    folder = suite.out / "encoders" / f"{suite.envs[env].data_name}__{encoder}-{key}"  # one per dataset
+    settings = {"name": name, "options": options, "train": train}
+    folder = _artifact_folder(suite.out / "encoders", f"{suite.envs[env].data_name}__{encoder}",  # one per dataset
+                              {"data": _in_run(suite, data_dir), **settings},
+                              [{"data": d, **settings} for d in _spellings(data_dir)])
     ckpt = folder / CHECKPOINT_NAME
     seconds = _reuse_or_build(folder, ckpt, lambda: train_encoder(
         name, data_dir, folder, steps=int(train["steps"]), batch_size=int(train["batch_size"]),
@@ -175,8 +207,10 @@ def ensure_estimator(suite: SuiteSettings, env: str, data_dir: Path) -> Path:
     from mpc.proprio_estimator import ESTIMATOR_FILE, train_proprio_estimator
 
     options = dict(suite.envs[env].eval.estimator)
-    key = digest({"data": str(data_dir), "estimator": options, "seed": suite.seed})
-    folder = suite.out / "estimators" / f"{suite.envs[env].data_name}-{key}"
+    settings = {"estimator": options, "seed": suite.seed}
+    folder = _artifact_folder(suite.out / "estimators", suite.envs[env].data_name,
+                              {"data": _in_run(suite, data_dir), **settings},
+                              [{"data": d, **settings} for d in _spellings(data_dir)])
     path = folder / ESTIMATOR_FILE
     _reuse_or_build(folder, path, lambda: train_proprio_estimator(
         data_dir, folder, seed=suite.seed, device=suite.device, progress=suite.progress, **options))
@@ -199,9 +233,14 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
     from mpc.training import train as train_world_model
 
     model, train = suite.model_config(env, encoder), suite.train_for(env)
-    key = digest({"data": str(data_dir), "encoder": enc_settings, "model": _without_later_defaults(model),
-                  "train": train, "seed": suite.seed})
-    folder = suite.out / "models" / f"{env}__{encoder}-{key}"
+    settings = {"model": _without_later_defaults(model), "train": train, "seed": suite.seed}
+    portable = {**enc_settings, **({"checkpoint": _in_run(suite, enc_settings["checkpoint"])}
+                                   if "checkpoint" in enc_settings else {})}
+    folder = _artifact_folder(suite.out / "models", f"{env}__{encoder}",
+                              {"data": _in_run(suite, data_dir), "encoder": portable, **settings},
+                              [{"data": d, "encoder": {**enc_settings, **({"checkpoint": c} if c else {})}, **settings}
+                               for d, c in zip(_spellings(data_dir), _spellings(enc_settings["checkpoint"])
+                                               if "checkpoint" in enc_settings else [None] * 3)])
     ckpt = folder / "checkpoints" / "model_latest.safetensors"
     def build():
         train_world_model({"env": {"name": suite.envs[env].env, **suite.envs[env].options}, "encoder": enc_settings,

@@ -295,6 +295,18 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
         {k: v for k, v in before.items() if k != "pusht__vae__cem.json"}
     cem = json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())
     assert cem["settings"]["planner"]["options"]["samples"] == 5 and cem["settings"]["options"]["image_size"] == 32
+    # a copied run folder (here: elsewhere, named by an absolute path) keeps its trained artifacts: a changed
+    # planner re-evaluates without training anything again
+    import shutil
+
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    shutil.copytree(tmp_path, moved)
+    for module, name in ((mpc.training, "train_encoder"), (mpc.training, "train"), (mpc.data, "collect")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called in a moved run"))
+    suite.run_suite(_compose_bench("standard", moved.resolve(), tiny + ["bench.planners.cem.samples=6"]))
+    assert json.loads((moved / "cells" / "pusht__vae__cem.json").read_text())["settings"]["planner"]["options"][
+        "samples"] == 6
+    monkeypatch.undo()
     # planning toward the goal's proprio read from the goal image: one estimator for the dataset, only the
     # planner cells run again, and the rows and the report say where the goal's proprio came from
     from_image = tiny + ["bench.eval.alpha=1.0", "bench.eval.goal_proprio=image",
@@ -320,3 +332,20 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     from mpc.world_model import WorldModel
     assert WorldModel.read_header(tmp_path / "residual" / "pusht-residual" / "checkpoints" / "model_latest.safetensors"
                                   )["config"]["predictor"]["residual"] is True
+
+
+def test_artifacts_named_the_earlier_way_are_still_found(tmp_path):
+    """Folders named from the data path as typed (before digests took paths relative to the run folder)
+    are reused while finished; otherwise the new name is used."""
+    from benchmarks.suite.artifacts import _artifact_folder, _spellings, digest
+
+    data = tmp_path / "run" / "data" / "pointmass"
+    settings = {"name": "vae"}
+    earlier = [{"data": d, **settings} for d in _spellings(data)]
+    new = tmp_path / "encoders" / f"pm__vae-{digest({'data': 'data/pointmass', **settings})}"
+    old = tmp_path / "encoders" / f"pm__vae-{digest({'data': str(data.resolve()), **settings})}"
+    assert _artifact_folder(tmp_path / "encoders", "pm__vae", {"data": "data/pointmass", **settings}, earlier) == new
+    old.mkdir(parents=True)
+    assert _artifact_folder(tmp_path / "encoders", "pm__vae", {"data": "data/pointmass", **settings}, earlier) == new
+    (old / "train_time.json").write_text('{"seconds": 1.0}')  # finished
+    assert _artifact_folder(tmp_path / "encoders", "pm__vae", {"data": "data/pointmass", **settings}, earlier) == old
