@@ -149,7 +149,8 @@ class MPCController:
         proprio_estimator: a :class:`mpc.proprio_estimator.ProprioEstimator` or the path of one: with
             an objective that weighs proprio (``alpha > 0``) and no ``goal_proprio`` passed to
             :meth:`act`, the goal's proprio is read from the goal image by it (the plan then still
-            comes from the goal image alone).
+            comes from the goal image alone). A value the estimator knows to wrap (a free joint's
+            angle) is then compared with the goal's the shorter way round.
 
     Raises:
         ValueError: bad horizon / replan_every, an action space that does not match the model, or
@@ -275,8 +276,13 @@ class MPCController:
         model, objective = self.model, self.objective
         members = {"members": True} if getattr(objective, "members", False) else {}  # risk-aware
 
+        est = self.proprio_estimator if p_goal is not None and hasattr(self.proprio_estimator, "align") else None
+        goal_b = None if est is None else p_goal.view(B, *([1] * 2), -1)  # (B, 1, 1, P) against (B, S, H, P)
+
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
             z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past, **members)
+            if est is not None:  # periodic values (a free joint) compared the shorter way round
+                p_pred = est.align(p_pred, goal_b if p_pred.ndim == 4 else goal_b.unsqueeze(2))
             return objective(z_pred, z_goal, p_pred, p_goal)
 
         if self.record_gap and self._predicted is not None:  # the frame the last plan led to is in

@@ -56,6 +56,9 @@ class LatentObjective:
         discount: per-step weight base for ``mode="all"`` (1 = plain mean).
         alpha: weight of the proprio term (0 = off; then proprio inputs are ignored).
         risk: weight beta of the ensemble's uncertainty (0 = off; see the module docstring).
+        proprio_weights: per proprio value, the weight of its squared error in the proprio term (a
+            weighted mean; default: the plain mean). E.g. ``[1, 1, 0, 0]`` compares Push-T's pusher
+            position and leaves its velocity out (velocities in px/s would outweigh positions in px).
         risk_mode: ``"disagreement"`` (cost of the members' mean + beta x disagreement),
             ``"standardized"`` (the same with the disagreement rescaled by std_S(cost) / std_S(disagreement)
             per problem, a constant for gradients) or ``"pessimistic"`` (blend of the mean member's and
@@ -66,7 +69,7 @@ class LatentObjective:
     """
 
     def __init__(self, mode: str = "last", discount: float = 1.0, alpha: float = 0.0, risk: float = 0.0,
-                 risk_mode: str = "disagreement"):
+                 risk_mode: str = "disagreement", proprio_weights=None):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         if float(discount) <= 0:
@@ -79,6 +82,12 @@ class LatentObjective:
             raise ValueError(f"risk_mode must be one of {RISK_MODES}, got {risk_mode!r}")
         self.mode, self.discount, self.alpha = mode, float(discount), float(alpha)
         self.risk, self.risk_mode = float(risk), risk_mode
+        self.proprio_weights = None
+        if proprio_weights is not None:
+            w = torch.as_tensor(proprio_weights, dtype=torch.float32).reshape(-1)
+            if w.numel() == 0 or not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
+                raise ValueError(f"proprio_weights must be finite, >= 0, not all 0; got {proprio_weights!r}")
+            self.proprio_weights = w
 
     @property
     def members(self) -> bool:
@@ -124,7 +133,14 @@ class LatentObjective:
                     or proprio_goal.shape[-1] == 0:
                 raise ValueError(f"expected proprio_pred (B, S, H, P) and proprio_goal (B, P) with P >= 1; got "
                                  f"{tuple(proprio_pred.shape)} and {tuple(proprio_goal.shape)}")
-            perr = ((proprio_pred - proprio_goal[:, None, None]) ** 2).mean(-1)  # (B, S, H)
+            sq = (proprio_pred - proprio_goal[:, None, None]) ** 2              # (B, S, H, P)
+            if self.proprio_weights is None:
+                perr = sq.mean(-1)                                             # (B, S, H)
+            else:
+                w = self.proprio_weights.to(sq.device, sq.dtype)
+                if w.numel() != sq.shape[-1]:
+                    raise ValueError(f"proprio_weights has {w.numel()} values, the proprio has {sq.shape[-1]}")
+                perr = (sq * w).sum(-1) / w.sum()                              # weighted mean
             cost = cost + self.alpha * self._over_time(perr)
         return cost
 
@@ -154,8 +170,9 @@ class LatentObjective:
         return (1 - min(self.risk, 1.0)) * per_member.mean(-1) + min(self.risk, 1.0) * per_member.amax(-1)
 
     def __repr__(self) -> str:
+        w = "" if self.proprio_weights is None else f", proprio_weights={self.proprio_weights.tolist()}"
         return (f"LatentObjective(mode={self.mode!r}, discount={self.discount}, alpha={self.alpha}, "
-                f"risk={self.risk}, risk_mode={self.risk_mode!r})")
+                f"risk={self.risk}, risk_mode={self.risk_mode!r}{w})")
 
 
 def list_objectives() -> list[str]:
@@ -176,8 +193,8 @@ def make_objective(name: str = "last", **options) -> LatentObjective:
     if name not in _MODES:
         raise ValueError(f"unknown objective {name!r}; known objectives: {', '.join(_MODES)} "
                          "(or pass your own callable objective(z_pred, z_goal, proprio_pred, proprio_goal))")
-    unknown = set(options) - {"discount", "alpha", "risk", "risk_mode"}
+    unknown = set(options) - {"discount", "alpha", "risk", "risk_mode", "proprio_weights"}
     if unknown:
         raise ValueError(f"unknown option(s) for objective {name!r}: {sorted(unknown)}; valid: discount, "
-                         "alpha, risk, risk_mode")
+                         "alpha, risk, risk_mode, proprio_weights")
     return LatentObjective(mode=name, **options)

@@ -122,6 +122,16 @@ class ProprioEstimator(nn.Module):
                 i += 2
         return torch.stack(values, dim=-1)
 
+    def align(self, proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """``proprio (..., P)`` with each periodic value moved by whole periods to within half a period of
+        ``goal`` (broadcastable to it): a difference to the goal is then the shorter way round (an arm a
+        full turn past its goal angle is at its goal). Other values are returned as they are."""
+        out = proprio.clone()
+        for j, p in enumerate(self.periods):
+            if p is not None:
+                out[..., j] = proprio[..., j] - p * torch.round((proprio[..., j] - goal[..., j]) / p)
+        return out
+
     def loss(self, images, proprio: torch.Tensor) -> torch.Tensor:
         """Mean squared error in normalised units: each non-periodic value standardised, each periodic
         one as the point ``(cos, sin)`` on the unit circle."""

@@ -139,6 +139,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
                         objective=ev.objective, alpha=ev.alpha, proprio_estimator=estimator,
+                        proprio_weights=ev.proprio_weights,
                         risk=ps.risk, risk_mode=ps.risk_mode,
                         horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,

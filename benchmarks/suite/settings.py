@@ -89,6 +89,7 @@ class EvalSettings:
                              # info["goal_proprio"]: rows labelled goal-proprio) or "image" (read from the
                              # goal image by a proprio estimator trained on the entry's data)
     estimator: dict = field(default_factory=dict)  # train_proprio_estimator options (steps, width, ...)
+    proprio_weights: list | None = None  # per proprio value, its weight in the goal-proprio term (None: equal)
     videos: int = 1          # GIFs per planner cell
     baseline_videos: int = 0  # GIFs per baseline
 
@@ -392,6 +393,8 @@ class SuiteSettings:
             # rows written before them stay valid
             ev.pop("goal_proprio")
             ev.pop("estimator")
+        if ev.get("proprio_weights") is None:
+            ev.pop("proprio_weights", None)
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]

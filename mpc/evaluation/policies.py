@@ -46,6 +46,7 @@ class PlannerSettings:
     alpha: float = 0.0  # weight of the goal-proprio term (0: plan from images alone)
     risk: float = 0.0  # weight of the ensemble's disagreement in the objective (0: off)
     risk_mode: str = "disagreement"  # disagreement | standardized | pessimistic (mpc.objectives)
+    proprio_weights: list | None = None  # per proprio value, its weight in the goal-proprio term (None: equal)
     proprio_estimator: str | None = None  # with alpha > 0: read the goal's proprio from the goal image
     # with this estimator file (mpc.proprio_estimator) instead of taking the env's info["goal_proprio"]
     horizon: int = 5  # H, planning horizon in model steps
@@ -60,7 +61,8 @@ class PlannerPolicy:
         from mpc.objectives import make_objective
 
         s = settings
-        objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk, risk_mode=s.risk_mode)
+        objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk, risk_mode=s.risk_mode,
+                                    proprio_weights=s.proprio_weights)
                      if s.alpha or s.risk else s.objective)
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,

@@ -224,7 +224,8 @@ def test_standard_config_composes(tmp_path):
     est = s.envs["reacher_proprio"]  # reacher planned with the goal's proprio read from the goal image
     assert est.env == "reacher" and est.data_name == "reacher" and est.options == s.envs["reacher"].options
     assert est.eval.estimates_goal_proprio and est.eval.alpha > 0 and est.eval.estimator["steps"] > 0
-    assert not any(e.eval.estimates_goal_proprio for n, e in s.envs.items() if n != "reacher_proprio")
+    assert {n for n, e in s.envs.items() if e.eval.estimates_goal_proprio} == {"reacher_proprio", "pusht_dino_wm"}
+    assert s.envs["pusht_dino_wm"].eval.proprio_weights == [1, 1, 0, 0]  # the pusher's position, not its velocity
     assert "goal_proprio" in s.cell_settings("reacher_proprio", "jepa", "cem")["eval"]
     # settings at no effect stay out of a cell's record, so rows written before they existed are reused
     assert "goal_proprio" not in s.cell_settings("reacher", "jepa", "cem")["eval"]

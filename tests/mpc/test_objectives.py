@@ -42,6 +42,23 @@ def test_zero_at_the_goal_and_proprio_term_only_with_alpha():
     assert torch.allclose(with_p, base + 0.5 * ((pp[:, :, -1] - pg[:, None]) ** 2).mean(-1))
 
 
+def test_proprio_weights_make_a_weighted_mean_of_the_squared_errors():
+    z, g, pp, pg = _data()
+    base = make_objective("last")(z, g)
+    w = torch.tensor([1.0, 3.0, 0.0])
+    sq = (pp[:, :, -1] - pg[:, None]) ** 2                                  # (B, S, P)
+    got = make_objective("last", alpha=2.0, proprio_weights=[1.0, 3.0, 0.0])(z, g, pp, pg)
+    assert torch.allclose(got, base + 2.0 * (sq * w).sum(-1) / 4.0)
+    pp_moved = pp.clone()
+    pp_moved[..., 2] += 100.0  # a value weighted 0 does not count
+    assert torch.allclose(make_objective("last", alpha=2.0, proprio_weights=w)(z, g, pp_moved, pg), got)
+    for bad in ([0.0, 0.0, 0.0], [1.0, -1.0, 1.0], [float("nan"), 1.0, 1.0]):
+        with pytest.raises(ValueError, match="proprio_weights"):
+            make_objective("last", alpha=1.0, proprio_weights=bad)
+    with pytest.raises(ValueError, match="proprio_weights has 2 values"):
+        make_objective("last", alpha=1.0, proprio_weights=[1.0, 1.0])(z, g, pp, pg)
+
+
 def test_candidate_closest_to_goal_has_lowest_cost():
     _, g, _, _ = _data()
     z = g[:, None, None].expand(B, S, H, N, D) + torch.tensor([0.5, 0.1, 1.0])[None, :, None, None, None]

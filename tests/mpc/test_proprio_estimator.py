@@ -78,6 +78,8 @@ def test_periodic_values_come_back_wrapped_and_train_modulo_the_period():
     out = est(torch.zeros(3, 3, 32, 32))
     torch.testing.assert_close(out[:, 0], theta)  # in [-pi, pi), whatever the winding
     assert float(est.loss(torch.zeros(3, 3, 32, 32), true)) < 1e-10
+    aligned = est.align(torch.tensor([[3.0, 5.0], [-3.0 + 6 * math.pi, 5.0]]), torch.tensor([-3.0, 0.0]))
+    torch.testing.assert_close(aligned, torch.tensor([[3.0 - 2 * math.pi, 5.0], [-3.0, 5.0]]))  # the short way round
     err = wrapped_error(np.array([[3.1, 0.0]]), np.array([[-3.1 + 4 * np.pi, 1.0]]), [2 * np.pi, None])
     np.testing.assert_allclose(err, [[2 * np.pi - 6.2, 1.0]], atol=1e-9)
     with pytest.raises(ValueError, match="periods must list 2"):
