@@ -41,7 +41,8 @@ class EvalSettings:
     steps: int = 50  # env steps per episode
     batch_envs: int = 10  # envs run side by side (one policy call per step for all)
     seed: int = 1_000_000  # seed of the first episode (far from collection seeds)
-    env_options: dict | None = None  # make_env options (e.g. image_size, frameskip)
+    env_options: dict | None = None  # make_env options (e.g. image_size, action_repeat), over those of the
+    # world model's training data when it was trained on this env
     videos: int = 2  # episodes saved as side-by-side GIFs in `out`
 
 
@@ -78,10 +79,8 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
     check_policy(policy)
     settings, planning = _apply_options(settings or EvalSettings(), planning or PlannerSettings(),
                                         options)
-    env_options = dict(settings.env_options or {})
     model = _world_model(checkpoint, model, device) if policy == "planner" else None
-    if model is not None and getattr(model, "image_size", None) is not None:
-        env_options.setdefault("image_size", model.image_size)
+    env_options = _env_options(env_name, settings.env_options, model)
     rows, plan_times, latent_distances, frames, gaps, rollouts = [], [], [], {}, [], []
     bar = tqdm(total=settings.episodes, desc=f"eval {env_name} ({policy})", disable=not progress)
     for bi in range(math.ceil(settings.episodes / settings.batch_envs)):  # one batch of envs at a time
@@ -115,6 +114,21 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
     if out is not None:
         _write_run(Path(out), result, frames)
     return result
+
+
+def _env_options(env_name: str, given: dict | None, model) -> dict:
+    """The env's options: ``given`` over the options of the model's training data when the model was
+    trained on ``env_name`` (as ``wmpc eval`` does), so the env repeats and scales actions as the model
+    learnt them; for another env, ``given`` with the model's image size."""
+    given = dict(given or {})
+    if model is None:
+        return given
+    stored = getattr(model, "env_options", None)
+    if stored and getattr(model, "env", None) == env_name:
+        return {**stored, **given}
+    if getattr(model, "image_size", None) is not None:
+        given.setdefault("image_size", model.image_size)
+    return given
 
 
 def _apply_options(settings: EvalSettings, planning: PlannerSettings, options: dict):

@@ -84,6 +84,22 @@ def wall_task_model(tmp_path):
     return model.save(tmp_path / "wall_task.safetensors")
 
 
+def test_evaluate_runs_the_env_as_the_model_learnt_it_unless_told_otherwise(tmp_path):
+    """A model trained with action_repeat 3 is evaluated with action_repeat 3 (its data's env options), as
+    ``wmpc eval`` does; options given win; on another env only the image size carries over."""
+    model = _tiny_wall_model()
+    model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=28, env="wall",
+                   env_options={"image_size": 28, "action_repeat": 3})
+    kw = dict(planner="cem", planner_options={"samples": 4, "iterations": 1, "elites": 2}, episodes=1, steps=1,
+              batch_envs=1, videos=0, progress=False)
+    assert evaluate("wall", model=model, **kw).env_options == {"image_size": 28, "action_repeat": 3}
+    res = evaluate("wall", model=model, env_options={"action_repeat": 1}, **kw)
+    assert res.env_options == {"image_size": 28, "action_repeat": 1}
+    from mpc.evaluation.evaluate import _env_options
+
+    assert _env_options("pointmass", None, model) == {"image_size": 28}
+
+
 def test_eval_command_with_goal_proprio_labels_its_rows(tmp_path, wall_task_model):
     out = tmp_path / "gp"
     r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
