@@ -277,7 +277,7 @@ class MPCController:
         members = {"members": True} if getattr(objective, "members", False) else {}  # risk-aware
 
         est = self.proprio_estimator if p_goal is not None and hasattr(self.proprio_estimator, "align") else None
-        goal_b = None if est is None else p_goal.view(B, *([1] * 2), -1)  # (B, 1, 1, P) against (B, S, H, P)
+        goal_b = None if est is None else p_goal[:, None, None]  # (B, 1, 1, P) against (B, S, H, P)
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
             z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past, **members)

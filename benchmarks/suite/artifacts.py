@@ -150,7 +150,8 @@ def ensure_dataset(suite: SuiteSettings, env: str) -> tuple[Path, float]:
                 raise ValueError(
                     f"{out} holds data collected with other settings than the suite's entry {env!r} now asks "
                     f"for ({'; '.join(differ)}): its models and cells would not be this config's. Run into a new "
-                    f"folder (out=...), or delete {out} and the entry's models/ and cells/ to collect again")
+                    f"folder (out=...), or delete {out} and what was made from it (the entry's encoders/, estimators/, "
+                    f"models/ and cells/) to collect again")
             return out, float(done["seconds"])
         t0 = time.perf_counter()
         collect(es.env, out, episodes=data.episodes, steps=data.steps, policy=data.policy, seed=data.seed,
