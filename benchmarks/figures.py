@@ -62,6 +62,10 @@ def markdown(results: dict, command: str) -> str:
             ex = " (extrapolated)" if "extrapolated_from_iterations" in r["ref"] else ""
             lines.append(f"| {size} | {r['B']} | {r['S']} x {r['I']} | {_s(r['wmpc'])} | {_s(r['ref'])}{ex} | "
                          f"{_x(r['ref'], r['wmpc'])} | {_mb(r['wmpc'])} | {_mb(r['ref'])} |")
+            if "wmpc_compiled" in r:  # the same plan with model.predictor.compile=true (CUDA)
+                c = r["wmpc_compiled"]
+                lines.append(f"| {size}, `predictor.compile=true` | {r['B']} | {r['S']} x {r['I']} | {_s(c)} | "
+                             f"{_s(r['ref'])}{ex} | {_x(r['ref'], c)} | {_mb(c)} | {_mb(r['ref'])} |")
         lines += ["", "| size | B | S | wmpc rollout | reference rollout | speed-up | wmpc rate (of roofline) |",
                   "|---|---|---|---|---|---|---|"]
         for size in plan_rows:

@@ -262,6 +262,8 @@ def run_isolated(spec: dict, isolate: bool, timeout: float | None = None) -> dic
         except torch.cuda.OutOfMemoryError as e:
             torch.cuda.empty_cache()
             return {"error": f"out of memory: {str(e).splitlines()[0]}"}
+        except Exception as e:  # one failed measurement is reported in its row; the others still run
+            return {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -441,10 +443,14 @@ def collect(cfg: dict) -> dict:
             results[f"{size}_plan"] = {"B": b, "S": S, "I": I, "wmpc": w_plan, "ref": r_plan}
             results[f"{size}_rollout"] = {"B": b, "S": S, "wmpc": w_roll, "ref": r_roll}
             measured = [w_roll, r_roll]
-            if cfg["compile"] and not cuda and size == "dino_wm":  # the per-step function compiled (an option)
-                w_comp = run({**roll, "kind": "rollout", "predictor": {"compile": True}, "warmup": 2})
+            if cfg["compile"] and size == "dino_wm":  # the per-step function compiled (an option)
+                comp = {**wm_opts, "compile": True}
+                w_comp = run({**roll, "kind": "rollout", "predictor": comp, "warmup": 2})
                 results[f"{size}_rollout"]["wmpc_compiled"] = w_comp
                 measured.append(w_comp)
+                if cuda:  # the plan itself with the compiled step (the warm-up plan compiles)
+                    results[f"{size}_plan"]["wmpc_compiled"] = run({**base, "kind": "plan", "iterations": I,
+                                                                    "predictor": comp, "warmup": 2})
             for r in measured:  # against the matmul rate measured beside it (a shared CPU drifts)
                 local = r.get("matmul_flops_per_s", peak) if "error" not in r else None
                 if local:
@@ -457,6 +463,10 @@ def collect(cfg: dict) -> dict:
             print(f"           ref  {_fmt_s(r_plan)} {_fmt_mb(r_plan)}")
             print(f"           speed-up {_ratio(r_plan, w_plan)} (cpu time {_ratio(r_plan, w_plan, 'cpu_s')}),"
                   f" wmpc peak / ref peak = {_ratio(w_plan, r_plan, 'peak_mb')}")
+            if "wmpc_compiled" in results[f"{size}_plan"]:
+                w_pc = results[f"{size}_plan"]["wmpc_compiled"]
+                print(f"           wmpc {_fmt_s(w_pc)} {_fmt_mb(w_pc)}  (model.predictor.compile=true), "
+                      f"speed-up {_ratio(r_plan, w_pc)}")
             print(f"  rollout  wmpc {_fmt_s(w_roll)} {_fmt_mb(w_roll)}{_rate(w_roll)}")
             if "wmpc_compiled" in results[f"{size}_rollout"]:
                 w_comp = results[f"{size}_rollout"]["wmpc_compiled"]
@@ -520,6 +530,10 @@ def summary(results: dict) -> str:
             ex = " extrapolated" if "extrapolated_from_iterations" in r["ref"] else ""
             parts.append(f"{size} plan speed-up {ratio(r['ref'], r['wmpc']):.1f}x{ex} "
                          f"(S x I = {r['S']} x {r['I']}, peak {r['wmpc']['peak_mb']:.0f} vs {r['ref']['peak_mb']:.0f} MiB)")
+            c = r.get("wmpc_compiled", {})
+            if "seconds" in c:  # CUDA: the plan with the compiled step
+                parts.append(f"{size} plan {r['wmpc']['seconds']:.2f} s ({c['seconds']:.2f} s with "
+                             "model.predictor.compile=true)")
     roll = results.get("dino_wm_rollout", {}).get("wmpc", {})
     if "roofline_fraction" in roll:
         comp = results["dino_wm_rollout"].get("wmpc_compiled", {})
