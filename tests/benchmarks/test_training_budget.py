@@ -25,6 +25,24 @@ def test_pusht_budget_config_composes_with_shared_data_and_growing_schedules(tmp
     assert s.train_for("pusht_d300_s6000")["batch_size"] == 64  # the rest of the suite's schedule stays
 
 
+def test_pusht_budget_also_studies_dino_wm_goals_with_the_pusher_read_from_the_goal_image(tmp_path):
+    s = suite.SuiteSettings.from_config(_compose_bench("pusht_budget", tmp_path))
+    std = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
+    dwm = {n: es for n, es in s.envs.items() if n.startswith("pusht_dino_wm_")}
+    assert len(dwm) == 3
+    for name, es in dwm.items():  # the standard suite's pusht_dino_wm entry at other budgets
+        assert es.options == std.envs["pusht_dino_wm"].options and es.eval == std.envs["pusht_dino_wm"].eval
+        assert es.eval.estimates_goal_proprio and es.eval.proprio_weights == [1, 1, 0, 0]
+        assert s.cell_settings(name, "jepa", "cem")["eval"]["estimator"] == {"steps": 3000, "width": 32}
+    assert s.envs["pusht_dino_wm_d1200_s24000"].data == std.envs["pusht_dino_wm"].data
+    assert s.train_for("pusht_dino_wm_d1200_s24000")["steps"] == std.train_for("pusht_dino_wm")["steps"]
+    assert s.train_for("pusht_dino_wm_d4800_s96000")["steps"] == 96000
+    assert s.envs["pusht_dino_wm_d4800_s96000"].data_name == "pusht_dino_wm_d4800_s24000"  # one 4,800 dataset
+    # the image-only entries keep their cells: no goal proprio, no estimator in their settings
+    assert not s.envs["pusht_d300_s1500"].eval.estimates_goal_proprio
+    assert "estimator" not in s.cell_settings("pusht_d300_s1500", "jepa", "cem")["eval"]
+
+
 def test_reusing_data_of_an_entry_with_other_data_settings_is_refused(tmp_path):
     cfg = _compose_bench("pusht_budget", tmp_path, ["bench.envs.pusht_d300_s6000.data.episodes=301"])
     with pytest.raises(ValueError, match="data_from='pusht_d300_s1500'.*data differ"):
