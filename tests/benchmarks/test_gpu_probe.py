@@ -1,0 +1,27 @@
+"""The GPU probe's smoke run on the CPU: every figure measured or its failure reported."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import gpu_probe
+
+
+def test_quick_probe_measures_matmuls_and_every_attention_kernel_or_says_why_not():
+    torch.manual_seed(0)
+    res = gpu_probe.probe("cpu", quick=True)
+    assert res["machine"] == "cpu" and res["peak_tflops"] is None
+    assert res["matmul_256^3"]["tflops"] > 0
+    assert res["matmul_784x384x384"]["tflops"] > 0 and res["matmul_784x384x2048"]["tflops"] > 0
+    kernels = [k for k in res if k.startswith("rollout_") and k.endswith("_S4")]
+    assert len(kernels) == 5  # auto, flash, efficient, cudnn, math
+    assert res["rollout_auto_S4"]["seconds"] > 0 and res["rollout_math_S4"]["tflops"] > 0
+    for k in kernels:  # a kernel the CPU lacks is an error row, not a crash
+        assert ("seconds" in res[k]) != ("error" in res[k])
+    assert res["rollout_auto_S8"]["S"] == 8
+
+
+def test_cuda_asked_without_a_gpu_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--device cpu --quick"):
+        gpu_probe.main(["--device", "cuda"])
