@@ -15,27 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
 
 from benchmarks import hot_path as hp
-from benchmarks._timing import sync
+from benchmarks._timing import timed
 
 __all__ = ["probe", "main"]
 
 
 def _best(fn, device, warmup: int = 2, repeat: int = 5) -> float:
+    """The fastest of ``repeat`` synced calls of ``fn()`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(timed(fn, device)[0] for _ in range(repeat))
 
 
 def probe(device: str = "cuda", quick: bool = False) -> dict:
@@ -46,7 +39,7 @@ def probe(device: str = "cuda", quick: bool = False) -> dict:
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
     peak = next((v for k, v in hp.PEAK_BF16_TFLOPS.items() if k in name), None) if cuda else None
     S_small, S_large, n = (4, 8, 256) if quick else (300, 1200, 8192)
-    N, D = 196, 384
+    N, D = hp.SIZES["dino_wm"]["N"], hp.SIZES["dino_wm"]["D"]
     out: dict = {"machine": name, "torch": torch.__version__, "quick": quick, "peak_tflops": peak}
 
     def frac(tflops):
@@ -72,17 +65,14 @@ def probe(device: str = "cuda", quick: bool = False) -> dict:
         try:
             m = hp.build_model("dino_wm", dev, autocast_bf16=cuda, **predictor)
             inp = hp.make_inputs(m, 1, S, context=1)
+            call = lambda: m.rollout(inp["zc"], inp["pc"], inp["actions"], inp["pa"])  # noqa: E731
             with torch.inference_mode():
-                t0 = time.perf_counter()
-                m.rollout(inp["zc"], inp["pc"], inp["actions"], inp["pa"])
-                sync(dev)
-                first = time.perf_counter() - t0
-                t = _best(lambda: m.rollout(inp["zc"], inp["pc"], inp["actions"], inp["pa"]), dev,
-                          *((0, 1) if quick else (2, 5)))
+                first, _ = timed(call, dev)  # the compiled step compiles here
+                t = _best(call, dev, *((0, 1) if quick else (2, 5)))
             tf = hp.rollout_flops(m, 1, S, context=1) / t / 1e12
             out[label] = {"S": S, "seconds": t, "first_call_s": first, "tflops": tf, "fraction_of_peak": frac(tf)}
         except Exception as e:  # a kernel this device or dtype lacks: reported, the others still run
-            out[label] = {"S": S, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
+            out[label] = {"S": S, "error": hp.error_text(e)}
         print(label, json.dumps(out[label]), flush=True)
 
     for backend in ("auto", "flash", "efficient", "cudnn", "math"):

@@ -254,6 +254,11 @@ def measure(spec: dict) -> dict:
     return out
 
 
+def error_text(e: BaseException) -> str:
+    """A failed measurement's row text: the exception's type and the first line of its message."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
 def run_isolated(spec: dict, isolate: bool, timeout: float | None = None) -> dict:
     """Run :func:`measure` in a fresh subprocess (CPU peak memory) or in this process (CUDA)."""
     if not isolate:
@@ -263,7 +268,7 @@ def run_isolated(spec: dict, isolate: bool, timeout: float | None = None) -> dic
             torch.cuda.empty_cache()
             return {"error": f"out of memory: {str(e).splitlines()[0]}"}
         except Exception as e:  # one failed measurement is reported in its row; the others still run
-            return {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
+            return {"error": error_text(e)}
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -172,9 +172,10 @@ def test_cached_rollout_equals_uncached(name, over):
 @pytest.mark.parametrize("name", ["tiny", "dino_wm"])
 def test_cuda_rollout_matches_cpu_float32(name):
     """The CUDA rollout (float32, bf16 autocast, compiled step) against the CPU float32 one."""
-    zc, pc, a, pa = context(B=2, T=3, S=16, H=5, Am=_preset_model(name)[0].action_dim)
+    cpu = _preset_model(name)[0]
+    zc, pc, a, pa = context(B=2, T=3, S=16, H=5, Am=cpu.action_dim)
     with torch.no_grad():
-        ref, pref = _preset_model(name)[0].rollout(zc, pc, a, pa)
+        ref, pref = cpu.rollout(zc, pc, a, pa)
 
     def on_cuda(**over):
         m = _preset_model(name, **over)[0].to("cuda")
