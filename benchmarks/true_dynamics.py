@@ -1,0 +1,203 @@
+"""Is it the world model or the planner? The same planner and cost, with the env itself as the model.
+
+    python -m benchmarks.true_dynamics CHECKPOINT [--cost latent|state|both] [--episodes 10] [--steps 15]
+        [--samples 64 --iterations 4 --elites 8 --horizon 5 --init-std 1.0] [--alpha 0.0003
+        --proprio-weights 1,1,0,0] [--seed 1000000] [--compare]
+
+For each evaluation episode (the env made with the options of the model's training data, seeds
+``seed + i`` as in ``wmpc eval``), every replan scores the planner's candidates by running them in a copy
+of the env from the current true state (``set_state``, then the actions with the env's action repeat)
+instead of in the world model:
+
+- ``latent``: the planning cost of wmpc's planner (the model's encoder on the frame each candidate ends
+  in, latent MSE to the goal image's tokens, ``+ alpha x`` the weighted squared error of the true final
+  proprio to the goal's; the goal's proprio is the env's, so these rows are labelled goal-proprio when
+  ``alpha > 0``);
+- ``state``: the env's own success distance (``goal_distance`` of the final state): a perfect model
+  *and* a perfect cost, so only the planner and its budget remain.
+
+``--compare`` also runs ``mpc.evaluation.evaluate`` with the world model and the same planner, episodes
+and steps. Success is "reached at any step", as in wmpc evals. A task the planner solves on the true
+dynamics but not with the model is limited by the model; one it fails on the true dynamics too is
+limited by the planner's settings or (``latent`` below ``state``) by the cost. Each candidate is
+simulated step by step on the CPU, so keep episodes and steps small (Push-T, 64 x 4: ~2 s per replan).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["TrueDynamicsCost", "run", "main"]
+
+
+class TrueDynamicsCost:
+    """``cost_fn(actions (1, S, H, Am)) -> (1, S)`` for one env, with a copy of it as the model.
+
+    Args:
+        env: the evaluation env (a wmpc GoalEnv; its state is read, never changed).
+        shadow: a second env of the same kind and options, stepped for the candidates.
+        model: the world model whose encoder (and frameskip) the latent cost uses.
+        kind: ``"latent"`` or ``"state"`` (see the module docstring).
+        alpha, proprio_weights: the goal-proprio term of the latent cost.
+    """
+
+    def __init__(self, env, shadow, model, kind: str = "latent", alpha: float = 0.0, proprio_weights=None):
+        if kind not in ("latent", "state"):
+            raise ValueError(f"kind must be 'latent' or 'state', got {kind!r}")
+        self.env, self.shadow, self.model, self.kind = env.unwrapped, shadow.unwrapped, model, kind
+        for e in (self.env, self.shadow):
+            if not all(callable(getattr(e, f, None)) for f in ("get_state", "set_state", "_apply_action")):
+                raise TypeError(f"{type(e).__name__} is not a wmpc GoalEnv (get_state / set_state / "
+                                "_apply_action): the true dynamics need an env that restores states")
+        self.alpha = float(alpha)
+        w = np.ones(len(self.env._proprio())) if proprio_weights is None else np.asarray(proprio_weights, float)
+        self.weights = w / w.sum()
+        self.frameskip = int(model.frameskip)
+        self.z_goal = None
+        self.goal_state = self.goal_proprio = None
+
+    def set_goal(self, info: dict) -> None:
+        """The episode's goal: its image (encoded once), state and proprio."""
+        with torch.no_grad():
+            self.z_goal = self.model.encode(info["goal_image"][None]).float()  # (1, N, D)
+        self.goal_state = np.asarray(info["goal_state"])
+        self.goal_proprio = np.asarray(info["goal_proprio"], float)
+
+    def _run(self, start: np.ndarray, seq: np.ndarray) -> None:
+        """Set the shadow to ``start`` and apply ``seq (H, Am)`` as the env would (repeat included)."""
+        sh = self.shadow
+        sh.set_state(start)
+        low, high = sh.action_space.low, sh.action_space.high
+        for a in seq.reshape(-1, seq.shape[-1] // self.frameskip):
+            a = np.clip(a, low, high).astype(np.float32)
+            for _ in range(sh.action_repeat):
+                sh._apply_action(a)
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        acts = actions.detach().cpu().numpy()                               # (1, S, H, Am)
+        start = self.env.get_state()
+        finals, frames, proprio = [], [], []
+        for seq in acts[0]:
+            self._run(start, seq)
+            finals.append(self.shadow.get_state())
+            if self.kind == "latent":
+                frames.append(self.shadow._render())
+                proprio.append(np.asarray(self.shadow._proprio(), float))
+        if self.kind == "state":
+            cost = [self.shadow.goal_distance(s, self.goal_state) for s in finals]
+            return torch.tensor([cost], dtype=torch.float32, device=actions.device)
+        with torch.no_grad():
+            z = self.model.encode(np.stack(frames)).float()                  # (S, N, D)
+        cost = ((z - self.z_goal) ** 2).mean(dim=(-1, -2)).cpu().numpy()
+        if self.alpha > 0:
+            cost = cost + self.alpha * (((np.stack(proprio) - self.goal_proprio) ** 2) * self.weights).sum(-1)
+        return torch.as_tensor(cost[None], dtype=torch.float32, device=actions.device)
+
+
+def run(model, env_name: str | None = None, kind: str = "latent", episodes: int = 10, steps: int = 15,
+        seed: int = 1_000_000, planner: str = "cem", planner_options: dict | None = None, horizon: int = 5,
+        alpha: float = 0.0, proprio_weights=None, env_options: dict | None = None, progress: bool = True
+        ) -> dict:
+    """Plan with the true dynamics on ``episodes`` evaluation episodes; returns the success record."""
+    from tqdm import tqdm
+
+    import envs as envs_pkg
+    from mpc.evaluation.evaluate import _env_options
+    from mpc.evaluation.metrics import wilson_interval
+    from mpc.planners import make_planner
+
+    env_name = env_name or model.env
+    options = _env_options(env_name, env_options, model)
+    env, shadow = envs_pkg.make_env(env_name, **options), envs_pkg.make_env(env_name, **options)
+    box = env.action_space
+    fs = int(model.frameskip)
+    space = type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32)
+    cost = TrueDynamicsCost(env, shadow, model, kind, alpha, proprio_weights)
+    reached, final, times = [], [], []
+    try:
+        for i in tqdm(range(episodes), desc=f"{env_name} true dynamics ({kind})", disable=not progress):
+            obs, info = env.reset(seed=seed + i)
+            cost.set_goal(info)
+            plan = make_planner(planner, action_space=space, horizon=horizon, seed=seed + i,
+                                **(planner_options or {}))
+            init, ok, queue = None, bool(info["is_success"]), []
+            for _ in range(steps):
+                if ok:
+                    break
+                if not queue:
+                    t0 = time.perf_counter()
+                    result = plan.optimize(cost, batch=1, init=init)
+                    times.append(time.perf_counter() - t0)
+                    init = plan.shift(result.actions)
+                    queue = list(result.actions[0, 0].cpu().numpy().reshape(fs, -1))
+                obs, _, _, _, info = env.step(queue.pop(0))
+                ok = bool(info["is_success"])
+            reached.append(ok)
+            final.append(float(info["distance"]))
+    finally:
+        env.close()
+        shadow.close()
+    k = int(sum(reached))
+    return {"env": env_name, "cost": kind, "episodes": episodes, "steps": steps, "success_rate": k / episodes,
+            "success_ci95": wilson_interval(k, episodes), "mean_final_distance": float(np.mean(final)),
+            "plan_time_s": float(np.mean(times)) if times else 0.0, "env_options": options}
+
+
+def _line(label: str, r: dict) -> str:
+    lo, hi = r["success_ci95"]
+    return (f"{label:<32} success {r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) over {r['episodes']} episodes of "
+            f"{r['steps']} steps; mean final distance {r['mean_final_distance']:.3f}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.true_dynamics", description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help="a world model saved by wmpc train (its encoder scores the latent cost)")
+    ap.add_argument("--env", default=None, help="env name (default: the one the model was trained on)")
+    ap.add_argument("--cost", default="both", choices=("latent", "state", "both"))
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=15, help="env steps per episode")
+    ap.add_argument("--seed", type=int, default=1_000_000, help="first evaluation seed (episode i: seed + i)")
+    ap.add_argument("--planner", default="cem")
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--elites", type=int, default=8)
+    ap.add_argument("--init-std", type=float, default=1.0, help="CEM's initial std (fraction of the half-width)")
+    ap.add_argument("--horizon", type=int, default=5)
+    ap.add_argument("--alpha", type=float, default=0.0, help="goal-proprio weight of the latent cost")
+    ap.add_argument("--proprio-weights", default=None, help="comma list, e.g. 1,1,0,0 (Push-T: the pusher's x, y)")
+    ap.add_argument("--compare", action="store_true", help="also plan with the world model (wmpc's evaluate)")
+    args = ap.parse_args(argv)
+    from mpc.world_model import WorldModel
+
+    model = WorldModel.load(args.checkpoint)
+    model.eval()
+    weights = None if args.proprio_weights is None else [float(v) for v in args.proprio_weights.split(",")]
+    popts = {"samples": args.samples, "iterations": args.iterations, "elites": args.elites,
+             "init_std": args.init_std}
+    common = dict(episodes=args.episodes, steps=args.steps, seed=args.seed, planner=args.planner,
+                  planner_options=popts, horizon=args.horizon)
+    env_name = args.env or model.env
+    print(f"# {env_name}: {args.planner} {args.samples} x {args.iterations} (elites {args.elites}, init_std "
+          f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}; encoder and frameskip of {args.checkpoint}")
+    for kind in (("latent", "state") if args.cost == "both" else (args.cost,)):
+        r = run(model, env_name, kind, alpha=args.alpha if kind == "latent" else 0.0, proprio_weights=weights,
+                **common)
+        label = f"true dynamics, {kind} cost" + (" [goal-proprio]" if kind == "latent" and args.alpha else "")
+        print(_line(label, r), f"({r['plan_time_s']:.2f} s per replan)", flush=True)
+    if args.compare:
+        from mpc.evaluation.evaluate import evaluate
+
+        r = evaluate(env_name, model=model, episodes=args.episodes, steps=args.steps, seed=args.seed,
+                     batch_envs=min(args.episodes, 25), videos=0, progress=False, planner=args.planner,
+                     planner_options=popts, horizon=args.horizon, alpha=args.alpha, proprio_weights=weights)
+        print(_line("world model" + (" [goal-proprio]" if args.alpha else ""),
+                    {"success_rate": r.success_rate, "success_ci95": r.success_ci95, "episodes": r.episodes,
+                     "steps": r.steps, "mean_final_distance": r.mean_final_distance}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
