@@ -53,8 +53,8 @@ class TrueDynamicsCost:
                 raise TypeError(f"{type(e).__name__} is not a wmpc GoalEnv (get_state / set_state / "
                                 "_apply_action): the true dynamics need an env that restores states")
         self.alpha = float(alpha)
-        w = np.ones(len(self.env._proprio())) if proprio_weights is None else np.asarray(proprio_weights, float)
-        self.weights = w / w.sum()
+        self.proprio_weights = None if proprio_weights is None else np.asarray(proprio_weights, float)
+        self.weights = None
         self.frameskip = int(model.frameskip)
         self.z_goal = None
         self.goal_state = self.goal_proprio = None
@@ -65,6 +65,10 @@ class TrueDynamicsCost:
             self.z_goal = self.model.encode(info["goal_image"][None]).float()  # (1, N, D)
         self.goal_state = np.asarray(info["goal_state"])
         self.goal_proprio = np.asarray(info["goal_proprio"], float)
+        w = np.ones(len(self.goal_proprio)) if self.proprio_weights is None else self.proprio_weights
+        if w.shape != self.goal_proprio.shape:
+            raise ValueError(f"proprio_weights has {w.size} values, the env's proprio {self.goal_proprio.size}")
+        self.weights = w / w.sum()
 
     def _run(self, start: np.ndarray, seq: np.ndarray) -> None:
         """Set the shadow to ``start`` and apply ``seq (H, Am)`` as the env would (repeat included)."""

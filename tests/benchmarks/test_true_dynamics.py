@@ -42,6 +42,9 @@ def test_the_goal_making_push_costs_nothing_and_the_env_is_left_as_it_was():
         assert c.shape == (8,) and c[0] == pytest.approx(0.0, abs=1e-6), kind
         assert (c[1:] > 1e-4).all(), kind
     np.testing.assert_array_equal(env.unwrapped.get_state(), before)
+    wrong = true_dynamics.TrueDynamicsCost(env, shadow, model, "latent", alpha=0.001, proprio_weights=[1, 1, 0])
+    with pytest.raises(ValueError, match="proprio_weights has 3 values"):
+        wrong.set_goal(info)
 
 
 def test_the_planner_on_the_true_dynamics_reaches_pointmass_goals(tmp_path, capsys):
