@@ -12,7 +12,7 @@ measurement is a subprocess of its own, started after the previous one ended):
    a ``num_hist`` window recomputed every step, the observation encoded once per candidate when an
    encoder is attached, explicit masked softmax attention, float32), at three sizes:
    ``dino_wm16`` (wmpc's public ``mpc.plan`` with a random-weight DINOv2 at 56 px: 16 x 384 tokens,
-   CEM 300 x 2, horizon 5, one env), ``dino_wm`` (196 x 384 tokens) and ``tiny`` (4 envs); each
+   CEM 300 x 2, horizon 5, one env), ``dino_wm`` (196 x 384 tokens) and ``tiny`` (2 envs on CPU, 4 on CUDA); each
    rollout's achieved FLOP/s (analytic FLOPs, :func:`rollout_flops`) as a fraction of the roofline;
 3. the memory bound: a dino_wm rollout of many candidates under a memory budget (chunks of S);
 4. planner overhead (planner-only time against rollout time per iteration) and the rollouts each
@@ -338,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ref-tiny-iters", type=int, default=None, help="the same for the tiny plan")
     ap.add_argument("--switch-samples", type=int, default=None, help="S of the switch table (CPU 10, CUDA 300)")
     ap.add_argument("--memory-samples", type=int, default=None, help="S of the memory-bound case (CPU 32, CUDA 300)")
-    ap.add_argument("--envs", type=int, default=4, help="envs planned at once at tiny size")
+    ap.add_argument("--envs", type=int, default=None, help="envs planned at once at tiny size (CPU 2, CUDA 4)")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the switch table")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: " + ",".join(SECTIONS))
     ap.add_argument("--only", default="", help="comma list of the only sections to run")
@@ -358,10 +358,11 @@ def settings(args: argparse.Namespace) -> dict:
     cuda = torch.device(args.device).type == "cuda"
     q = args.quick
     parse = lambda s: tuple(int(v) for v in s.lower().split("x"))  # noqa: E731
+    envs = args.envs or (4 if cuda else 2)  # the CPU default keeps the run within 10 minutes on 2 cores
     plans = {  # size -> (B, S, I)
         "dino_wm16": (1, *parse(args.dino16_plan or ("16x1" if q else "300x2"))),
         "dino_wm": (1, *parse(args.dino_plan or ("300x30" if cuda else ("2x1" if q else "10x2")))),
-        "tiny": (args.envs, *parse(args.tiny_plan or ("300x30" if cuda else ("16x2" if q else "300x3")))),
+        "tiny": (envs, *parse(args.tiny_plan or ("300x30" if cuda else ("16x2" if q else "300x3")))),
     }
     ref_iters = {"dino_wm": args.ref_dino_iters, "tiny": args.ref_tiny_iters}
     for size, it in ref_iters.items():
@@ -380,7 +381,7 @@ def settings(args: argparse.Namespace) -> dict:
         "memory_budget_mb": 2048 if cuda else 512,
         "switch_samples": args.switch_samples or (300 if cuda else (2 if q else 10)),
         "compile": not (args.no_compile or q), "sections": [s for s in SECTIONS if s not in skip],
-        "horizon": H, "plan_context": PLAN_CONTEXT, "switch_context": T, "envs": args.envs,
+        "horizon": H, "plan_context": PLAN_CONTEXT, "switch_context": T, "envs": envs,
     }
 
 
