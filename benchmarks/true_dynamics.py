@@ -52,9 +52,9 @@ class TrueDynamicsCost:
             if not all(callable(getattr(e, f, None)) for f in ("get_state", "set_state", "_apply_action")):
                 raise TypeError(f"{type(e).__name__} is not a wmpc GoalEnv (get_state / set_state / "
                                 "_apply_action): the true dynamics need an env that restores states")
-        self.alpha = float(alpha)
-        self.proprio_weights = None if proprio_weights is None else np.asarray(proprio_weights, float)
-        self.weights = None
+        from mpc.objectives import make_objective
+
+        self.objective = make_objective("last", alpha=alpha, proprio_weights=proprio_weights)  # the planner's cost
         self.frameskip = int(model.frameskip)
         self.z_goal = None
         self.goal_state = self.goal_proprio = None
@@ -64,11 +64,10 @@ class TrueDynamicsCost:
         with torch.no_grad():
             self.z_goal = self.model.encode(info["goal_image"][None]).float()  # (1, N, D)
         self.goal_state = np.asarray(info["goal_state"])
-        self.goal_proprio = np.asarray(info["goal_proprio"], float)
-        w = np.ones(len(self.goal_proprio)) if self.proprio_weights is None else self.proprio_weights
-        if w.shape != self.goal_proprio.shape:
-            raise ValueError(f"proprio_weights has {w.size} values, the env's proprio {self.goal_proprio.size}")
-        self.weights = w / w.sum()
+        self.goal_proprio = torch.as_tensor(np.asarray(info["goal_proprio"]), dtype=torch.float32)[None]  # (1, P)
+        w = self.objective.proprio_weights
+        if w is not None and w.numel() != self.goal_proprio.shape[1]:  # said now, not at the first plan
+            raise ValueError(f"proprio_weights has {w.numel()} values, the env's proprio {self.goal_proprio.shape[1]}")
 
     def _run(self, start: np.ndarray, seq: np.ndarray) -> None:
         """Set the shadow to ``start`` and apply ``seq (H, Am)`` as the env would (repeat included)."""
@@ -89,16 +88,15 @@ class TrueDynamicsCost:
             finals.append(self.shadow.get_state())
             if self.kind == "latent":
                 frames.append(self.shadow._render())
-                proprio.append(np.asarray(self.shadow._proprio(), float))
+                proprio.append(np.asarray(self.shadow._proprio(), np.float32))
         if self.kind == "state":
             cost = [self.shadow.goal_distance(s, self.goal_state) for s in finals]
             return torch.tensor([cost], dtype=torch.float32, device=actions.device)
         with torch.no_grad():
-            z = self.model.encode(np.stack(frames)).float()                  # (S, N, D)
-        cost = ((z - self.z_goal) ** 2).mean(dim=(-1, -2)).cpu().numpy()
-        if self.alpha > 0:
-            cost = cost + self.alpha * (((np.stack(proprio) - self.goal_proprio) ** 2) * self.weights).sum(-1)
-        return torch.as_tensor(cost[None], dtype=torch.float32, device=actions.device)
+            z = self.model.encode(np.stack(frames)).float().cpu()            # (S, N, D)
+        p = torch.as_tensor(np.stack(proprio), dtype=torch.float32)        # (S, P)
+        cost = self.objective(z[None, :, None], self.z_goal.cpu(), p[None, :, None], self.goal_proprio)  # (1, S)
+        return cost.to(actions.device)
 
 
 def run(model, env_name: str | None = None, kind: str = "latent", episodes: int = 10, steps: int = 15,
