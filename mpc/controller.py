@@ -153,8 +153,9 @@ class MPCController:
             angle) is then compared with the goal's the shorter way round.
 
     Raises:
-        ValueError: bad horizon / replan_every, an action space that does not match the model, or
-            a goal-proprio objective (``alpha > 0``) with a model that predicts no proprio.
+        ValueError: bad horizon / replan_every, an action space that does not match the model, a
+            goal-proprio objective (``alpha > 0``) with a model that predicts no proprio, or an
+            objective whose temporal distance reads another encoder's latent.
 
     With ``record_gap`` every plan also records the *imagination gap*: the token MSE to the goal
     that the model predicts for the frame the executed part of the plan leads to (model step
@@ -186,6 +187,10 @@ class MPCController:
                              "world model predicts no proprio (proprio_dim=0); set alpha=0")
         self.proprio_estimator = (None if proprio_estimator is None
                                   else _load_estimator(proprio_estimator, model, self.device))
+        distance = getattr(self.objective, "distance", None)
+        if distance is not None and hasattr(distance, "check_latent") and hasattr(model, "num_tokens"):
+            distance.check_latent(getattr(model, "encoder_fingerprint", None), int(model.num_tokens),
+                                  int(model.token_dim))  # a learned temporal distance of this latent
         self.last_plan_info: dict = {}
         self.plan_times: list[float] = []
         self.plan_rollouts: list[int] = []  # candidates evaluated per problem in each replan

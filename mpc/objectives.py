@@ -6,7 +6,10 @@ An objective is any callable::
               proprio_pred (B, S, H, P) | None = None, proprio_goal (B, P) | None = None) -> cost (B, S)
 
 :class:`LatentObjective` is the DINO-WM one (mean squared error over tokens of the last predicted
-frame), optionally over all predicted frames with a discount, plus an optional proprio term.
+frame), optionally over all predicted frames with a discount, plus an optional proprio term. With
+``distance`` (a learned :class:`mpc.temporal_distance.TemporalDistance` or its file) a frame costs its
+squared estimated steps to the goal frame instead of the token MSE: a cost that follows the paths
+the exploration data took (around a maze's walls) rather than the straight line in the latent.
 Replace it with your own callable of the same signature wherever an objective is taken.
 
 Risk (ensembles, :mod:`mpc.ensemble`): with ``risk > 0`` the objective asks the world model for every
@@ -24,6 +27,7 @@ The controller passes the world model's predicted proprio (raw units) and the go
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -59,6 +63,9 @@ class LatentObjective:
         proprio_weights: per proprio value, the weight of its squared error in the proprio term (a
             weighted mean; default: the plain mean). E.g. ``[1, 1, 0, 0]`` compares Push-T's pusher
             position and leaves its velocity out (velocities in px/s would outweigh positions in px).
+        distance: a :class:`~mpc.temporal_distance.TemporalDistance` (or the path of its file): each
+            frame's latent term is then the squared estimated steps from the frame to the goal frame
+            (in place of the token MSE; ``alpha`` weighs the proprio term against steps^2).
         risk_mode: ``"disagreement"`` (cost of the members' mean + beta x disagreement),
             ``"standardized"`` (the same with the disagreement rescaled by std_S(cost) / std_S(disagreement)
             per problem, a constant for gradients) or ``"pessimistic"`` (blend of the mean member's and
@@ -69,7 +76,7 @@ class LatentObjective:
     """
 
     def __init__(self, mode: str = "last", discount: float = 1.0, alpha: float = 0.0, risk: float = 0.0,
-                 risk_mode: str = "disagreement", proprio_weights=None):
+                 risk_mode: str = "disagreement", proprio_weights=None, distance=None):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         if float(discount) <= 0:
@@ -88,6 +95,14 @@ class LatentObjective:
             if w.numel() == 0 or not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
                 raise ValueError(f"proprio_weights must be finite, >= 0, not all 0; got {proprio_weights!r}")
             self.proprio_weights = w
+        if isinstance(distance, (str, os.PathLike)):
+            from mpc.temporal_distance import TemporalDistance
+
+            distance = TemporalDistance.load(distance)
+        if distance is not None and not callable(getattr(distance, "embed", None)):
+            raise ValueError(f"distance must be a TemporalDistance or the path of its file, got "
+                             f"{type(distance).__name__}")
+        self.distance = distance
 
     @property
     def members(self) -> bool:
@@ -122,8 +137,7 @@ class LatentObjective:
                 or z_pred.shape[-2:] != z_goal.shape[-2:]:
             raise ValueError(f"expected z_pred (B, S, H, N, D) and z_goal (B, N, D) with matching B, N, D; "
                              f"got {tuple(z_pred.shape)} and {tuple(z_goal.shape)}")
-        err = latent_distance(z_pred, z_goal[:, None, None])               # (B, S, H)
-        cost = self._over_time(err)                                        # (B, S)
+        cost = self._over_time(self._frame_cost(z_pred, z_goal))           # (B, S)
         if self.alpha > 0:
             if proprio_pred is None or proprio_goal is None:
                 raise ValueError("alpha > 0 needs proprio_pred (B, S, H, P) and proprio_goal (B, P): a world "
@@ -143,6 +157,22 @@ class LatentObjective:
                 perr = (sq * w).sum(-1) / w.sum()                              # weighted mean
             cost = cost + self.alpha * self._over_time(perr)
         return cost
+
+    def _frame_cost(self, z_pred: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
+        """Latent term per frame ``(B, S, H)`` (only the last frame is filled in with ``mode="last"``
+        and a distance: the others are never read)."""
+        if self.distance is None:
+            return latent_distance(z_pred, z_goal[:, None, None])          # (B, S, H)
+        d = self.distance
+        if d.mean.device != z_pred.device:
+            d = self.distance = d.to(z_pred.device)
+        frames = z_pred[:, :, -1:] if self.mode == "last" else z_pred     # (B, S, H' , N, D)
+        with torch.autocast(z_pred.device.type, enabled=False):
+            goal = d.embed(z_goal)[:, None, None]                          # (B, 1, 1, k)
+            sq = ((d.embed(frames) - goal) ** 2).sum(-1)                   # (B, S, H')
+        if self.mode == "last" and z_pred.shape[2] > 1:
+            sq = torch.cat([sq.new_zeros(*sq.shape[:2], z_pred.shape[2] - 1), sq], dim=2)
+        return sq
 
     def _risky(self, z_pred, z_goal, proprio_pred, proprio_goal) -> torch.Tensor:
         """Risk-aware cost (B, S) from member predictions (B, S, K, H, N, D)."""
@@ -171,8 +201,9 @@ class LatentObjective:
 
     def __repr__(self) -> str:
         w = "" if self.proprio_weights is None else f", proprio_weights={self.proprio_weights.tolist()}"
+        d = "" if self.distance is None else ", distance=TemporalDistance"
         return (f"LatentObjective(mode={self.mode!r}, discount={self.discount}, alpha={self.alpha}, "
-                f"risk={self.risk}, risk_mode={self.risk_mode!r}{w})")
+                f"risk={self.risk}, risk_mode={self.risk_mode!r}{w}{d})")
 
 
 def list_objectives() -> list[str]:
@@ -185,7 +216,8 @@ def make_objective(name: str = "last", **options) -> LatentObjective:
 
     Args:
         name: ``"last"`` (DINO-WM: last predicted frame) or ``"all"`` (discounted mean over frames).
-        **options: ``discount``, ``alpha``, ``risk``, ``risk_mode`` (see :class:`LatentObjective`).
+        **options: ``discount``, ``alpha``, ``risk``, ``risk_mode``, ``proprio_weights``, ``distance``
+            (see :class:`LatentObjective`).
 
     Raises:
         ValueError: unknown name or option.
@@ -193,8 +225,8 @@ def make_objective(name: str = "last", **options) -> LatentObjective:
     if name not in _MODES:
         raise ValueError(f"unknown objective {name!r}; known objectives: {', '.join(_MODES)} "
                          "(or pass your own callable objective(z_pred, z_goal, proprio_pred, proprio_goal))")
-    unknown = set(options) - {"discount", "alpha", "risk", "risk_mode", "proprio_weights"}
+    unknown = set(options) - {"discount", "alpha", "risk", "risk_mode", "proprio_weights", "distance"}
     if unknown:
         raise ValueError(f"unknown option(s) for objective {name!r}: {sorted(unknown)}; valid: discount, "
-                         "alpha, risk, risk_mode, proprio_weights")
+                         "alpha, risk, risk_mode, proprio_weights, distance")
     return LatentObjective(mode=name, **options)

@@ -71,6 +71,7 @@ def task(cfg):
                                objective=cfg.objective, alpha=cfg.alpha,
                                proprio_estimator=cfg.get("proprio_estimator"),
                                proprio_weights=to_plain(cfg.get("proprio_weights")),
+                               distance=cfg.get("distance"),
                                risk=float(cfg.get("risk", 0.0)),
                                risk_mode=str(cfg.get("risk_mode", "disagreement")), horizon=cfg.horizon,
                                replan_every=cfg.replan_every)

@@ -107,6 +107,7 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                        latent_distances=latent_distances,
                        labels=([] if planning.alpha == 0 else ["goal-proprio"] if not planning.proprio_estimator
                                else ["proprio-from-goal-image"])
+                       + (["temporal-distance"] if policy == "planner" and planning.distance else [])
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}" + (
                            "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")]),
                        imagination=gaps if policy == "planner" else None)

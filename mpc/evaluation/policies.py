@@ -49,6 +49,8 @@ class PlannerSettings:
     proprio_weights: list | None = None  # per proprio value, its weight in the goal-proprio term (None: equal)
     proprio_estimator: str | None = None  # with alpha > 0: read the goal's proprio from the goal image
     # with this estimator file (mpc.proprio_estimator) instead of taking the env's info["goal_proprio"]
+    distance: str | None = None  # a temporal-distance file (mpc.temporal_distance): each frame costs its
+    # squared estimated steps to the goal frame instead of the token MSE (rows labelled temporal-distance)
     horizon: int = 5  # H, planning horizon in model steps
     replan_every: int = 1  # model steps executed from each plan before replanning
 
@@ -62,8 +64,8 @@ class PlannerPolicy:
 
         s = settings
         objective = (make_objective(s.objective, alpha=s.alpha, risk=s.risk, risk_mode=s.risk_mode,
-                                    proprio_weights=s.proprio_weights)
-                     if s.alpha or s.risk else s.objective)
+                                    proprio_weights=s.proprio_weights, distance=s.distance)
+                     if s.alpha or s.risk or s.distance else s.objective)
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,
                                         planner_options=s.planner_options, seed=seed, device=device,
