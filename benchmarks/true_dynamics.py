@@ -2,7 +2,7 @@
 
     python -m benchmarks.true_dynamics CHECKPOINT [--cost latent|state|both] [--episodes 10] [--steps 15]
         [--samples 64 --iterations 4 --elites 8 --horizon 5 --init-std 1.0] [--alpha 0.0003
-        --proprio-weights 1,1,0,0] [--seed 1000000] [--compare]
+        --proprio-weights 1,1,0,0] [--distance FILE] [--seed 1000000] [--compare]
 
 For each evaluation episode (the env made with the options of the model's training data, seeds
 ``seed + i`` as in ``wmpc eval``), every replan scores the planner's candidates by running them in a copy
@@ -12,7 +12,8 @@ instead of in the world model:
 - ``latent``: the planning cost of wmpc's planner (the model's encoder on the frame each candidate ends
   in, latent MSE to the goal image's tokens, ``+ alpha x`` the weighted squared error of the true final
   proprio to the goal's; the goal's proprio is the env's, so these rows are labelled goal-proprio when
-  ``alpha > 0``);
+  ``alpha > 0``); with ``--distance`` a learnt temporal distance (:mod:`mpc.temporal_distance`) takes
+  the token MSE's place, for the world model of ``--compare`` too;
 - ``state``: the env's own success distance (``goal_distance`` of the final state): a perfect model
   *and* a perfect cost, so only the planner and its budget remain.
 
@@ -42,9 +43,11 @@ class TrueDynamicsCost:
         model: the world model whose encoder (and frameskip) the latent cost uses.
         kind: ``"latent"`` or ``"state"`` (see the module docstring).
         alpha, proprio_weights: the goal-proprio term of the latent cost.
+        distance: a temporal distance (or its file) in place of the latent cost's token MSE.
     """
 
-    def __init__(self, env, shadow, model, kind: str = "latent", alpha: float = 0.0, proprio_weights=None):
+    def __init__(self, env, shadow, model, kind: str = "latent", alpha: float = 0.0, proprio_weights=None,
+                 distance=None):
         if kind not in ("latent", "state"):
             raise ValueError(f"kind must be 'latent' or 'state', got {kind!r}")
         self.env, self.shadow, self.model, self.kind = env.unwrapped, shadow.unwrapped, model, kind
@@ -54,7 +57,8 @@ class TrueDynamicsCost:
                                 "_apply_action): the true dynamics need an env that restores states")
         from mpc.objectives import make_objective
 
-        self.objective = make_objective("last", alpha=alpha, proprio_weights=proprio_weights)  # the planner's cost
+        self.objective = make_objective("last", alpha=alpha, proprio_weights=proprio_weights,
+                                        distance=distance)  # the planner's cost
         self.frameskip = int(model.frameskip)
         self.z_goal = None
         self.goal_state = self.goal_proprio = None
@@ -101,8 +105,8 @@ class TrueDynamicsCost:
 
 def run(model, env_name: str | None = None, kind: str = "latent", episodes: int = 10, steps: int = 15,
         seed: int = 1_000_000, planner: str = "cem", planner_options: dict | None = None, horizon: int = 5,
-        alpha: float = 0.0, proprio_weights=None, env_options: dict | None = None, progress: bool = True
-        ) -> dict:
+        alpha: float = 0.0, proprio_weights=None, env_options: dict | None = None, progress: bool = True,
+        distance=None) -> dict:
     """Plan with the true dynamics on ``episodes`` evaluation episodes; returns the success record."""
     from tqdm import tqdm
 
@@ -117,7 +121,7 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
     box = env.action_space
     fs = int(model.frameskip)
     space = type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32)
-    cost = TrueDynamicsCost(env, shadow, model, kind, alpha, proprio_weights)
+    cost = TrueDynamicsCost(env, shadow, model, kind, alpha, proprio_weights, distance)
     reached, final, times = [], [], []
     try:
         for i in tqdm(range(episodes), desc=f"{env_name} true dynamics ({kind})", disable=not progress):
@@ -170,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=int, default=5)
     ap.add_argument("--alpha", type=float, default=0.0, help="goal-proprio weight of the latent cost")
     ap.add_argument("--proprio-weights", default=None, help="comma list, e.g. 1,1,0,0 (Push-T: the pusher's x, y)")
+    ap.add_argument("--distance", default=None, help="a temporal-distance file (wmpc train-distance): the latent "
+                    "cost (and --compare's world model) then use the learnt steps to the goal instead of the token MSE")
     ap.add_argument("--compare", action="store_true", help="also plan with the world model (wmpc's evaluate)")
     args = ap.parse_args(argv)
     from mpc.world_model import WorldModel
@@ -186,16 +192,19 @@ def main(argv=None) -> int:
           f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}; encoder and frameskip of {args.checkpoint}")
     for kind in (("latent", "state") if args.cost == "both" else (args.cost,)):
         r = run(model, env_name, kind, alpha=args.alpha if kind == "latent" else 0.0, proprio_weights=weights,
-                **common)
-        label = f"true dynamics, {kind} cost" + (" [goal-proprio]" if kind == "latent" and args.alpha else "")
+                distance=args.distance if kind == "latent" else None, **common)
+        label = (f"true dynamics, {kind} cost" + (" [goal-proprio]" if kind == "latent" and args.alpha else "")
+                 + (" [temporal-distance]" if kind == "latent" and args.distance else ""))
         print(_line(label, r), f"({r['plan_time_s']:.2f} s per replan)", flush=True)
     if args.compare:
         from mpc.evaluation.evaluate import evaluate
 
         r = evaluate(env_name, model=model, episodes=args.episodes, steps=args.steps, seed=args.seed,
                      batch_envs=min(args.episodes, 25), videos=0, progress=False, planner=args.planner,
-                     planner_options=popts, horizon=args.horizon, alpha=args.alpha, proprio_weights=weights)
-        print(_line("world model" + (" [goal-proprio]" if args.alpha else ""),
+                     planner_options=popts, horizon=args.horizon, alpha=args.alpha, proprio_weights=weights,
+                     distance=args.distance)
+        print(_line("world model" + (" [goal-proprio]" if args.alpha else "")
+                    + (" [temporal-distance]" if args.distance else ""),
                     {"success_rate": r.success_rate, "success_ci95": r.success_ci95, "episodes": r.episodes,
                      "steps": r.steps, "mean_final_distance": r.mean_final_distance}))
     return 0

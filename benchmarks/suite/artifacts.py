@@ -6,6 +6,7 @@ Run folder layout (names built here only)::
     encoders/<env>__<encoder>-<digest>/ encoder checkpoint + train_time.json (trainable backends)
     models/<env>__<encoder>-<digest>/   world-model training run + train_time.json
     estimators/<env>-<digest>/          proprio estimator (eval.goal_proprio: image) + train_time.json
+    distances/<env>__<encoder>-<digest>/  temporal distance (eval.distance) + train_time.json
     cells/<env>__<encoder>__<planner>.json   one result row per cell (``@<shift>`` before .json:
                                         evaluated under a distribution shift)
     probes/<env>__<encoder>.json        latent-vs-true distance probe (``@<shift>`` likewise)
@@ -29,8 +30,9 @@ from mpc._io import folder_lock, json_default, read_json, write_json
 
 from benchmarks.suite.settings import SuiteSettings
 
-__all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path", "ensemble_probe_path",
-           "ensure_dataset", "ensure_encoder", "ensure_estimator", "ensure_model"]
+__all__ = ["EncoderUnavailable", "digest", "stage_lock", "cell_name", "cell_path", "probe_path",
+           "distance_probe_path", "ensemble_probe_path", "ensure_dataset", "ensure_encoder", "ensure_estimator",
+           "ensure_distance", "ensure_model"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,11 @@ def cell_path(run: Path, env: str, encoder: str, planner: str, shift: str = "") 
 def probe_path(run: Path, env: str, encoder: str, shift: str = "") -> Path:
     """The latent probe json of ``(env, encoder)`` (under ``shift``)."""
     return Path(run) / "probes" / f"{env}__{encoder}{_at(shift)}.json"
+
+
+def distance_probe_path(run: Path, env: str, encoder: str) -> Path:
+    """The probe json of ``(env, encoder)``'s temporal distance (``eval.distance``)."""
+    return Path(run) / "probes" / f"{env}__{encoder}.distance.json"
 
 
 def ensemble_probe_path(run: Path, env: str, encoder: str) -> Path:
@@ -215,6 +222,22 @@ def ensure_estimator(suite: SuiteSettings, env: str, data_dir: Path) -> Path:
     path = folder / ESTIMATOR_FILE
     _reuse_or_build(folder, path, lambda: train_proprio_estimator(
         data_dir, folder, seed=suite.seed, device=suite.device, progress=suite.progress, **options))
+    return path
+
+
+def ensure_distance(suite: SuiteSettings, env: str, encoder: str, data_dir: Path, fingerprint: str) -> Path:
+    """Train (or reuse) the temporal distance of ``(env, encoder)`` (``eval.distance``): fit on the
+    latent cache the world model was trained from (the encoder ``fingerprint``). Returns its file."""
+    from mpc.temporal_distance import DISTANCE_FILE, train_temporal_distance
+
+    options = dict(suite.envs[env].eval.distance or {})
+    settings = {"distance": options, "encoder": fingerprint, "seed": suite.seed}
+    folder = _artifact_folder(suite.out / "distances", f"{env}__{encoder}",
+                              {"data": _in_run(suite, data_dir), **settings},
+                              [{"data": d, **settings} for d in _spellings(data_dir)])
+    path = folder / DISTANCE_FILE
+    _reuse_or_build(folder, path, lambda: train_temporal_distance(
+        data_dir, fingerprint, folder, seed=suite.seed, device=suite.device, progress=suite.progress, **options))
     return path
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from mpc._io import read_json, write_json
 
-from benchmarks.suite.artifacts import (cell_path, ensemble_probe_path, ensure_dataset, ensure_encoder,
-                                        ensure_estimator, ensure_model, probe_path)
+from benchmarks.suite.artifacts import (cell_path, distance_probe_path, ensemble_probe_path, ensure_dataset,
+                                        ensure_encoder, ensure_distance, ensure_estimator, ensure_model, probe_path)
 from benchmarks.suite.probe import ensemble_probe, latent_probe
 from benchmarks.suite.settings import EvalSettings, SuiteSettings
 
@@ -121,6 +121,17 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
 
     ev = es.eval
     estimator = str(ensure_estimator(suite, env, data_dir)) if ev.estimates_goal_proprio else None
+    distance = (None if ev.distance is None
+                else str(ensure_distance(suite, env, encoder, data_dir, model.encoder_fingerprint)))
+    dist_probe = distance_probe_path(run, env, encoder)
+    if distance is not None and es.probe is not None and (read_json(dist_probe) or {}).get("distance") != \
+            str(Path(distance).relative_to(run)):  # none yet, or of an earlier distance
+        from mpc.temporal_distance import TemporalDistance
+
+        probe = latent_probe(es.env, es.options, enc, es.probe.lines, es.probe.points,
+                             distance=TemporalDistance.load(distance, device=device))
+        write_json(dist_probe, {"env": env, "encoder": encoder, "distance": str(Path(distance).relative_to(run)),
+                                **probe})
     ens_file = ensemble_probe_path(run, env, encoder)
     if model.ensemble > 1 and read_json(ens_file) is None:
         seeds = list(range(ev.seed, ev.seed + min(ev.episodes, 10)))
@@ -139,7 +150,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         t0 = time.perf_counter()
         res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
                         objective=ev.objective, alpha=ev.alpha, proprio_estimator=estimator,
-                        proprio_weights=ev.proprio_weights,
+                        proprio_weights=ev.proprio_weights, distance=distance,
                         risk=ps.risk, risk_mode=ps.risk_mode,
                         horizon=ps.horizon,
                         replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,

@@ -65,7 +65,9 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
              "latent distance per unit of true distance along each probe line of the suite's config, relative "
              "to the largest, so a direction the latent underweights shows as a small number). A backend "
              "fails when its probe is low (the latent does not order states by distance to the goal) or its "
-             "ratio is near or above 1 (the model predicts no better than standing still).", "",
+             "ratio is near or above 1 (the model predicts no better than standing still). Rows that plan with a "
+             "learnt temporal distance add its probe (`learnt distance`: the same pairs ranked by the distance "
+             "instead of the token MSE).", "",
              "| env | encoder | best planner | success | open-loop ratio (1 / last step) | probe Spearman |",
              "|---|---|---|---|---|---|"]
     for (env, enc), r in best.items():
@@ -85,6 +87,12 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
             if len(rates) > 1:  # latent per unit true distance along each probe line, relative to the largest
                 top = max(rates)
                 probe += "; per line " + " / ".join(f"{v / top:.2f}" for v in rates) if top > 0 else ""
+        learnt = read_json(run / "probes" / f"{env}__{enc}.distance.json")
+        if learnt is not None and "temporal-distance" in str(r.get("labels") or ""):  # the cost it planned with
+            probe += f"; learnt distance {learnt['spearman']:.2f}"
+            rates = [v for v in learnt.get("line_rates") or [] if v is not None]
+            if len(rates) > 1 and max(rates) > 0:
+                probe += " (per line " + " / ".join(f"{v / max(rates):.2f}" for v in rates) + ")"
         lines.append(f"| {env} | {enc} | {r['planner']} | {float(r['success_rate']):.2f} | {ratio} | {probe} |")
     data = {env: r.get("data") or env for (env, _), r in best.items()}  # an entry's data_from folder
     cover = [(env, _coverage_text(run / "data" / folder)) for env, folder in data.items()]

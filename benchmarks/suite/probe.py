@@ -222,8 +222,19 @@ def pusher_weight(parts: dict) -> float | None:
     return rates[0] / (rates[0] + rates[1])
 
 
+class _Embedded:
+    """An encoder seen through a temporal distance: ``encode`` gives the embedding ``(M, 1, k)``, so the
+    probe's mean squared difference is the squared learnt distance / k (the planner's cost, rescaled)."""
+
+    def __init__(self, encoder, distance):
+        self.encoder, self.distance = encoder, distance
+
+    def encode(self, images):
+        return self.distance.embed(self.encoder.encode(images).float())[:, None, :]
+
+
 def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points: int = 25,
-                 kind: str | None = None) -> dict:
+                 kind: str | None = None, distance=None) -> dict:
     """Latent distance to the goal against true distance along straight lines through the arena.
 
     For each line (two end positions), ``points`` resting states are rendered along it
@@ -237,6 +248,8 @@ def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points:
         lines: ``[[[x0, y0], [x1, y1]], ...]`` positions in the env's units (reacher: joint angles).
         points: states per line.
         kind: ``position``, ``path`` or ``pusht``; ``None``: :data:`PROBE_KINDS` of ``env_name``.
+        distance: a :class:`mpc.temporal_distance.TemporalDistance` of the encoder's latent: probe the
+            learnt distance (what a ``temporal-distance`` planner minimises) instead of the token MSE.
 
     Returns:
         dict with ``true`` and ``latent`` lists and the :func:`monotonicity` numbers; the ``pusht``
@@ -249,6 +262,8 @@ def latent_probe(env_name: str, env_options: dict, encoder, lines: list, points:
     import envs as envs_pkg
 
     kind = kind or PROBE_KINDS.get(env_name, "position")
+    if distance is not None:
+        encoder = _Embedded(encoder, distance)
     if kind not in ("position", "path", "pusht"):
         raise ValueError(f"unknown probe kind {kind!r}; expected position, path or pusht")
     env = envs_pkg.make_env(env_name, **env_options)

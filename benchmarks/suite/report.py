@@ -161,6 +161,24 @@ def _estimator_table(run: Path) -> list[str]:
     return lines
 
 
+def _distance_table(run: Path) -> list[str]:
+    """Markdown lines: each temporal distance's figures on held-out episodes of its dataset
+    (:mod:`mpc.temporal_distance`), next to the best constant."""
+    found = [(p.parent.name, read_json(p)) for p in sorted((run / "distances").glob("*/distance.json"))]
+    found = [(name, m) for name, m in found if m and "val_loss" in m]
+    if not found:
+        return []
+    lines = ["", "Learnt steps to the goal (rows labelled `temporal-distance`: each predicted frame costs its squared "
+             "estimated steps to the goal frame, learnt from the exploration data alone, instead of the token MSE). "
+             "On frame pairs of held-out episodes: the rank correlation of the distance with the steps recorded "
+             "between them, and the expectile loss against the best constant:", "",
+             "| entry and encoder | rank correlation | loss | best constant | train time |", "|---|---|---|---|---|"]
+    for name, m in found:
+        lines.append(f"| {name.rsplit('-', 1)[0]} | {float(m['val_spearman']):.2f} | {float(m['val_loss']):.2f} | "
+                     f"{float(m['val_loss_constant']):.2f} | {float(m['seconds']):.0f} s |")
+    return lines
+
+
 def _ensemble_table(probes: list[dict]) -> list[str]:
     """Markdown lines: each ensemble's disagreement next to the cost spread a planner ranks
     (:func:`benchmarks.suite.probe.ensemble_probe`)."""
@@ -227,7 +245,8 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
              "Plans use the goal image only (rows labelled `goal-proprio` also use the goal's proprioception; "
              "rows labelled `proprio-from-goal-image` weigh proprio too, but read the goal's from the goal image "
              "with a proprio estimator trained on the same exploration data, so they still plan from the image "
-             "alone).", "",
+             "alone; rows labelled `temporal-distance` plan with steps to the goal learnt from the same data "
+             "instead of the token MSE).", "",
              "The imagination gap is the realised minus the predicted latent cost of each executed plan "
              "(> 0: the model promised more than the env delivered), mean over plans, with the Pearson "
              "correlation r of predicted and realised cost.", "",
@@ -370,6 +389,7 @@ def write_suite_report(suite: SuiteSettings, seconds: float) -> Path:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return write_report(run, rows, meta, monotonicity=monot, figures=figures, gifs=gifs[: suite.gifs],
                         sections=_risk_table(base) + explain_tables(run, base, full) + _estimator_table(run)
+                        + _distance_table(run)
                         + _ensemble_table(ensembles)
                         + budget_tables(rows, suite.reference_planner)
                         + training_budget_tables(studies, suite.budget_target)

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from mpc._io import read_json, write_json
 
-from benchmarks.suite.artifacts import (EncoderUnavailable, cell_path, ensemble_probe_path, ensure_dataset,
-                                        probe_path, stage_lock)
+from benchmarks.suite.artifacts import (EncoderUnavailable, cell_path, distance_probe_path, ensemble_probe_path,
+                                        ensure_dataset, probe_path, stage_lock)
 from benchmarks.suite.cells import DINOV2_SKIP, conditions, reusable, run_baseline, run_cell, skip_row
 from benchmarks.suite.report import write_suite_report
 from benchmarks.suite.settings import SuiteSettings
@@ -58,6 +58,8 @@ def _run_encoder(suite: SuiteSettings, env: str, encoder: str, planners: tuple[s
     probed = suite.envs[env].probe is None or all(probe_path(run, env, encoder, s).exists() for s in shifts)
     ensemble = int(suite.model_config(env, encoder).get("ensemble", 1) or 1) > 1
     probed = probed and (not ensemble or ensemble_probe_path(run, env, encoder).exists())
+    probed = probed and (suite.envs[env].eval.distance is None or suite.envs[env].probe is None
+                         or distance_probe_path(run, env, encoder).exists())
     if not todo and probed:
         log.info("%s / %s: every cell finished earlier, skipped", env, encoder)
         return

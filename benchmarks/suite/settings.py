@@ -90,6 +90,9 @@ class EvalSettings:
                              # goal image by a proprio estimator trained on the entry's data)
     estimator: dict = field(default_factory=dict)  # train_proprio_estimator options (steps, width, ...)
     proprio_weights: list | None = None  # per proprio value, its weight in the goal-proprio term (None: equal)
+    distance: dict | None = None  # plan with a learned temporal distance (mpc.temporal_distance) instead of
+                             # the token MSE: its train_temporal_distance options (steps, tau, ...), trained
+                             # per (entry, encoder) on the entry's data; None: the token MSE
     videos: int = 1          # GIFs per planner cell
     baseline_videos: int = 0  # GIFs per baseline
 
@@ -311,7 +314,7 @@ def _selection(value, available: list[str], what: str, extra=None) -> list[str]:
     if value is None:
         return list(available)
     names = [value] if isinstance(value, str) else list(value)
-    names = [n.strip() for x in names for n in str(x).split(",") if n.strip()]
+    names = [n.strip() for x in names for n in str(x).strip("[]").split(",") if n.strip()]  # also [a,b]
     bad = [n for n in names if n not in available and not (extra and extra(n))]
     if bad:
         raise ValueError(f"{what}={','.join(bad)} is not part of this suite; it has {what}s "
@@ -395,6 +398,8 @@ class SuiteSettings:
             ev.pop("estimator")
         if ev.get("proprio_weights") is None:
             ev.pop("proprio_weights", None)
+        if ev.get("distance") is None or planner is None:  # the token MSE, or a baseline row
+            ev.pop("distance", None)
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]

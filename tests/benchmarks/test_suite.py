@@ -236,6 +236,11 @@ def test_standard_config_composes(tmp_path):
     assert s.train_for("pusht_dino_wm")["steps"] > s.train_for("pusht")["steps"] == s.train["steps"]
     assert s.train_for("pusht_dino_wm")["batch_size"] == s.train["batch_size"]
     assert s.envs["wall"].options["action_repeat"] == 5 and s.envs["reacher"].options["action_repeat"] == 2
+    # the mazes plan with the steps to the goal learnt from their data; no other entry does
+    assert {n for n, e in s.envs.items() if e.eval.distance is not None} == {"pointmaze", "pointmaze_medium"}
+    assert s.cell_settings("pointmaze", "jepa", "cem")["eval"]["distance"]["steps"] > 0
+    assert "distance" not in s.cell_settings("pointmaze", None, None)["eval"]  # baselines plan nothing
+    assert "distance" not in s.cell_settings("wall", "jepa", "cem")["eval"]  # rows written before stay valid
     assert set(s.encoders) == {"vae", "diffusion", "jepa", "dinov2"} and list(s.planners) == ["cem", "icem"]
     medium = s.envs["pointmaze_medium"]
     assert medium.env == "pointmaze" and medium.options["maze"] == "medium" and s.envs["pointmaze"].options["maze"] == "umaze"
@@ -353,3 +358,43 @@ def test_artifacts_named_the_earlier_way_are_still_found(tmp_path):
     assert _artifact_folder(tmp_path / "encoders", "pm__vae", {"data": "data/pointmass", **settings}, earlier) == new
     (old / "train_time.json").write_text('{"seconds": 1.0}')  # finished
     assert _artifact_folder(tmp_path / "encoders", "pm__vae", {"data": "data/pointmass", **settings}, earlier) == old
+
+
+def test_a_tiny_maze_suite_trains_its_temporal_distance_once(tmp_path, monkeypatch):
+    """The standard suite's U-maze entry cut down: its cells plan with a temporal distance trained on the
+    entry's data for the encoder, labelled as such; a resumed run trains nothing again."""
+    tiny = ["select.env=pointmaze", "select.encoder=vae", "select.planner=cem",
+            "bench.envs.pointmaze.options.image_size=32",
+            "bench.envs.pointmaze.data.episodes=4", "bench.envs.pointmaze.data.steps=8",
+            "bench.envs.pointmaze.probe.points=4", "bench.envs.pointmaze.eval.distance.steps=5",
+            "bench.encoders.vae.options.width=4", "bench.encoders.vae.train.steps=2",
+            "bench.encoders.vae.train.batch_size=8", "bench.model_options.predictor.dim=16",
+            "bench.model_options.predictor.mlp_dim=16", "bench.train.steps=2", "bench.train.batch_size=8",
+            "bench.train.val_every=2", "bench.train.ckpt_every=2", "bench.train.warmup_steps=1",
+            "bench.train.eval_windows=4", "bench.planners.cem.samples=4", "bench.planners.cem.iterations=1",
+            "bench.planners.cem.elites=2", "bench.eval.episodes=1", "bench.eval.steps=2", "bench.eval.batch_envs=1",
+            "bench.eval.videos=0", "bench.baselines=[]", "jobs=1", "workers=1", "device=cpu"]
+    cfg = _compose_bench("standard", tmp_path, tiny)
+    suite.run_suite(cfg)
+    (folder,) = (p for p in (tmp_path / "distances").glob("pointmaze__vae-*") if p.is_dir())
+    m = json.loads((folder / "distance.json").read_text())
+    assert m["steps"] == 5 and (folder / "distance.safetensors").exists()
+    cell = json.loads((tmp_path / "cells" / "pointmaze__vae__cem.json").read_text())
+    assert cell["status"] == "ok" and cell["labels"] == "temporal-distance"
+    assert cell["settings"]["eval"]["distance"] == {"steps": 5}
+    text = (tmp_path / "report.md").read_text()
+    assert "Learnt steps to the goal" in text
+    learnt = json.loads((tmp_path / "probes" / "pointmaze__vae.distance.json").read_text())
+    plain = json.loads((tmp_path / "probes" / "pointmaze__vae.json").read_text())
+    assert learnt["true"] == plain["true"] and learnt["latent"] != plain["latent"]  # same pairs, the learnt metric
+    why = text.split("## Why each result")[1].splitlines()
+    row = next(line for line in why if line.startswith("| pointmaze | vae |"))
+    assert f"learnt distance {learnt['spearman']:.2f}" in row
+
+    import mpc.temporal_distance
+
+    monkeypatch.setattr(mpc.temporal_distance, "train_temporal_distance",
+                        lambda *a, **k: pytest.fail("train_temporal_distance called on a resumed suite"))
+    before = (tmp_path / "cells" / "pointmaze__vae__cem.json").stat().st_mtime_ns
+    suite.run_suite(cfg)
+    assert (tmp_path / "cells" / "pointmaze__vae__cem.json").stat().st_mtime_ns == before

@@ -222,3 +222,35 @@ def test_eval_command_reads_the_goal_proprio_from_the_goal_image_with_an_estimat
     with pytest.raises(ValueError, match="takes 32 px images, the world model 64 px"):
         evaluate("wall", model=WorldModel.load(wall_task_model), alpha=1.0, proprio_estimator=str(small),
                  episodes=1, steps=1, videos=0, progress=False)
+
+
+def test_train_distance_and_eval_with_it_from_the_command_line(tmp_path):
+    """``wmpc train-distance`` fills the model's latent cache of a dataset and fits a distance there;
+    ``wmpc eval distance=`` plans with it and labels its rows; another encoder's distance is refused."""
+    from mpc.data import collect
+    from mpc.temporal_distance import DISTANCE_FILE, TemporalDistance
+
+    data = collect(env="wall", out=tmp_path / "data", episodes=3, steps=6, policy="colored-noise", seed=0,
+                   image_size=28, progress=False)
+    model = _tiny_wall_model()
+    model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=28, env="wall",
+                   env_options={"image_size": 28, "action_repeat": 1})
+    ckpt = model.save(tmp_path / "wall.safetensors")
+    dist = tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "train-distance", f"checkpoint={ckpt}", f"data={data}",
+                        f"out={dist}", "steps=3", "batch_size=16", "hidden=8", "dim=4", "progress=false"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rank correlation" in r.stdout and f"distance={dist / DISTANCE_FILE}" in r.stdout
+    assert TemporalDistance.load(dist / DISTANCE_FILE).fingerprint == model.encoder_fingerprint
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", f"checkpoint={ckpt}",
+                        f"distance={dist / DISTANCE_FILE}", "planner=cem", "planner.samples=8", "planner.iterations=1",
+                        "planner.elites=2", "episodes=1", "steps=2", "batch_envs=1", "videos=0", f"out={out}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["labels"] == ["temporal-distance"]
+    other = TemporalDistance(1, model.token_dim, "another encoder", dim=4, hidden=8).save(tmp_path / "o.safetensors")
+    with pytest.raises(ValueError, match="another encoder"):
+        evaluate("wall", model=WorldModel.load(ckpt), distance=str(other), episodes=1, steps=1, videos=0,
+                 progress=False)
