@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 log = logging.getLogger(__name__)
 
 __all__ = ["TMP_MARK", "temp_path", "atomic_path", "atomic_write", "write_json", "read_json",
-           "json_default", "remove_temp_files", "LockHeld", "folder_lock", "package_version"]
+           "json_default", "remove_temp_files", "LockHeld", "folder_lock", "package_version", "save_module",
+           "read_module"]
 
 TMP_MARK = ".tmp"
 
@@ -133,3 +134,45 @@ def package_version() -> str:
     from mpc import __version__
 
     return __version__
+
+
+def save_module(path: str | os.PathLike, module, key: str, header: dict) -> Path:
+    """A module's state dict and a JSON ``header`` (under metadata ``key``) in one safetensors file,
+    written atomically. Used by the small nets that travel as one file (proprio estimator, temporal
+    distance)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {key: json.dumps(header, default=json_default)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: str) -> tuple[dict, dict]:
+    """The tensors and JSON header of a file written by :func:`save_module`.
+
+    Args:
+        key: the header's metadata key; fmt: the format number the header must carry.
+        what: the kind of file, for messages ("proprio estimator"); remedy: how to make one.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (the message says ``remedy``).
+        ValueError: not a readable safetensors file, no header under ``key``, or another format.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}; {remedy}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types
+        raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}; "
+                         f"train the {what} again") from e
+    if key not in meta:
+        raise ValueError(f"{path} has no {what} header; was it written by wmpc's {what}?")
+    head = json.loads(meta[key])
+    if head.get("format") != fmt:
+        raise ValueError(f"{path} has {what} format {head.get('format')}, this wmpc reads {fmt}")
+    return tensors, head

@@ -23,7 +23,6 @@ missing, damaged or foreign file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ import torch.nn as nn
 
 from encoders._conv import ImageToTokens
 from encoders.base import to_float_images
-from mpc._io import atomic_write, write_json
+from mpc._io import read_module, save_module, write_json
 
 __all__ = ["ProprioEstimator", "train_proprio_estimator", "ESTIMATOR_FILE", "wrapped_error"]
 
@@ -152,11 +151,7 @@ class ProprioEstimator(nn.Module):
 
     def save(self, path: str | os.PathLike, **extra) -> Path:
         """Weights and header (plus ``extra`` JSON-able fields) to one safetensors file, atomically."""
-        from safetensors.torch import save_file
-
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {META_KEY: json.dumps({**self.header(), **extra})}
-        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        return save_module(path, self, META_KEY, {**self.header(), **extra})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "ProprioEstimator":
@@ -167,24 +162,8 @@ class ProprioEstimator(nn.Module):
             ValueError: not a readable safetensors file, no proprio-estimator header, or weights that
                 do not fit the header.
         """
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no proprio estimator at {path}; train one with "
-                                    "mpc.proprio_estimator.train_proprio_estimator(<dataset>, <folder>)")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors raises several types
-            raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}; "
-                             "train the estimator again") from e
-        if META_KEY not in meta:
-            raise ValueError(f"{path} has no proprio-estimator header; was it written by ProprioEstimator.save?")
-        head = json.loads(meta[META_KEY])
-        if head.get("format") != FORMAT:
-            raise ValueError(f"{path} has proprio-estimator format {head.get('format')}, this wmpc reads {FORMAT}")
+        tensors, head = read_module(path, META_KEY, FORMAT, "proprio estimator",
+                                    "train one with mpc.proprio_estimator.train_proprio_estimator(<dataset>, <folder>)")
         est = cls(head["image_size"], head["proprio_dim"], periods=head["periods"], width=head["width"],
                   num_keypoints=head["num_keypoints"], hidden=head["hidden"])
         try:

@@ -30,7 +30,6 @@ damaged or foreign file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mpc._io import atomic_write, write_json
+from mpc._io import read_module, save_module, write_json
 
 __all__ = ["TemporalDistance", "fit_temporal_distance", "train_temporal_distance", "expectile_loss", "DISTANCE_FILE"]
 
@@ -121,11 +120,7 @@ class TemporalDistance(nn.Module):
 
     def save(self, path: str | os.PathLike, **extra) -> Path:
         """Weights and header (plus ``extra`` JSON-able fields) to one safetensors file, atomically."""
-        from safetensors.torch import save_file
-
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {META_KEY: json.dumps({**self.header(), **extra})}
-        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        return save_module(path, self, META_KEY, {**self.header(), **extra})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "TemporalDistance":
@@ -136,24 +131,9 @@ class TemporalDistance(nn.Module):
             ValueError: not a readable safetensors file, no temporal-distance header, or weights
                 that do not fit the header.
         """
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no temporal distance at {path}; train one with `wmpc train-distance "
-                                    "checkpoint=<world model> data=<its dataset> out=<folder>`")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors raises several types
-            raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}; "
-                             "train the temporal distance again") from e
-        if META_KEY not in meta:
-            raise ValueError(f"{path} has no temporal-distance header; was it written by TemporalDistance.save?")
-        head = json.loads(meta[META_KEY])
-        if head.get("format") != FORMAT:
-            raise ValueError(f"{path} has temporal-distance format {head.get('format')}, this wmpc reads {FORMAT}")
+        tensors, head = read_module(path, META_KEY, FORMAT, "temporal distance",
+                                    "train one with `wmpc train-distance checkpoint=<world model> data=<its dataset> "
+                                    "out=<folder>`")
         net = cls(head["num_tokens"], head["token_dim"], head.get("fingerprint", ""), dim=head["dim"],
                   hidden=head["hidden"], token_features=head["token_features"])
         try:
