@@ -4,7 +4,8 @@ Every file wmpc writes goes to a temporary name in the target's folder and is mo
 with one ``os.replace``, so a reader (or a run killed with ``kill -9``) sees either the old file or
 the new one, never a torn one. Temporary names are ``.<stem>.<pid>.tmp<suffix>`` (the suffix is kept
 so format-sniffing writers such as imageio and matplotlib still work); :func:`remove_temp_files`
-clears the leftovers of interrupted writes.
+clears the leftovers of interrupted writes, and those of safetensors, which writes its own temporary
+``.tmpXXXXXX`` beside a file before renaming it (a run killed at that moment leaves it behind).
 """
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ import contextlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TMP_MARK", "temp_path", "atomic_path", "atomic_write", "write_json", "read_json",
-           "json_default", "remove_temp_files", "LockHeld", "folder_lock", "package_version", "save_module",
+           "json_default", "is_temp_file", "remove_temp_files", "LockHeld", "folder_lock", "package_version", "save_module",
            "read_module"]
 
 TMP_MARK = ".tmp"
+_TEMP = re.compile(r"^\..*\.tmp|^\.tmp[A-Za-z0-9]{6}$")  # ours (temp_path), or a library's (Rust tempfile)
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -80,12 +83,18 @@ def read_json(path: str | os.PathLike, default=None):
         return default
 
 
+def is_temp_file(name: str) -> bool:
+    """Whether a file name is a temporary one: :func:`temp_path`'s ``.<stem>.<pid>.tmp<suffix>``, or the
+    ``.tmpXXXXXX`` safetensors writes beside a file before renaming it."""
+    return bool(_TEMP.match(name))
+
+
 def remove_temp_files(folder: str | os.PathLike) -> int:
     """Delete leftovers of interrupted atomic writes in ``folder``. Returns how many were removed."""
     folder = Path(folder)
     n = 0
-    for p in folder.glob(f".*{TMP_MARK}*"):
-        if p.is_file():
+    for p in folder.glob(".*"):
+        if p.is_file() and is_temp_file(p.name):
             p.unlink(missing_ok=True)
             n += 1
     if n:

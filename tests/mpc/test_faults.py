@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import pytest
 import torch
 import yaml
 
+from mpc._io import is_temp_file
 from tests.encoders.test_trainable import write_dot_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,6 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("P
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # tiny models: one thread is fastest
 ENCODER = ["encoder=vae", "encoder.image_size=16", "encoder.dim=8", "encoder.width=8"]
 FROZEN = [*ENCODER, "encoder.weights=random"]  # a frozen vae for encode and train (no training first)
-TEMP = re.compile(r"^\..*\.tmp")  # mpc._io.temp_path: .<stem>.<pid>.tmp<suffix>
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -98,7 +97,7 @@ def check_files(folder: Path, *, temp_ok: bool) -> None:
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
             continue
-        if TEMP.match(p.name):
+        if is_temp_file(p.name):  # ours (.<stem>.<pid>.tmp<suffix>) or safetensors' (.tmpXXXXXX)
             assert temp_ok, f"temporary file left behind: {p}"
         elif p.suffix == ".safetensors":
             assert load_file(p)
@@ -218,3 +217,16 @@ def test_train_killed_then_resumed_logs_the_uninterrupted_losses(dots, tmp_path)
         np.testing.assert_allclose(vb, va, rtol=1e-6, atol=1e-7, err_msg=key)
     ratios = [json.loads((d / "eval_metrics.json").read_text())["ratio"] for d in (full, part)]
     np.testing.assert_allclose(ratios[1], ratios[0], rtol=1e-5)
+
+
+def test_remove_temp_files_clears_ours_and_safetensors_leftovers_only(tmp_path):
+    """A kill can leave our ``.<stem>.<pid>.tmp<suffix>`` or the ``.tmpXXXXXX`` safetensors writes before its
+    rename; both go on resume, nothing else does."""
+    from mpc._io import remove_temp_files
+
+    names = {".model.4242.tmp.safetensors": False, ".tmpLrx2qi": False, ".lock": True, "model.safetensors": True,
+             ".tmp_notes.txt": True, "train.log": True}
+    for n in names:
+        (tmp_path / n).write_text("x")
+    assert remove_temp_files(tmp_path) == 2
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, kept in names.items() if kept}
