@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator
 log = logging.getLogger(__name__)
 
 __all__ = ["TMP_MARK", "temp_path", "atomic_path", "atomic_write", "write_json", "read_json",
-           "json_default", "is_temp_file", "remove_temp_files", "LockHeld", "folder_lock", "package_version", "save_module",
-           "read_module"]
+           "json_default", "is_temp_file", "remove_temp_files", "LockHeld", "folder_lock", "package_version",
+           "save_module", "load_module"]
 
 TMP_MARK = ".tmp"
 _TEMP = re.compile(r"^\..*\.tmp|^\.tmp[A-Za-z0-9]{6}$")  # ours (temp_path), or a library's (Rust tempfile)
@@ -156,8 +156,9 @@ def save_module(path: str | os.PathLike, module, key: str, header: dict) -> Path
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def read_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: str) -> tuple[dict, dict]:
-    """The tensors and JSON header of a file written by :func:`save_module`.
+def load_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: str, build: Callable[[dict], Any]):
+    """The module in a file written by :func:`save_module`: ``build(header)`` makes it, the file's
+    tensors fill it. Returns ``(module, header)``.
 
     Args:
         key: the header's metadata key; fmt: the format number the header must carry.
@@ -165,7 +166,8 @@ def read_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: 
 
     Raises:
         FileNotFoundError: no file at ``path`` (the message says ``remedy``).
-        ValueError: not a readable safetensors file, no header under ``key``, or another format.
+        ValueError: not a readable safetensors file, no header under ``key``, another format, or
+            weights that do not fit the header.
     """
     from safetensors import safe_open
 
@@ -184,4 +186,9 @@ def read_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: 
     head = json.loads(meta[key])
     if head.get("format") != fmt:
         raise ValueError(f"{path} has {what} format {head.get('format')}, this wmpc reads {fmt}")
-    return tensors, head
+    module = build(head)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the header ({e}); the file is damaged") from e
+    return module, head

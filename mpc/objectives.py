@@ -159,20 +159,17 @@ class LatentObjective:
         return cost
 
     def _frame_cost(self, z_pred: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
-        """Latent term per frame ``(B, S, H)`` (only the last frame is filled in with ``mode="last"``
-        and a distance: the others are never read)."""
+        """Latent term per frame ``(B, S, H)``; with a distance and ``mode="last"`` only the last frame
+        is embedded, ``(B, S, 1)``, which is all :meth:`_over_time` reads of it."""
         if self.distance is None:
             return latent_distance(z_pred, z_goal[:, None, None])          # (B, S, H)
         d = self.distance
         if d.mean.device != z_pred.device:
             d = self.distance = d.to(z_pred.device)
-        frames = z_pred[:, :, -1:] if self.mode == "last" else z_pred     # (B, S, H' , N, D)
+        frames = z_pred[:, :, -1:] if self.mode == "last" else z_pred     # (B, S, H or 1, N, D)
         with torch.autocast(z_pred.device.type, enabled=False):
             goal = d.embed(z_goal)[:, None, None]                          # (B, 1, 1, k)
-            sq = ((d.embed(frames) - goal) ** 2).sum(-1)                   # (B, S, H')
-        if self.mode == "last" and z_pred.shape[2] > 1:
-            sq = torch.cat([sq.new_zeros(*sq.shape[:2], z_pred.shape[2] - 1), sq], dim=2)
-        return sq
+            return ((d.embed(frames) - goal) ** 2).sum(-1)                 # (B, S, H or 1)
 
     def _risky(self, z_pred, z_goal, proprio_pred, proprio_goal) -> torch.Tensor:
         """Risk-aware cost (B, S) from member predictions (B, S, K, H, N, D)."""

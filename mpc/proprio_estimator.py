@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from encoders._conv import ImageToTokens
 from encoders.base import to_float_images
-from mpc._io import read_module, save_module, write_json
+from mpc._io import load_module, save_module, write_json
 
 __all__ = ["ProprioEstimator", "train_proprio_estimator", "ESTIMATOR_FILE", "wrapped_error"]
 
@@ -162,14 +162,10 @@ class ProprioEstimator(nn.Module):
             ValueError: not a readable safetensors file, no proprio-estimator header, or weights that
                 do not fit the header.
         """
-        tensors, head = read_module(path, META_KEY, FORMAT, "proprio estimator",
-                                    "train one with mpc.proprio_estimator.train_proprio_estimator(<dataset>, <folder>)")
-        est = cls(head["image_size"], head["proprio_dim"], periods=head["periods"], width=head["width"],
-                  num_keypoints=head["num_keypoints"], hidden=head["hidden"])
-        try:
-            est.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: the weights do not fit the header ({e}); the file is damaged") from e
+        est, head = load_module(path, META_KEY, FORMAT, "proprio estimator",
+                                "train one with mpc.proprio_estimator.train_proprio_estimator(<dataset>, <folder>)",
+                                lambda h: cls(h["image_size"], h["proprio_dim"], periods=h["periods"], width=h["width"],
+                                              num_keypoints=h["num_keypoints"], hidden=h["hidden"]))
         est.info = head
         return est.eval().to(device or "cpu")
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mpc._io import read_module, save_module, write_json
+from mpc._io import load_module, save_module, write_json
 
 __all__ = ["TemporalDistance", "fit_temporal_distance", "train_temporal_distance", "expectile_loss", "DISTANCE_FILE"]
 
@@ -131,15 +131,11 @@ class TemporalDistance(nn.Module):
             ValueError: not a readable safetensors file, no temporal-distance header, or weights
                 that do not fit the header.
         """
-        tensors, head = read_module(path, META_KEY, FORMAT, "temporal distance",
-                                    "train one with `wmpc train-distance checkpoint=<world model> data=<its dataset> "
-                                    "out=<folder>`")
-        net = cls(head["num_tokens"], head["token_dim"], head.get("fingerprint", ""), dim=head["dim"],
-                  hidden=head["hidden"], token_features=head["token_features"])
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: the weights do not fit the header ({e}); the file is damaged") from e
+        net, head = load_module(path, META_KEY, FORMAT, "temporal distance",
+                                "train one with `wmpc train-distance checkpoint=<world model> data=<its dataset> "
+                                "out=<folder>`",
+                                lambda h: cls(h["num_tokens"], h["token_dim"], h.get("fingerprint", ""), dim=h["dim"],
+                                              hidden=h["hidden"], token_features=h["token_features"]))
         net.info = head
         return net.eval().requires_grad_(False).to(device or "cpu")
 

@@ -124,14 +124,14 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
     distance = (None if ev.distance is None
                 else str(ensure_distance(suite, env, encoder, data_dir, model.encoder_fingerprint)))
     dist_probe = distance_probe_path(run, env, encoder)
-    if distance is not None and es.probe is not None and (read_json(dist_probe) or {}).get("distance") != \
-            str(Path(distance).relative_to(run)):  # none yet, or of an earlier distance
+    dist_rel = None if distance is None else str(Path(distance).relative_to(run))
+    if dist_rel is not None and es.probe is not None and (read_json(dist_probe) or {}).get("distance") != dist_rel:
+        # none yet, or of an earlier distance
         from mpc.temporal_distance import TemporalDistance
 
         probe = latent_probe(es.env, es.options, enc, es.probe.lines, es.probe.points,
                              distance=TemporalDistance.load(distance, device=device))
-        write_json(dist_probe, {"env": env, "encoder": encoder, "distance": str(Path(distance).relative_to(run)),
-                                **probe})
+        write_json(dist_probe, {"env": env, "encoder": encoder, "distance": dist_rel, **probe})
     ens_file = ensemble_probe_path(run, env, encoder)
     if model.ensemble > 1 and read_json(ens_file) is None:
         seeds = list(range(ev.seed, ev.seed + min(ev.episodes, 10)))
