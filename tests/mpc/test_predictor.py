@@ -120,3 +120,28 @@ def test_default_width_rounds_to_heads():
     cfg = PredictorConfig(depth=1, heads=16, dim=None, mlp_dim=32)
     pred = make_predictor(cfg, 4, 384, 10, 4)
     assert pred.width == 416 and pred.width % 16 == 0  # 384 + 10 + 10 = 404 -> 416
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_small_tile_attention_equals_sdpa(monkeypatch, masked):
+    """CPU inference on small score tiles runs plain matmuls (faster than CPU SDPA there); the
+    values are SDPA's, with and without a mask and with keys from earlier frames."""
+    import mpc.attention as A
+    torch.manual_seed(0)
+    attn = A.Attention(32, 4, 0.0).eval()
+    x, past = torch.randn(5, 3, 6, 32), [(torch.randn(5, 3, 4, 12, 8), torch.randn(5, 3, 4, 12, 8))]
+    mask = None
+    if masked:  # the frame's 6 queries over 12 earlier keys and its own 6, some hidden
+        mask = torch.ones(6, 18, dtype=torch.bool)
+        mask[:3, :4] = False
+    with torch.no_grad():
+        q = torch.randn(5, 3, 4, 6, 8)
+        assert A._small_tiles_on_cpu(q, past[0][0])  # 6 x 18 scores per head: the matmul path
+        assert not A._small_tiles_on_cpu(torch.randn(1, 4, 196, 8), torch.randn(1, 4, 588, 8))
+        fast, kf, vf = attn(x, None, mask=mask, past=past)
+        monkeypatch.setattr(A, "SMALL_TILE", 0)  # every tile to SDPA
+        ref, kr, vr = attn(x, None, mask=mask, past=past)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kf, kr)
+    with torch.enable_grad():  # training keeps SDPA (the in-place softmax has no gradient)
+        assert not A._small_tiles_on_cpu(q, past[0][0])
