@@ -126,14 +126,14 @@ def _sdpa_unrestricted() -> bool:
     return b.flash_sdp_enabled() and b.mem_efficient_sdp_enabled() and b.math_sdp_enabled()
 
 
-def _small_tiles_on_cpu(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether :func:`_small_tile_attention` applies: eager CPU inference on small score tiles.
+def _small_tiles_on_cpu(q: torch.Tensor, k: torch.Tensor, dropout: float = 0.0) -> bool:
+    """Whether :func:`_small_tile_attention` applies: eager CPU inference (no dropout) on small score tiles.
 
     Measured with 2 threads (head dim 24 and 64): torch's CPU SDPA kernel is 1.3-4.8x slower than
     two batched matmuls and an in-place softmax while a tile has at most ~4k entries (16 query tokens
     over 48 keys: 2.4x; one token over 3: 2.9x), and faster from ~12k (196 over 588: 0.55x)."""
     M, Mk = q.shape[-2], k.shape[-2]
-    return (q.device.type == "cpu" and not torch.is_grad_enabled() and M * Mk <= SMALL_TILE
+    return (q.device.type == "cpu" and not torch.is_grad_enabled() and not dropout and M * Mk <= SMALL_TILE
             and q.numel() // q.shape[-1] * Mk * q.element_size() <= SMALL_TILE_BYTES
             and not torch.compiler.is_compiling() and _sdpa_unrestricted())
 
@@ -142,8 +142,10 @@ def _small_tile_attention(q, k, v, mask) -> torch.Tensor:
     """Inference softmax attention as :func:`_attention` computes it, with the scores scaled through
     ``q`` and masked and normalised in place (one score buffer instead of three)."""
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))  # (*batch, h, M, Mk)
-    if mask is not None:
+    if mask is not None and mask.dtype == torch.bool:
         scores.masked_fill_(~mask, float("-inf"))
+    elif mask is not None:  # an additive float mask, as SDPA takes it
+        scores += mask
     torch.softmax(scores, -1, out=scores)
     return torch.matmul(scores, v).movedim(-3, -2).flatten(-2)
 
@@ -197,7 +199,7 @@ class Attention(nn.Module):
             # under torch.vmap (ensemble members, mpc.ensemble) CPU SDPA has no batching rule and
             # would loop over members: plain matmuls batch
             return self.proj_drop(self.proj(_attention(q, keys, vals, mask, drop))), k, v
-        if _small_tiles_on_cpu(q, keys):
+        if _small_tiles_on_cpu(q, keys, drop):
             return self.proj_drop(self.proj(_small_tile_attention(q, keys, vals, mask))), k, v
         # fused SDPA kernels take 4-D (batch, h, M, hd): fold the leading batch dims
         out = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]),

@@ -122,7 +122,7 @@ def test_default_width_rounds_to_heads():
     assert pred.width == 416 and pred.width % 16 == 0  # 384 + 10 + 10 = 404 -> 416
 
 
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [None, "bool", "float"])
 def test_small_tile_attention_equals_sdpa(monkeypatch, masked):
     """CPU inference on small score tiles runs plain matmuls (faster than CPU SDPA there); the
     values are SDPA's, with and without a mask and with keys from earlier frames."""
@@ -134,13 +134,20 @@ def test_small_tile_attention_equals_sdpa(monkeypatch, masked):
     if masked:  # the frame's 6 queries over 12 earlier keys and its own 6, some hidden
         mask = torch.ones(6, 18, dtype=torch.bool)
         mask[:3, :4] = False
+        if masked == "float":  # SDPA's additive form
+            mask = torch.zeros(6, 18).masked_fill(~mask, float("-inf"))
     with torch.no_grad():
         q = torch.randn(5, 3, 4, 6, 8)
-        assert A._small_tiles_on_cpu(q, past[0][0])  # 6 x 18 scores per head: the matmul path
         assert not A._small_tiles_on_cpu(torch.randn(1, 4, 196, 8), torch.randn(1, 4, 588, 8))
+        assert not A._small_tiles_on_cpu(q, past[0][0], dropout=0.1)  # dropout is SDPA's to apply
+        calls = []
+        small = A._small_tile_attention
+        monkeypatch.setattr(A, "_small_tile_attention", lambda *a: calls.append(1) or small(*a))
         fast, kf, vf = attn(x, None, mask=mask, past=past)
+        assert calls == [1]  # the matmul path ran
         monkeypatch.setattr(A, "SMALL_TILE", 0)  # every tile to SDPA
         ref, kr, vr = attn(x, None, mask=mask, past=past)
+        assert calls == [1]  # ... and SDPA the second time
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(kf, kr)
     with torch.enable_grad():  # training keeps SDPA (the in-place softmax has no gradient)
