@@ -5,6 +5,7 @@ evaluation numbers, times, sizes and ``status`` (``ok``, ``skipped: ...`` or ``f
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from benchmarks.suite.settings import EvalSettings, SuiteSettings
 __all__ = ["CELL_FORMAT", "DINOV2_SKIP", "conditions", "run_baseline", "run_cell", "skip_row"]
 
 CELL_FORMAT = 1
+log = logging.getLogger(__name__)
 DINOV2_SKIP = "skipped: no DINOv2 weights (see README)"
 
 
@@ -74,6 +76,14 @@ def reusable(row: dict | None, settings: dict) -> bool:
     return row is not None and row.get("status") == "ok" and row.get("settings", settings) == settings
 
 
+def _log_row(row: dict) -> None:
+    """One log line per finished row, so a run's log shows its progress without progress bars."""
+    who = " / ".join(x for x in (row["env"], row["encoder"] if row["encoder"] != "-" else row["policy"],
+                                 row["planner"] if row["planner"] != "-" else "") if x)
+    log.info("%s%s: success %.2f over %d goals (%.0f s)", who, f" [{row['shift']}]" if row["shift"] else "",
+             row["success_rate"], row["episodes"], row["eval_time_s"])
+
+
 def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -> dict:
     """Random-action or oracle row of ``env`` under ``shift`` (same evaluation goals as the planner rows)."""
     from mpc.evaluation.policies import NoOracle
@@ -87,10 +97,12 @@ def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -
     except NoOracle:
         return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift,
                 "status": "skipped: the env has no scripted oracle", "format": CELL_FORMAT}
-    return {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift, "status": "ok",
-            **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
-            "gifs": _gifs(folder, suite.out), "settings": suite.cell_settings(env, None, None, shift),
-            "format": CELL_FORMAT}
+    row = {"env": env, "encoder": "-", "planner": "-", "policy": policy, "shift": shift, "status": "ok",
+           **_result_fields(res, ev), "plan_time_ms": None, "eval_time_s": time.perf_counter() - t0,
+           "gifs": _gifs(folder, suite.out), "settings": suite.cell_settings(env, None, None, shift),
+           "format": CELL_FORMAT}
+    _log_row(row)
+    return row
 
 
 def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) -> dict[tuple[str, str], dict]:
@@ -170,6 +182,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                "model_checkpoint": str(ckpt.relative_to(run)), "gifs": _gifs(folder, run),
                "settings": settings, "format": CELL_FORMAT, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(path, row)
+        _log_row(row)
         rows[planner, shift] = row
     del model
     if device.startswith("cuda"):

@@ -109,7 +109,7 @@ def test_resumed_suite_skips_finished_cells(finished_run, monkeypatch):
     assert (out / "report.md").exists()
 
 
-def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch):
+def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch, caplog):
     out, _ = finished_run
     import mpc.training
 
@@ -118,9 +118,13 @@ def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch):
     monkeypatch.setattr(mpc.training, "train", lambda *a, **k: pytest.fail("world model retrained"))
     cfg = _tiny_config(out)
     cfg.select.encoder = "vae"
-    suite.run_suite(cfg)  # trained models are reused, only the evaluation runs
+    with caplog.at_level("INFO", logger="benchmarks.suite.cells"):
+        suite.run_suite(cfg)  # trained models are reused, only the evaluation runs
     cell = json.loads((out / "cells" / "wall__vae__cem.json").read_text())
     assert cell["status"] == "ok" and cell["episodes"] == 2
+    # the log says which cell finished and how it did, without progress bars
+    assert [r.getMessage() for r in caplog.records if r.name == "benchmarks.suite.cells"] == [
+        f"wall / vae / cem: success {cell['success_rate']:.2f} over 2 goals ({cell['eval_time_s']:.0f} s)"]
 
 
 def test_command_line_shorthands():
