@@ -5,7 +5,8 @@
 - :class:`FrameRope`: rotary phases from the frame index (all tokens of a frame share it).
 - :class:`KVRing`: one layer's keys/values of the last ``window`` frames during cached rollouts.
 - :class:`Attention`, :class:`Block`: pre-norm transformer pieces (SDPA, or plain matmuls under
-  ``torch.vmap`` where CPU SDPA has no batching rule).
+  ``torch.vmap`` where CPU SDPA has no batching rule, and in CPU inference on small score tiles, where
+  they are faster).
 """
 from __future__ import annotations
 

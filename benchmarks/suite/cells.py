@@ -19,8 +19,8 @@ from benchmarks.suite.settings import EvalSettings, SuiteSettings
 __all__ = ["CELL_FORMAT", "DINOV2_SKIP", "conditions", "run_baseline", "run_cell", "skip_row"]
 
 CELL_FORMAT = 1
-log = logging.getLogger(__name__)
 DINOV2_SKIP = "skipped: no DINOv2 weights (see README)"
+log = logging.getLogger(__name__)
 
 
 def _evaluate(env: str, ev: EvalSettings, **kwargs):
