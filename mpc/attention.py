@@ -127,6 +127,12 @@ def _sdpa_unrestricted() -> bool:
     return b.flash_sdp_enabled() and b.mem_efficient_sdp_enabled() and b.math_sdp_enabled()
 
 
+def _eager_cpu_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on the CPU with no gradient recorded and no ``torch.compile`` tracing: where the
+    hand-made CPU paths (:func:`_small_tile_attention`, :meth:`Block._mlp_in_chunks`) apply."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def _small_tiles_on_cpu(q: torch.Tensor, k: torch.Tensor, dropout: float = 0.0) -> bool:
     """Whether :func:`_small_tile_attention` applies: eager CPU inference (no dropout) on small score tiles.
 
@@ -134,9 +140,9 @@ def _small_tiles_on_cpu(q: torch.Tensor, k: torch.Tensor, dropout: float = 0.0) 
     two batched matmuls and an in-place softmax while a tile has at most ~4k entries (16 query tokens
     over 48 keys: 2.4x; one token over 3: 2.9x), and faster from ~12k (196 over 588: 0.55x)."""
     M, Mk = q.shape[-2], k.shape[-2]
-    return (q.device.type == "cpu" and not torch.is_grad_enabled() and not dropout and M * Mk <= SMALL_TILE
-            and q.numel() // q.shape[-1] * Mk * q.element_size() <= SMALL_TILE_BYTES
-            and not torch.compiler.is_compiling() and _sdpa_unrestricted())
+    scores_bytes = q.numel() // q.shape[-1] * Mk * q.element_size()
+    return (not dropout and M * Mk <= SMALL_TILE and scores_bytes <= SMALL_TILE_BYTES and _eager_cpu_inference(q)
+            and _sdpa_unrestricted())
 
 
 def _small_tile_attention(q, k, v, mask) -> torch.Tensor:
@@ -247,8 +253,7 @@ class Block(nn.Module):
     def _chunk_mlp(self, x: torch.Tensor) -> bool:
         """Whether :meth:`_mlp_in_chunks` applies: eager CPU inference on at least two chunks of rows
         (torch.compile fuses the MLP itself)."""
-        return (x.device.type == "cpu" and not torch.is_grad_enabled() and not self.training
-                and x.numel() >= 2 * MLP_CHUNK_ROWS * x.shape[-1] and not torch.compiler.is_compiling()
+        return (not self.training and x.numel() >= 2 * MLP_CHUNK_ROWS * x.shape[-1] and _eager_cpu_inference(x)
                 and not under_vmap(x))
 
     def _mlp_in_chunks(self, x: torch.Tensor) -> torch.Tensor:

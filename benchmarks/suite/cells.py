@@ -78,10 +78,10 @@ def reusable(row: dict | None, settings: dict) -> bool:
 
 def _log_row(row: dict) -> None:
     """One log line per finished row, so a run's log shows its progress without progress bars."""
-    who = " / ".join(x for x in (row["env"], row["encoder"] if row["encoder"] != "-" else row["policy"],
-                                 row["planner"] if row["planner"] != "-" else "") if x)
-    log.info("%s%s: success %.2f over %d goals (%.0f s)", who, f" [{row['shift']}]" if row["shift"] else "",
-             row["success_rate"], row["episodes"], row["eval_time_s"])
+    baseline = row["encoder"] == "-"  # random / oracle rows: the policy instead of encoder and planner
+    who = [row["env"], row["policy"]] if baseline else [row["env"], row["encoder"], row["planner"]]
+    log.info("%s%s: success %.2f over %d goals (%.0f s)", " / ".join(who),
+             f" [{row['shift']}]" if row["shift"] else "", row["success_rate"], row["episodes"], row["eval_time_s"])
 
 
 def run_baseline(suite: SuiteSettings, env: str, policy: str, shift: str = "") -> dict:
