@@ -166,8 +166,8 @@ def load_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: 
 
     Raises:
         FileNotFoundError: no file at ``path`` (the message says ``remedy``).
-        ValueError: not a readable safetensors file, no header under ``key``, another format, or
-            weights that do not fit the header.
+        ValueError: not a readable safetensors file, no header under ``key``, a header that is not
+            JSON, another format, or weights that do not fit the header.
     """
     from safetensors import safe_open
 
@@ -183,7 +183,10 @@ def load_module(path: str | os.PathLike, key: str, fmt: int, what: str, remedy: 
                          f"train the {what} again") from e
     if key not in meta:
         raise ValueError(f"{path} has no {what} header; was it written by wmpc's {what}?")
-    head = json.loads(meta[key])
+    try:
+        head = json.loads(meta[key])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt {what} header: {e}; train the {what} again") from e
     if head.get("format") != fmt:
         raise ValueError(f"{path} has {what} format {head.get('format')}, this wmpc reads {fmt}")
     module = build(head)

@@ -124,6 +124,10 @@ def test_file_round_trip_clear_errors_and_the_encoder_check(corridor, tmp_path):
     bad.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable safetensors"):
         TemporalDistance.load(bad)
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(1)}, str(bad), metadata={"wmpc_temporal_distance": "{not json"})
+    with pytest.raises(ValueError, match="corrupt temporal distance header"):
+        TemporalDistance.load(bad)
     with pytest.raises(ValueError, match="1 x 8 tokens"):
         net.embed(torch.zeros(3, 2, 8))
     # a world model of another latent is refused with what to do: other tokens, or another encoder
