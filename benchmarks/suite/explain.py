@@ -3,10 +3,11 @@
 For every ``(env, encoder)`` of the run: the best planner cell's success, the world model's
 open-loop ratio (token MSE / copy-last-frame MSE on validation windows at 1 and at the last
 evaluated step: below 1 the model beats copying the last frame; ``eval_metrics.json`` of its
-training run), the latent probe's Spearman correlation (Push-T: block position, block angle and
-pusher apart); and for every env the coverage of its exploration data (``stats.json``: the range
-the true state spans per dimension, and for Push-T the fraction of steps where the block moves and
-the spread of block poses). All of it is read from the run folder, so old runs get the section too.
+training run; for Push-T also on the windows where the block moves), the latent probe's Spearman
+correlation (Push-T: block position, block angle and pusher apart); and for every env the coverage
+of its exploration data (``stats.json``: the range the true state spans per dimension, and for
+Push-T the fraction of steps where the block moves and the spread of block poses). All of it is
+read from the run folder, so old runs get the section too.
 """
 from __future__ import annotations
 
@@ -63,7 +64,10 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
              "pusher's weight: its share of latent distance per pixel moved, pusher against block; near 0 the "
              "planner leaves the pusher anywhere, while success needs it in place; elsewhere, per line: the "
              "latent distance per unit of true distance along each probe line of the suite's config, relative "
-             "to the largest, so a direction the latent underweights shows as a small number). A backend "
+             "to the largest, so a direction the latent underweights shows as a small number). For an env with a "
+             "movable object (Push-T's block) the ratio is also given on the validation windows where the "
+             "object moves in the predicted steps: goals that move the object need the model's contact "
+             "dynamics, which windows where only the agent moves do not test. A backend "
              "fails when its probe is low (the latent does not order states by distance to the goal) or its "
              "ratio is near or above 1 (the model predicts no better than standing still). Rows that plan with a "
              "learnt temporal distance add its probe (`learnt distance`: the same pairs ranked by the distance "
@@ -73,6 +77,9 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
     for (env, enc), r in best.items():
         ol = _open_loop(run, r)
         ratio = "" if not ol else f"{ol['ratio'][0]:.2f} / {ol['ratio'][-1]:.2f} ({len(ol['ratio'])} steps)"
+        if ol and ol.get("ratio_object_moving"):
+            moving = ol["ratio_object_moving"]
+            ratio += f"; {moving[0]:.2f} / {moving[-1]:.2f} where the object moves"
         p = probes.get(f"{env}/{enc}")
         if p is None:
             probe = ""

@@ -17,7 +17,7 @@ import numpy as np
 
 from mpc._io import LockHeld, atomic_path, folder_lock, write_json
 
-__all__ = ["FORMAT_VERSION", "DatasetError", "compute_stats"]
+__all__ = ["FORMAT_VERSION", "DatasetError", "compute_stats", "OBJECT_POSE", "object_moving"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,15 @@ OBJECT_POSE = {"pusht": (2, 3, 4)}  # Push-T: block_x, block_y, block_angle (env
 MOVE_PX, MOVE_RAD = 1.0, 0.01  # a step moves the object when it shifts > 1 state unit or turns > 0.01 rad
 
 
+def object_moving(states: np.ndarray, pose: tuple[int, int, int]) -> np.ndarray:
+    """``(T,)`` bool: transition ``t`` of an episode's ``(T+1, state_dim)`` states moves the object
+    (it shifts more than :data:`MOVE_PX` state units or turns more than :data:`MOVE_RAD`, wrapped)."""
+    ix, iy, ia = pose
+    steps = np.diff(np.asarray(states, dtype=np.float64)[:, [ix, iy, ia]], axis=0)  # (T, 3)
+    turn = np.abs(np.angle(np.exp(1j * steps[:, 2])))  # wrapped
+    return (np.linalg.norm(steps[:, :2], axis=1) > MOVE_PX) | (turn > MOVE_RAD)
+
+
 def _object_coverage(states: list[np.ndarray], pose: tuple[int, int, int]) -> dict[str, Any]:
     """How much exploration moved an object, from each episode's ``(T+1, state_dim)`` states.
 
@@ -165,9 +174,7 @@ def _object_coverage(states: list[np.ndarray], pose: tuple[int, int, int]) -> di
         and last object position).
     """
     ix, iy, ia = pose
-    steps = np.concatenate([np.diff(s[:, [ix, iy, ia]], axis=0) for s in states])  # (sum T, 3)
-    turn = np.abs(np.angle(np.exp(1j * steps[:, 2])))  # wrapped
-    moving = (np.linalg.norm(steps[:, :2], axis=1) > MOVE_PX) | (turn > MOVE_RAD)
+    moving = np.concatenate([object_moving(s, pose) for s in states])  # (sum T,)
     frames = np.concatenate(states)
     resultant = np.abs(np.mean(np.exp(1j * frames[:, ia])))
     angle_std = float(np.sqrt(-2.0 * np.log(max(resultant, 1e-12))))

@@ -381,6 +381,10 @@ class Trainer:
             log.info("open-loop token MSE / copy-last-frame MSE on %d validation windows: "
                      "1-step %.4f, %d-step %.4f", result["windows"], result["ratio"][0], horizon,
                      result["ratio"][-1])
+            if "ratio_object_moving" in result:
+                log.info("on the %d of those windows whose object moves in the predicted steps: 1-step %.4f, "
+                         "%d-step %.4f", result["object_moving_windows"], result["ratio_object_moving"][0],
+                         horizon, result["ratio_object_moving"][-1])
         if t.plot:
             self.run_log.plot()
 

@@ -284,8 +284,11 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     vae_row = next(line for line in why.splitlines() if line.startswith("| pusht | vae |"))
     parts = probe["parts"]
     assert " / ".join(f"{parts[k]['spearman']:.2f}" for k in ("block_position", "block_angle", "agent")) in vae_row
-    ratio = json.loads(next((tmp_path / "models").glob("pusht__vae-*/eval_metrics.json")).read_text())["ratio"]
+    metrics = json.loads(next((tmp_path / "models").glob("pusht__vae-*/eval_metrics.json")).read_text())
+    ratio = metrics["ratio"]
     assert f"{ratio[0]:.2f} / {ratio[-1]:.2f}" in vae_row
+    assert 0 <= metrics["object_moving_windows"] <= metrics["windows"]  # Push-T: the block-moving split
+    assert ("where the object moves" in vae_row) == ("ratio_object_moving" in metrics)
     assert "block moves in" in why
 
     import mpc.data

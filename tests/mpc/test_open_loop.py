@@ -1,0 +1,116 @@
+"""Open-loop errors split by whether the env's object moves in a window's predicted steps."""
+import numpy as np
+import pytest
+import torch
+
+from mpc.data.format import object_moving
+from mpc.evaluation.open_loop import open_loop_errors
+
+
+class _Episodes:
+    def __init__(self, states):
+        self.states, self.shapes = states, {"states": (states[0].shape[1],)}
+
+    def read(self, e, keys):
+        return {"states": self.states[e]}
+
+
+class _Windows(torch.utils.data.Dataset):
+    """Windows of T + H frames, one token per frame whose value is the frame index (+ the episode id)."""
+
+    def __init__(self, states, T, H, frameskip=1, env="pusht"):
+        self.meta, self.frameskip, self.episodes = {"env": env}, frameskip, _Episodes(states)
+        L = T + H
+        self.index = [(e, s) for e, st in enumerate(states) for s in range(len(st) - 1 - (L - 1) * frameskip + 1)]
+        self.L = L
+
+    def __len__(self):
+        return len(self.index)
+
+    def window_index(self, j):
+        return self.index[j]
+
+    def __getitem__(self, j):
+        e, s = self.index[j]
+        frames = torch.arange(self.L, dtype=torch.float32) * self.frameskip + s + 10 * e
+        return {"z": frames.view(self.L, 1, 1), "proprio": torch.zeros(self.L, 1),
+                "actions": torch.zeros(self.L - 1, 2)}
+
+
+class _Model(torch.nn.Module):
+    """Predicts the last context frame plus ``offset`` per step (1 per env step is the truth here)."""
+
+    num_hist = 3
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def rollout(self, z, proprio, actions, past_actions=None):
+        B, S, H = actions.shape[:3]
+        last = z[:, -1:]  # (B, 1, N, D)
+        steps = torch.arange(1, H + 1, dtype=z.dtype).view(1, H, 1, 1)
+        return (last + steps * self.offset).unsqueeze(1).expand(B, S, H, *z.shape[2:]), None
+
+
+def _still_states(T, block=(200.0, 200.0, 0.0)):
+    s = np.zeros((T + 1, 5))
+    s[:, 2:5] = block
+    return s
+
+
+def test_object_moving_flags_steps_that_shift_or_turn_the_object():
+    s = _still_states(4)
+    s[2:, 2] += 5.0                 # shifted between frames 1 and 2
+    s[4:, 4] += 0.5                 # turned between frames 3 and 4
+    s[:, 0] += np.arange(5) * 50.0  # the agent moves every step: not the object
+    assert object_moving(s, (2, 3, 4)).tolist() == [False, True, False, True]
+    wrap = _still_states(1)
+    wrap[0, 4], wrap[1, 4] = np.pi - 0.001, -np.pi + 0.001  # 0.002 rad the short way round
+    assert object_moving(wrap, (2, 3, 4)).tolist() == [False]
+
+
+def test_open_loop_errors_split_windows_by_object_motion():
+    T, H = 3, 2
+    moved = _still_states(10)
+    moved[4:, 3] += 10.0   # the block moves between frames 3 and 4 only
+    still = _still_states(10)
+    windows = _Windows([moved, still], T, H)
+    # exact model (offset 1 = the frame index step): zero error on every window
+    exact = open_loop_errors(_Model(1.0), windows, horizon=H)
+    assert exact["ratio"] == pytest.approx([0.0, 0.0])
+    # a window starting at s predicts env transitions s+2 -> s+3 and s+3 -> s+4: the move (3 -> 4) is in
+    # them for s = 0 and s = 1 of the first episode, not for s >= 2 (it lies in the context), nor in the second
+    n = len(windows)
+    assert exact["windows"] == n and exact["object_moving_windows"] == 2
+    copy = open_loop_errors(_Model(0.0), windows, horizon=H)  # copies the last frame: ratio 1 everywhere
+    for key in ("ratio", "ratio_object_moving", "ratio_object_still"):
+        assert copy[key] == pytest.approx([1.0, 1.0])
+    assert copy["mse_copy_last_object_moving"] == pytest.approx([1.0, 4.0])
+    half = open_loop_errors(_Model(0.5), windows, horizon=H)
+    assert half["ratio_object_moving"] == pytest.approx([0.25, 0.25])
+
+
+def test_open_loop_errors_without_an_object_env_or_states_add_no_split():
+    states = [_still_states(8)]
+    plain = open_loop_errors(_Model(1.0), _Windows(states, 3, 2, env="pointmass"), horizon=2)
+    assert "object_moving_windows" not in plain and "ratio_object_moving" not in plain
+    windows = _Windows(states, 3, 2)
+    windows.episodes.shapes = {}
+    assert "object_moving_windows" not in open_loop_errors(_Model(1.0), windows, horizon=2)
+    # no moving window: the count is 0 and only the still split is given
+    alone = open_loop_errors(_Model(1.0), _Windows(states, 3, 2), horizon=2)
+    assert alone["object_moving_windows"] == 0 and "ratio_object_still" in alone
+    assert "ratio_object_moving" not in alone
+
+
+def test_open_loop_errors_object_split_follows_the_frameskip():
+    T, H, k = 3, 1, 2
+    s = _still_states(12)
+    s[9:, 2] += 4.0  # moves between env steps 8 and 9
+    windows = _Windows([s], T, H, frameskip=k)
+    # window s predicts env steps s + 4 .. s + 6 (one model step of 2 env steps): the move (8 -> 9) is in it for
+    # s = 3 and s = 4 only, of the 7 windows
+    result = open_loop_errors(_Model(2.0), windows, horizon=H)
+    assert result["windows"] == 7 and result["object_moving_windows"] == 2
+    assert result["ratio_object_moving"] == pytest.approx([0.0])
