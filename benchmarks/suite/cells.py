@@ -165,7 +165,8 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                         proprio_weights=ev.proprio_weights, distance=distance,
                         risk=ps.risk, risk_mode=ps.risk_mode,
                         horizon=ps.horizon,
-                        replan_every=ev.replan_every, env_options=es.options_for(shift), videos=ev.videos,
+                        replan_every=ev.replan_every, action_bound=ev.action_bound,
+                        env_options=es.options_for(shift), videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
         row = {"env": env, "encoder": encoder, "planner": planner, "policy": "planner", "shift": shift,
                "status": "ok",

@@ -83,6 +83,7 @@ class EvalSettings:
     batch_envs: int          # envs planned together
     seed: int                # first evaluation seed
     replan_every: int = 1    # model steps executed per plan
+    action_bound: float = 1.0  # fraction of the env's action box the planner searches, about its centre
     objective: str = "last"  # planning objective
     alpha: float = 0.0       # goal-proprio weight
     goal_proprio: str = "env"  # with alpha > 0, where the goal's proprio comes from: "env" (the env's
@@ -400,6 +401,8 @@ class SuiteSettings:
             ev.pop("proprio_weights", None)
         if ev.get("distance") is None or planner is None:  # the token MSE, or a baseline row
             ev.pop("distance", None)
+        if ev.get("action_bound") == 1.0 or planner is None:  # the whole box (rows from before it), or a baseline
+            ev.pop("action_bound", None)
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]

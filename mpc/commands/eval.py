@@ -74,7 +74,8 @@ def task(cfg):
                                distance=cfg.get("distance"),
                                risk=float(cfg.get("risk", 0.0)),
                                risk_mode=str(cfg.get("risk_mode", "disagreement")), horizon=cfg.horizon,
-                               replan_every=cfg.replan_every)
+                               replan_every=cfg.replan_every,
+                               action_bound=float(cfg.get("action_bound", 1.0)))
     r = evaluate(env_name, policy=cfg.policy, checkpoint=cfg.checkpoint, out=cfg.out,
                  device=cfg.device, progress=bool(cfg.get("progress", True)), settings=settings,
                  planning=planning)

@@ -109,7 +109,9 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                                else ["proprio-from-goal-image"])
                        + (["temporal-distance"] if policy == "planner" and planning.distance else [])
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}" + (
-                           "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")]),
+                           "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")])
+                       + ([] if policy != "planner" or planning.action_bound == 1 else
+                          [f"action-bound={planning.action_bound:g}"]),
                        imagination=gaps if policy == "planner" else None)
     result.env_options = to_plain(env_options)
     if out is not None:

@@ -53,6 +53,7 @@ class PlannerSettings:
     # squared estimated steps to the goal frame instead of the token MSE (rows labelled temporal-distance)
     horizon: int = 5  # H, planning horizon in model steps
     replan_every: int = 1  # model steps executed from each plan before replanning
+    action_bound: float = 1.0  # fraction of the env's action box the planner searches, about its centre
 
 
 class PlannerPolicy:
@@ -69,7 +70,8 @@ class PlannerPolicy:
         self.controller = MPCController(model, s.planner, objective, horizon=s.horizon,
                                         replan_every=s.replan_every, action_space=action_space,
                                         planner_options=s.planner_options, seed=seed, device=device,
-                                        record_gap=True, proprio_estimator=s.proprio_estimator)
+                                        record_gap=True, proprio_estimator=s.proprio_estimator,
+                                        action_bound=s.action_bound)
 
     @property
     def plan_times(self) -> list[float]:

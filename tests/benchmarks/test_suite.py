@@ -230,6 +230,13 @@ def test_standard_config_composes(tmp_path):
     assert est.eval.estimates_goal_proprio and est.eval.alpha > 0 and est.eval.estimator["steps"] > 0
     assert {n for n, e in s.envs.items() if e.eval.estimates_goal_proprio} == {"reacher_proprio", "pusht_dino_wm"}
     assert s.envs["pusht_dino_wm"].eval.proprio_weights == [1, 1, 0, 0]  # the pusher's position, not its velocity
+    # Push-T plans in a quarter of the action box; the other entries (and every baseline row) keep the whole
+    # box, and their cell records do not name it, so rows written before it existed are reused
+    assert s.envs["pusht_dino_wm"].eval.action_bound == 0.25
+    assert s.cell_settings("pusht_dino_wm", "jepa", "cem")["eval"]["action_bound"] == 0.25
+    assert "action_bound" not in s.cell_settings("pusht_dino_wm", None, None)["eval"]
+    assert all(s.envs[e].eval.action_bound == 1.0 and "action_bound" not in s.cell_settings(e, "jepa", "cem")["eval"]
+               for e in s.env_order if e != "pusht_dino_wm")
     assert "goal_proprio" in s.cell_settings("reacher_proprio", "jepa", "cem")["eval"]
     # settings at no effect stay out of a cell's record, so rows written before they existed are reused
     assert "goal_proprio" not in s.cell_settings("reacher", "jepa", "cem")["eval"]
@@ -328,12 +335,14 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     from_image = tiny + ["bench.eval.alpha=1.0", "bench.eval.goal_proprio=image",
                          "bench.eval.estimator.steps=2", "+bench.eval.estimator.batch_size=8",
                          "bench.eval.estimator.width=4", "+bench.eval.estimator.num_keypoints=4",
-                         "+bench.eval.estimator.hidden=8"]
+                         "+bench.eval.estimator.hidden=8", "+bench.eval.action_bound=0.5"]
     suite.run_suite(_compose_bench("standard", tmp_path, from_image))
     assert len(list((tmp_path / "estimators").glob("pusht-*/estimator.safetensors"))) == 1
     again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
     assert again["pusht__vae__icem.json"] != after["pusht__vae__icem.json"]
-    assert json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())["labels"] == "proprio-from-goal-image"
+    # (and in half the action box: the bound reaches the planner and the row says so)
+    assert json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())["labels"] == \
+        "proprio-from-goal-image,action-bound=0.5"
     assert "Proprio read from the goal image" in (tmp_path / "report.md").read_text()
     # data collected under other env options: a clear error, nothing deleted
     with pytest.raises(ValueError, match=r"action_scale: 50.0 there, 40.0 here.*new folder"):

@@ -72,3 +72,34 @@ def test_plan_rejects_wrong_action_space(linear_model):
     obs, goal = render_point(np.zeros(2)), render_point(np.ones(2) * 0.3)
     with pytest.raises(ValueError, match="action"):
         plan(obs, goal, model=linear_model, action_space=gym.spaces.Box(-1, 1, (3,), np.float32))
+
+
+def test_action_bound_plans_in_the_shrunk_box_and_finds_its_optimum(linear_model):
+    """The goal lies out of reach in the shrunk box: the best plan pushes on its edge all the way."""
+    obs, goal = render_point(np.zeros(2)), render_point(np.array([0.4, -0.4]))
+    actions = plan(obs, goal, model=linear_model, horizon=3, action_space=BOX, action_bound=0.25,
+                   samples=128, iterations=6, elites=10)
+    assert np.all(np.abs(actions) <= 0.25 + 1e-6)
+    np.testing.assert_allclose(0.2 * actions.sum(0), [0.15, -0.15], atol=0.02)  # 3 steps of 0.2 x 0.25
+    free = plan(obs, goal, model=linear_model, horizon=3, action_space=BOX, samples=128, iterations=6, elites=10)
+    assert np.linalg.norm(0.2 * free.sum(0) - [0.4, -0.4]) < 0.05  # the whole box reaches it
+
+
+def test_action_bound_shrinks_about_the_box_centre_in_closed_loop(linear_model):
+    box = gym.spaces.Box(np.array([0.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32))
+    ctrl = MPCController(linear_model, "cem", horizon=3, action_space=box, action_bound=0.5,
+                         planner_options={"samples": 32, "iterations": 3, "elites": 4})
+    np.testing.assert_allclose(ctrl.action_space.low, [0.25, -0.5])
+    np.testing.assert_allclose(ctrl.action_space.high, [0.75, 0.5])
+    env = PointEnv([0.0, 0.0], [-0.5, 0.5])
+    goal = render_point(env.goal)
+    for _ in range(4):
+        a = ctrl.act(env.obs(), goal)
+        assert 0.25 - 1e-6 <= a[0] <= 0.75 + 1e-6 and abs(a[1]) <= 0.5 + 1e-6
+        env.step(a)
+
+
+@pytest.mark.parametrize("bound", [0, -0.5, 1.5, float("nan"), True, "half"])
+def test_action_bound_must_be_a_fraction(linear_model, bound):
+    with pytest.raises(ValueError, match="action_bound"):
+        MPCController(linear_model, "cem", action_space=BOX, action_bound=bound)

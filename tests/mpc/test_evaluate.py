@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import encoders
+from envs import make_env
 from mpc.evaluation import evaluate, wilson_interval
 from mpc.world_model import WorldModel, config_from_preset
 
@@ -125,6 +126,27 @@ def test_eval_goal_proprio_differs_from_images_alone_and_needs_the_envs_goal_pro
     obs = {"pixels": np.zeros((1, 64, 64, 3), np.uint8), "proprio": np.zeros((1, 2), np.float32)}
     with pytest.raises(ValueError, match=r"no info\['goal_proprio'\]"):
         policy.act(obs, {"goal_image": np.zeros((1, 64, 64, 3), np.uint8)})
+
+
+def test_eval_command_plans_in_a_shrunk_action_box_and_labels_its_rows(tmp_path, wall_task_model):
+    from mpc.evaluation.policies import PlannerPolicy, PlannerSettings
+
+    out = tmp_path / "bound"
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
+                        "action_bound=0.3", "planner=cem", "planner.samples=16", "planner.iterations=2",
+                        "planner.elites=4", "episodes=1", "steps=2", "batch_envs=1", "videos=0", f"out={out}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["labels"] == ["action-bound=0.3"]
+    model = WorldModel.load(wall_task_model)
+    env = make_env("wall", image_size=64)
+    obs, info = env.reset(seed=0)
+    policy = PlannerPolicy(model, env.action_space, PlannerSettings(
+        action_bound=0.3, planner_options={"samples": 16, "iterations": 2, "elites": 4}), seed=0)
+    batch = {"pixels": obs["pixels"][None], "proprio": obs["proprio"][None]}
+    a = policy.act(batch, {"goal_image": info["goal_image"][None]})
+    centre, half = (env.action_space.high + env.action_space.low) / 2, (env.action_space.high - env.action_space.low) / 2
+    assert np.all(np.abs(a - centre) <= 0.3 * half + 1e-6)
 
 
 def test_eval_of_a_proprio_free_model():
