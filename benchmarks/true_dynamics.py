@@ -3,6 +3,7 @@
     python -m benchmarks.true_dynamics CHECKPOINT [--cost latent|state|both] [--episodes 10] [--steps 15]
         [--samples 64 --iterations 4 --elites 8 --horizon 5 --init-std 1.0] [--alpha 0.0003
         --proprio-weights 1,1,0,0] [--distance FILE] [--seed 1000000] [--compare]
+    python -m benchmarks.true_dynamics CHECKPOINT --oracle-rank [--action-bound 1.0] [planner options as above]
 
 For each evaluation episode (the env made with the options of the model's training data, seeds
 ``seed + i`` as in ``wmpc eval``), every replan scores the planner's candidates by running them in a copy
@@ -22,6 +23,13 @@ and steps. Success is "reached at any step", as in wmpc evals. A task the planne
 dynamics but not with the model is limited by the model; one it fails on the true dynamics too is
 limited by the planner's settings or (``latent`` below ``state``) by the cost. Each candidate is
 simulated step by step on the CPU, so keep episodes and steps small (Push-T, 64 x 4: ~2 s per replan).
+
+``--oracle-rank`` (:func:`oracle_rank`) asks the world model itself, at each episode's first replan: does
+its planning cost rate the env's oracle (its first ``horizon`` model steps of ``oracle_action()``, which
+for Push-T replay the push that made the goal) below the plan the planner finds with the model, and
+where do both really lead? A model that rates the oracle cheaper while the plan misses leaves the
+search short; one whose plans cost far less than the oracle yet miss is exploited by the planner
+(its errors, not the search, decide).
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["TrueDynamicsCost", "run", "main"]
+__all__ = ["TrueDynamicsCost", "run", "oracle_rank", "main"]
 
 
 class TrueDynamicsCost:
@@ -152,6 +160,85 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
             "plan_time_s": float(np.mean(times)) if times else 0.0, "env_options": options}
 
 
+def oracle_rank(model, env_name: str | None = None, episodes: int = 20, seed: int = 1_000_000,
+                planner: str = "cem", planner_options: dict | None = None, horizon: int = 5, alpha: float = 0.0,
+                proprio_weights=None, action_bound: float = 1.0, env_options: dict | None = None,
+                progress: bool = True) -> dict:
+    """The world model's cost of the oracle's first ``horizon`` model steps against the planner's first plan.
+
+    Per episode (seed ``seed + i``): the oracle's actions come from a copy of the env reset to the same
+    seed and driven by ``oracle_action()``; the plan from ``planner`` on the model's cost from the first
+    frame (the goal's proprio is the env's when ``alpha > 0``), in the action box shrunk to
+    ``action_bound`` (as :class:`mpc.MPCController` does). Both sequences are scored by that cost and
+    played in the copy from the start state to their true distance (the env's ``goal_distance``).
+
+    Returns:
+        dict with ``episodes``, ``oracle_cheaper`` (fraction of episodes whose oracle the model rates
+        below the plan), the median model costs ``oracle_cost`` and ``plan_cost``, the fractions of plans
+        and oracle sequences that end within the env's success threshold (``plan_success``,
+        ``oracle_success``), and ``rows`` (one dict per episode).
+    """
+    from tqdm import tqdm
+
+    import envs as envs_pkg
+    from mpc.controller import _shrink
+    from mpc.evaluation.evaluate import _env_options
+    from mpc.objectives import make_objective
+    from mpc.planners import make_planner
+
+    env_name = env_name or model.env
+    options = _env_options(env_name, env_options, model)
+    env, shadow = envs_pkg.make_env(env_name, **options), envs_pkg.make_env(env_name, **options)
+    fs, box = int(model.frameskip), env.action_space
+    space = _shrink(type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32), float(action_bound))
+    objective = make_objective("last", alpha=alpha, proprio_weights=proprio_weights)
+    cost_of = TrueDynamicsCost(env, shadow, model, "state")  # its _run plays a sequence in the copy
+    u, sh = env.unwrapped, shadow.unwrapped
+    rows = []
+    try:
+        for i in tqdm(range(episodes), desc=f"{env_name} oracle rank", disable=not progress):
+            obs, info = env.reset(seed=seed + i)
+            shadow.reset(seed=seed + i)
+            oracle = []
+            for _ in range(horizon * fs):
+                a = np.asarray(sh.oracle_action(), np.float32)
+                oracle.append(a)
+                shadow.step(a)
+            oracle = np.stack(oracle).reshape(horizon, -1)                   # (H, Am)
+            with torch.no_grad():
+                z0 = model.encode(obs["pixels"][None]).float()[:, None]      # (1, 1, N, D)
+                z_goal = model.encode(info["goal_image"][None]).float()      # (1, N, D)
+            p0 = (torch.as_tensor(np.asarray(obs["proprio"], np.float32))[None, None] if model.proprio_dim
+                  else torch.zeros(1, 1, 0))                                 # (1, 1, P)
+            p_goal = torch.as_tensor(np.asarray(info["goal_proprio"], np.float32))[None] if alpha > 0 else None
+
+            def cost_fn(actions):                                            # (1, S, H, Am) -> (1, S)
+                with torch.no_grad():
+                    z, p = model.rollout(z0, p0, actions.float())
+                return objective(z, z_goal, p, p_goal)
+
+            result = make_planner(planner, action_space=space, horizon=horizon, seed=seed + i,
+                                  **(planner_options or {})).optimize(cost_fn, batch=1)
+            plan = result.actions[0].detach().cpu().numpy()                 # (H, Am)
+            costs = cost_fn(torch.as_tensor(np.stack([oracle, plan]))[None])[0].tolist()
+            start, dist = u.get_state(), []
+            for seq in (oracle, plan):
+                cost_of._run(start, seq)
+                dist.append(float(sh.goal_distance(sh.get_state(), np.asarray(info["goal_state"]))))
+            rows.append({"episode": i, "oracle_cost": costs[0], "plan_cost": costs[1], "oracle_distance": dist[0],
+                         "plan_distance": dist[1]})
+    finally:
+        env.close()
+        shadow.close()
+    thr = float(u.success_threshold)
+    return {"env": env_name, "episodes": episodes, "horizon": horizon, "action_bound": float(action_bound),
+            "oracle_cheaper": float(np.mean([r["oracle_cost"] < r["plan_cost"] for r in rows])),
+            "oracle_cost": float(np.median([r["oracle_cost"] for r in rows])),
+            "plan_cost": float(np.median([r["plan_cost"] for r in rows])),
+            "plan_success": float(np.mean([r["plan_distance"] <= thr for r in rows])),
+            "oracle_success": float(np.mean([r["oracle_distance"] <= thr for r in rows])), "rows": rows}
+
+
 def _line(label: str, r: dict) -> str:
     lo, hi = r["success_ci95"]
     return (f"{label:<32} success {r['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) over {r['episodes']} episodes of "
@@ -177,6 +264,10 @@ def main(argv=None) -> int:
     ap.add_argument("--distance", default=None, help="a temporal-distance file (wmpc train-distance): the latent "
                     "cost (and --compare's world model) then use the learnt steps to the goal instead of the token MSE")
     ap.add_argument("--compare", action="store_true", help="also plan with the world model (wmpc's evaluate)")
+    ap.add_argument("--oracle-rank", action="store_true", help="instead: the world model's cost of the env's oracle "
+                    "against its planner's first plan, and where each really leads (oracle_rank)")
+    ap.add_argument("--action-bound", type=float, default=1.0, help="with --oracle-rank: fraction of the action box "
+                    "the planner searches (wmpc eval's action_bound)")
     args = ap.parse_args(argv)
     from mpc.world_model import WorldModel
 
@@ -188,6 +279,16 @@ def main(argv=None) -> int:
     common = dict(episodes=args.episodes, steps=args.steps, seed=args.seed, planner=args.planner,
                   planner_options=popts, horizon=args.horizon)
     env_name = args.env or model.env
+    if args.oracle_rank:
+        r = oracle_rank(model, env_name, args.episodes, args.seed, args.planner, popts, args.horizon, args.alpha,
+                        weights, args.action_bound)
+        print(f"# {env_name}: {args.planner} {args.samples} x {args.iterations} (elites {args.elites}, init_std "
+              f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}, action_bound {args.action_bound}; "
+              f"first replan of {args.episodes} episodes, model {args.checkpoint}")
+        print(f"the model rates the oracle below its plan in {r['oracle_cheaper']:.2f} of the episodes; median cost "
+              f"oracle {r['oracle_cost']:.4g}, plan {r['plan_cost']:.4g}; within the success threshold: plan "
+              f"{r['plan_success']:.2f}, oracle {r['oracle_success']:.2f}")
+        return 0
     print(f"# {env_name}: {args.planner} {args.samples} x {args.iterations} (elites {args.elites}, init_std "
           f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}; encoder and frameskip of {args.checkpoint}")
     for kind in (("latent", "state") if args.cost == "both" else (args.cost,)):

@@ -62,3 +62,26 @@ def test_an_env_that_cannot_restore_states_is_refused():
 
     with pytest.raises(TypeError, match="restores states"):
         true_dynamics.TrueDynamicsCost(Plain(), Plain(), _tiny_model("pointmass", 4))
+
+
+def test_oracle_rank_scores_the_goal_making_push_and_the_plan_where_they_lead(capsys, tmp_path):
+    """Push-T's oracle replays the push that made the goal: it ends on the goal (distance 0). A plan kept to
+    a sliver of the action box barely moves, so it ends about as far as it started; both costs are the
+    model's planning cost of the sequence, and the command prints one summary line."""
+    model = _tiny_model("pusht", proprio_dim=4)
+    opts = {"image_size": 28, "start": "pushing", "goal_steps": 5, "action_repeat": 5}
+    model.set_task(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=28, env="pusht", env_options=opts)
+    r = true_dynamics.oracle_rank(model, episodes=2, planner_options={"samples": 8, "iterations": 2, "elites": 2},
+                                  alpha=0.001, proprio_weights=[1, 1, 0, 0], action_bound=0.01, progress=False)
+    assert r["episodes"] == 2 and len(r["rows"]) == 2 and r["oracle_success"] == 1.0 and r["plan_success"] == 0.0
+    env = envs.make_env("pusht", **opts)
+    for row in r["rows"]:
+        _, info = env.reset(seed=1_000_000 + row["episode"])
+        assert row["oracle_distance"] == pytest.approx(0.0, abs=1e-6)
+        assert row["plan_distance"] == pytest.approx(info["distance"], rel=0.05)  # it hardly moved
+        assert np.isfinite([row["oracle_cost"], row["plan_cost"]]).all() and row["oracle_cost"] != row["plan_cost"]
+    assert r["oracle_cheaper"] == np.mean([x["oracle_cost"] < x["plan_cost"] for x in r["rows"]])
+    path = model.save(tmp_path / "pt.safetensors")
+    assert true_dynamics.main([str(path), "--oracle-rank", "--episodes", "1", "--samples", "8", "--iterations", "1",
+                               "--elites", "2"]) == 0
+    assert "rates the oracle below its plan in" in capsys.readouterr().out
