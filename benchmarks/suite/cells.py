@@ -164,7 +164,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                         objective=ev.objective, alpha=ev.alpha, proprio_estimator=estimator,
                         proprio_weights=ev.proprio_weights, distance=distance,
                         risk=ps.risk, risk_mode=ps.risk_mode,
-                        horizon=ps.horizon,
+                        horizon=ev.horizon or ps.horizon,
                         replan_every=ev.replan_every, action_bound=ev.action_bound,
                         env_options=es.options_for(shift), videos=ev.videos,
                         out=folder, device=device, progress=suite.progress)
@@ -172,6 +172,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                "status": "ok",
                **_result_fields(res, ev), **_gap_fields(res), "risk": ps.risk, "risk_mode": ps.risk_mode,
                "rollouts_per_plan": res.mean_rollouts_per_plan, "planner_name": ps.name,
+               "horizon": ev.horizon or ps.horizon,
                "ensemble": int(model.ensemble),
                "ensemble_kind": model.config.ensemble_kind if model.ensemble > 1 else "",
                "eval_time_s": time.perf_counter() - t0,

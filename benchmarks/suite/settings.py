@@ -84,6 +84,7 @@ class EvalSettings:
     seed: int                # first evaluation seed
     replan_every: int = 1    # model steps executed per plan
     action_bound: float = 1.0  # fraction of the env's action box the planner searches, about its centre
+    horizon: int | None = None  # planned model steps for every planner of this entry (None: each planner entry's)
     objective: str = "last"  # planning objective
     alpha: float = 0.0       # goal-proprio weight
     goal_proprio: str = "env"  # with alpha > 0, where the goal's proprio comes from: "env" (the env's
@@ -100,6 +101,13 @@ class EvalSettings:
     def __post_init__(self):
         if self.goal_proprio not in GOAL_PROPRIO:
             raise ValueError(f"eval.goal_proprio must be one of {GOAL_PROPRIO}, got {self.goal_proprio!r}")
+        if self.horizon is not None and (isinstance(self.horizon, bool) or not isinstance(self.horizon, int)
+                                         or self.horizon < 1):
+            raise ValueError(f"eval.horizon must be a whole number of model steps >= 1 (or null: each planner "
+                             f"entry's), got {self.horizon!r}")
+        if isinstance(self.action_bound, bool) or not 0 < float(self.action_bound) <= 1:
+            raise ValueError(f"eval.action_bound is the fraction of the action box the planner searches, in (0, 1]; "
+                             f"got {self.action_bound!r}")
 
     @property
     def estimates_goal_proprio(self) -> bool:
@@ -403,6 +411,8 @@ class SuiteSettings:
             ev.pop("distance", None)
         if ev.get("action_bound") == 1.0 or planner is None:  # the whole box (rows from before it), or a baseline
             ev.pop("action_bound", None)
+        if ev.get("horizon") is None or planner is None:  # the planner entry's horizon, or a baseline
+            ev.pop("horizon", None)
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from benchmarks import suite
 from benchmarks.suite.report import COLUMNS
+from benchmarks.suite.settings import EvalSettings
 
 
 def _tiny_config(out, encoders=("vae", "dinov2")) -> dict:
@@ -232,11 +233,16 @@ def test_standard_config_composes(tmp_path):
     assert s.envs["pusht_dino_wm"].eval.proprio_weights == [1, 1, 0, 0]  # the pusher's position, not its velocity
     # Push-T plans in a quarter of the action box; the other entries (and every baseline row) keep the whole
     # box, and their cell records do not name it, so rows written before it existed are reused
-    assert s.envs["pusht_dino_wm"].eval.action_bound == 0.25
-    assert s.cell_settings("pusht_dino_wm", "jepa", "cem")["eval"]["action_bound"] == 0.25
-    assert "action_bound" not in s.cell_settings("pusht_dino_wm", None, None)["eval"]
-    assert all(s.envs[e].eval.action_bound == 1.0 and "action_bound" not in s.cell_settings(e, "jepa", "cem")["eval"]
+    # and plans 3 model steps ahead with every planner
+    dwm_eval = s.cell_settings("pusht_dino_wm", "jepa", "cem")["eval"]
+    assert dwm_eval["action_bound"] == 0.25 and dwm_eval["horizon"] == 3
+    assert not {"action_bound", "horizon"} & set(s.cell_settings("pusht_dino_wm", None, None)["eval"])
+    assert all(s.envs[e].eval.action_bound == 1.0 and s.envs[e].eval.horizon is None
+               and not {"action_bound", "horizon"} & set(s.cell_settings(e, "jepa", "cem")["eval"])
                for e in s.env_order if e != "pusht_dino_wm")
+    for bad in ({"horizon": 0}, {"horizon": 2.5}, {"action_bound": 0.0}, {"action_bound": 1.5}):
+        with pytest.raises(ValueError, match=f"eval.{next(iter(bad))}"):
+            EvalSettings(episodes=1, steps=1, batch_envs=1, seed=0, **bad)
     assert "goal_proprio" in s.cell_settings("reacher_proprio", "jepa", "cem")["eval"]
     # settings at no effect stay out of a cell's record, so rows written before they existed are reused
     assert "goal_proprio" not in s.cell_settings("reacher", "jepa", "cem")["eval"]
@@ -335,7 +341,7 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     from_image = tiny + ["bench.eval.alpha=1.0", "bench.eval.goal_proprio=image",
                          "bench.eval.estimator.steps=2", "+bench.eval.estimator.batch_size=8",
                          "bench.eval.estimator.width=4", "+bench.eval.estimator.num_keypoints=4",
-                         "+bench.eval.estimator.hidden=8", "+bench.eval.action_bound=0.5"]
+                         "+bench.eval.estimator.hidden=8", "+bench.eval.action_bound=0.5", "+bench.eval.horizon=2"]
     suite.run_suite(_compose_bench("standard", tmp_path, from_image))
     assert len(list((tmp_path / "estimators").glob("pusht-*/estimator.safetensors"))) == 1
     again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
@@ -343,6 +349,7 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     # (and in half the action box: the bound reaches the planner and the row says so)
     assert json.loads((tmp_path / "cells" / "pusht__vae__cem.json").read_text())["labels"] == \
         "proprio-from-goal-image,action-bound=0.5"
+    assert json.loads((tmp_path / "cells" / "pusht__vae__icem.json").read_text())["horizon"] == 2  # the entry's
     assert "Proprio read from the goal image" in (tmp_path / "report.md").read_text()
     # data collected under other env options: a clear error, nothing deleted
     with pytest.raises(ValueError, match=r"action_scale: 50.0 there, 40.0 here.*new folder"):
