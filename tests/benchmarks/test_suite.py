@@ -231,11 +231,11 @@ def test_standard_config_composes(tmp_path):
     assert est.eval.estimates_goal_proprio and est.eval.alpha > 0 and est.eval.estimator["steps"] > 0
     assert {n for n, e in s.envs.items() if e.eval.estimates_goal_proprio} == {"reacher_proprio", "pusht_dino_wm"}
     assert s.envs["pusht_dino_wm"].eval.proprio_weights == [1, 1, 0, 0]  # the pusher's position, not its velocity
-    # Push-T plans in a quarter of the action box; the other entries (and every baseline row) keep the whole
-    # box, and their cell records do not name it, so rows written before it existed are reused
-    # and plans 3 model steps ahead with every planner
+    # Push-T plans in 0.4 of the action box, 3 model steps ahead with every planner; the other entries (and
+    # every baseline row) keep the whole box and each planner's horizon, and their cell records do not name
+    # them, so rows written before these settings existed are reused
     dwm_eval = s.cell_settings("pusht_dino_wm", "jepa", "cem")["eval"]
-    assert dwm_eval["action_bound"] == 0.25 and dwm_eval["horizon"] == 3
+    assert dwm_eval["action_bound"] == 0.4 and dwm_eval["horizon"] == 3
     assert not {"action_bound", "horizon"} & set(s.cell_settings("pusht_dino_wm", None, None)["eval"])
     assert all(s.envs[e].eval.action_bound == 1.0 and s.envs[e].eval.horizon is None
                and not {"action_bound", "horizon"} & set(s.cell_settings(e, "jepa", "cem")["eval"])
