@@ -103,6 +103,22 @@ def _model_action_space(model, action_space: spaces.Box | None) -> spaces.Box:
     return spaces.Box(np.tile(low, k), np.tile(high, k), dtype=np.float32)
 
 
+def check_action_bound(value, name: str = "action_bound") -> float:
+    """``value`` as a float in (0, 1], the fraction of the action box a planner searches.
+
+    Raises:
+        ValueError: anything else (0, negative, above 1, NaN, a bool, not a number), named ``name``.
+    """
+    try:
+        bound = float(value)
+    except (TypeError, ValueError):
+        bound = float("nan")
+    if isinstance(value, bool) or not 0 < bound <= 1:  # NaN fails too
+        raise ValueError(f"{name} is the fraction of the action box the planner searches: a number in (0, 1], "
+                         f"got {value!r}")
+    return bound
+
+
 def _shrink(box: spaces.Box, fraction: float) -> spaces.Box:
     """``box`` shrunk about its centre to ``fraction`` of its extent along every dim."""
     if fraction == 1.0:
@@ -162,7 +178,7 @@ class MPCController:
         action_bound: the fraction of the action box the planner searches, shrunk about the box's
             centre (1: the whole box). Smaller steps keep the candidates where a world model predicts
             well (short moves) and give MPC more replans along the way; Push-T's pusht_dino_wm entry of
-            the standard suite plans in a quarter of the box (README, "Push-T").
+            the standard suite plans in 0.4 of the box (README, "Smaller, shorter plans").
 
     Raises:
         ValueError: bad horizon / replan_every / action_bound, an action space that does not match
@@ -182,13 +198,7 @@ class MPCController:
                  action_bound: float = 1.0):
         if horizon < 1 or replan_every < 1 or replan_every > horizon:
             raise ValueError(f"need 1 <= replan_every <= horizon, got horizon={horizon}, replan_every={replan_every}")
-        try:
-            bound = float(action_bound)
-        except (TypeError, ValueError):
-            bound = float("nan")
-        if isinstance(action_bound, bool) or not 0 < bound <= 1:  # NaN fails too
-            raise ValueError(f"action_bound is the fraction of the action box the planner searches: a number "
-                             f"in (0, 1], got {action_bound!r}")
+        bound = check_action_bound(action_bound)
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.horizon = int(horizon)

@@ -105,9 +105,9 @@ class EvalSettings:
                                          or self.horizon < 1):
             raise ValueError(f"eval.horizon must be a whole number of model steps >= 1 (or null: each planner "
                              f"entry's), got {self.horizon!r}")
-        if isinstance(self.action_bound, bool) or not 0 < float(self.action_bound) <= 1:
-            raise ValueError(f"eval.action_bound is the fraction of the action box the planner searches, in (0, 1]; "
-                             f"got {self.action_bound!r}")
+        from mpc.controller import check_action_bound
+
+        check_action_bound(self.action_bound, "eval.action_bound")
 
     @property
     def estimates_goal_proprio(self) -> bool:
