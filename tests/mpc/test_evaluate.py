@@ -101,15 +101,20 @@ def test_evaluate_runs_the_env_as_the_model_learnt_it_unless_told_otherwise(tmp_
     assert _env_options("pointmass", None, model) == {"image_size": 28}
 
 
-def test_eval_command_with_goal_proprio_labels_its_rows(tmp_path, wall_task_model):
-    out = tmp_path / "gp"
-    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
-                        "alpha=1.0", "planner=cem", "planner.samples=16", "planner.iterations=2",
-                        "planner.elites=4", "episodes=2", "steps=3", "batch_envs=2", "videos=0", f"out={out}"],
+def _eval_wall(out, checkpoint, *overrides, episodes: int = 2, steps: int = 3):
+    """``wmpc eval env=wall`` with a small CEM and ``overrides``; its stdout and results.json."""
+    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={checkpoint}",
+                        *overrides, "planner=cem", "planner.samples=16", "planner.iterations=2", "planner.elites=4",
+                        f"episodes={episodes}", f"steps={steps}", f"batch_envs={episodes}", "videos=0", f"out={out}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "[goal-proprio]" in r.stdout
-    assert json.loads((out / "results.json").read_text())["labels"] == ["goal-proprio"]
+    return r.stdout, json.loads((out / "results.json").read_text())
+
+
+def test_eval_command_with_goal_proprio_labels_its_rows(tmp_path, wall_task_model):
+    stdout, results = _eval_wall(tmp_path / "gp", wall_task_model, "alpha=1.0")
+    assert "[goal-proprio]" in stdout
+    assert results["labels"] == ["goal-proprio"]
 
 
 def test_eval_goal_proprio_differs_from_images_alone_and_needs_the_envs_goal_proprio(wall_task_model):
@@ -131,13 +136,8 @@ def test_eval_goal_proprio_differs_from_images_alone_and_needs_the_envs_goal_pro
 def test_eval_command_plans_in_a_shrunk_action_box_and_labels_its_rows(tmp_path, wall_task_model):
     from mpc.evaluation.policies import PlannerPolicy, PlannerSettings
 
-    out = tmp_path / "bound"
-    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
-                        "action_bound=0.3", "planner=cem", "planner.samples=16", "planner.iterations=2",
-                        "planner.elites=4", "episodes=1", "steps=2", "batch_envs=1", "videos=0", f"out={out}"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((out / "results.json").read_text())["labels"] == ["action-bound=0.3"]
+    _, results = _eval_wall(tmp_path / "bound", wall_task_model, "action_bound=0.3", episodes=1, steps=2)
+    assert results["labels"] == ["action-bound=0.3"]
     model = WorldModel.load(wall_task_model)
     env = make_env("wall", image_size=64)
     obs, info = env.reset(seed=0)
@@ -233,13 +233,8 @@ def test_eval_command_reads_the_goal_proprio_from_the_goal_image_with_an_estimat
     from mpc.proprio_estimator import ProprioEstimator
 
     est = ProprioEstimator(64, 2, width=4, num_keypoints=4, hidden=8).save(tmp_path / "est.safetensors")
-    out = tmp_path / "from_image"
-    r = subprocess.run([sys.executable, "-m", "mpc.commands", "eval", "env=wall", f"checkpoint={wall_task_model}",
-                        "alpha=1.0", f"proprio_estimator={est}", "planner=cem", "planner.samples=16",
-                        "planner.iterations=2", "planner.elites=4", "episodes=2", "steps=3", "batch_envs=2",
-                        "videos=0", f"out={out}"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((out / "results.json").read_text())["labels"] == ["proprio-from-goal-image"]
+    _, results = _eval_wall(tmp_path / "from_image", wall_task_model, "alpha=1.0", f"proprio_estimator={est}")
+    assert results["labels"] == ["proprio-from-goal-image"]
     small = ProprioEstimator(32, 2, width=4, num_keypoints=4, hidden=8).save(tmp_path / "small.safetensors")
     with pytest.raises(ValueError, match="takes 32 px images, the world model 64 px"):
         evaluate("wall", model=WorldModel.load(wall_task_model), alpha=1.0, proprio_estimator=str(small),
