@@ -114,11 +114,15 @@ class TrueDynamicsCost:
 def run(model, env_name: str | None = None, kind: str = "latent", episodes: int = 10, steps: int = 15,
         seed: int = 1_000_000, planner: str = "cem", planner_options: dict | None = None, horizon: int = 5,
         alpha: float = 0.0, proprio_weights=None, env_options: dict | None = None, progress: bool = True,
-        distance=None) -> dict:
-    """Plan with the true dynamics on ``episodes`` evaluation episodes; returns the success record."""
+        distance=None, action_bound: float = 1.0) -> dict:
+    """Plan with the true dynamics on ``episodes`` evaluation episodes; returns the success record.
+
+    ``action_bound``: the fraction of the action box the planner searches, about its centre (as
+    :class:`mpc.MPCController` does for ``wmpc eval action_bound=``)."""
     from tqdm import tqdm
 
     import envs as envs_pkg
+    from mpc.controller import _shrink
     from mpc.evaluation.evaluate import _env_options
     from mpc.evaluation.metrics import wilson_interval
     from mpc.planners import make_planner
@@ -128,7 +132,7 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
     env, shadow = envs_pkg.make_env(env_name, **options), envs_pkg.make_env(env_name, **options)
     box = env.action_space
     fs = int(model.frameskip)
-    space = type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32)
+    space = _shrink(type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32), float(action_bound))
     cost = TrueDynamicsCost(env, shadow, model, kind, alpha, proprio_weights, distance)
     reached, final, times = [], [], []
     try:
@@ -157,7 +161,8 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
     k = int(sum(reached))
     return {"env": env_name, "cost": kind, "episodes": episodes, "steps": steps, "success_rate": k / episodes,
             "success_ci95": wilson_interval(k, episodes), "mean_final_distance": float(np.mean(final)),
-            "plan_time_s": float(np.mean(times)) if times else 0.0, "env_options": options}
+            "plan_time_s": float(np.mean(times)) if times else 0.0, "env_options": options,
+            "action_bound": float(action_bound)}
 
 
 def oracle_rank(model, env_name: str | None = None, episodes: int = 20, seed: int = 1_000_000,
@@ -266,8 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", action="store_true", help="also plan with the world model (wmpc's evaluate)")
     ap.add_argument("--oracle-rank", action="store_true", help="instead: the world model's cost of the env's oracle "
                     "against its planner's first plan, and where each really leads (oracle_rank)")
-    ap.add_argument("--action-bound", type=float, default=1.0, help="with --oracle-rank: fraction of the action box "
-                    "the planner searches (wmpc eval's action_bound)")
+    ap.add_argument("--action-bound", type=float, default=1.0, help="fraction of the action box the planners "
+                    "search, about its centre (wmpc eval's action_bound)")
     args = ap.parse_args(argv)
     from mpc.world_model import WorldModel
 
@@ -277,7 +282,7 @@ def main(argv=None) -> int:
     popts = {"samples": args.samples, "iterations": args.iterations, "elites": args.elites,
              "init_std": args.init_std}
     common = dict(episodes=args.episodes, steps=args.steps, seed=args.seed, planner=args.planner,
-                  planner_options=popts, horizon=args.horizon)
+                  planner_options=popts, horizon=args.horizon, action_bound=args.action_bound)
     env_name = args.env or model.env
     if args.oracle_rank:
         r = oracle_rank(model, env_name, args.episodes, args.seed, args.planner, popts, args.horizon, args.alpha,
@@ -290,7 +295,8 @@ def main(argv=None) -> int:
               f"{r['plan_success']:.2f}, oracle {r['oracle_success']:.2f}")
         return 0
     print(f"# {env_name}: {args.planner} {args.samples} x {args.iterations} (elites {args.elites}, init_std "
-          f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}; encoder and frameskip of {args.checkpoint}")
+          f"{args.init_std}), horizon {args.horizon}, alpha {args.alpha}, action_bound {args.action_bound}; encoder and "
+          f"frameskip of {args.checkpoint}")
     for kind in (("latent", "state") if args.cost == "both" else (args.cost,)):
         r = run(model, env_name, kind, alpha=args.alpha if kind == "latent" else 0.0, proprio_weights=weights,
                 distance=args.distance if kind == "latent" else None, **common)
@@ -303,7 +309,7 @@ def main(argv=None) -> int:
         r = evaluate(env_name, model=model, episodes=args.episodes, steps=args.steps, seed=args.seed,
                      batch_envs=min(args.episodes, 25), videos=0, progress=False, planner=args.planner,
                      planner_options=popts, horizon=args.horizon, alpha=args.alpha, proprio_weights=weights,
-                     distance=args.distance)
+                     distance=args.distance, action_bound=args.action_bound)
         print(_line("world model" + (" [goal-proprio]" if args.alpha else "")
                     + (" [temporal-distance]" if args.distance else ""),
                     {"success_rate": r.success_rate, "success_ci95": r.success_ci95, "episodes": r.episodes,

@@ -56,6 +56,18 @@ def test_the_planner_on_the_true_dynamics_reaches_pointmass_goals(tmp_path, caps
     assert line.startswith("true dynamics, state cost") and "success 1.00" in line, line
 
 
+def test_the_true_dynamics_planner_searches_only_the_action_bound(tmp_path):
+    """``action_bound`` shrinks the box the planner searches, as in wmpc eval: a sliver of it cannot carry
+    the point to the goals the whole box reaches in the same steps, and the record names the bound."""
+    model = _tiny_model("pointmass", proprio_dim=4)
+    common = dict(episodes=2, steps=40, progress=False, planner_options={"samples": 64, "iterations": 4, "elites": 8})
+    whole = true_dynamics.run(model, "pointmass", "state", **common)
+    sliver = true_dynamics.run(model, "pointmass", "state", action_bound=0.02, **common)
+    assert whole["success_rate"] == 1.0 and whole["action_bound"] == 1.0
+    assert sliver["success_rate"] == 0.0 and sliver["action_bound"] == 0.02
+    assert sliver["mean_final_distance"] > 3 * whole["mean_final_distance"]
+
+
 def test_an_env_that_cannot_restore_states_is_refused():
     class Plain:
         unwrapped = object()
