@@ -10,7 +10,11 @@ options are those it was trained with, as ``make_encoder`` wants them). For ever
   Push-T probe lines: the pusher's share of latent distance per pixel moved, against the block's), and
 - on ``goals`` start/goal pairs of DINO-WM's Push-T protocol (``start=pushing``, ``goal_steps=5``), the
   median latent distance (the planning objective's MSE) between the goal and (a) the start, (b) the goal
-  with the pusher put back at its start position, (c) the goal with the block put back at its start pose.
+  with the pusher put back at its start position, (c) the goal with the block put back at its start pose,
+- and how the latent weighs each of the success test's tolerances: the median latent distance between the
+  goal and the goal with the block moved 20 px (a random direction), the block turned 20 degrees (a random
+  sign), or the pusher moved 20 px. The success test weighs these three alike; a latent that weighs one
+  far below the others lets plans leave it off.
 
 A latent with (b) near 0 leaves the pusher out: plans then move the block and leave the pusher anywhere,
 while Push-T's success test needs both in place.
@@ -46,13 +50,14 @@ def measure(encoder, image_size: int = 64, goals: int = 20) -> dict:
 
     import envs
     from benchmarks.suite.probe import latent_probe, pusher_weight
+    from envs.pusht import ANGLE_TOLERANCE, POSITION_TOLERANCE
     from mpc._config import group_config
     from mpc.objectives import latent_distance
 
     probe_cfg = group_config("bench", "standard")["envs"]["pusht"]["probe"]  # the standard suite's Push-T probe
     probe = latent_probe("pusht", {"image_size": image_size}, encoder, probe_cfg["lines"], probe_cfg["points"])
     env = envs.make_env("pusht", image_size=image_size, action_repeat=5, start="pushing", goal_steps=5)
-    rows = []
+    rows, rng = [], np.random.default_rng(0)
     try:
         u = env.unwrapped
         for seed in range(goals):
@@ -61,15 +66,22 @@ def measure(encoder, image_size: int = 64, goals: int = 20) -> dict:
             pusher_back, block_back = goal.copy(), start.copy()
             pusher_back[:2] = start[:2]  # block at the goal, pusher where it started
             block_back[:2] = goal[:2]  # pusher at the goal, block where it started
-            images = np.stack([u.render_state(s) for s in (start, pusher_back, block_back, goal)])
+            shifted, turned, pusher_shifted = goal.copy(), goal.copy(), goal.copy()  # one tolerance off each
+            for s, part in ((shifted, slice(2, 4)), (pusher_shifted, slice(0, 2))):
+                heading = rng.uniform(-np.pi, np.pi)
+                s[part] += POSITION_TOLERANCE * np.array([np.cos(heading), np.sin(heading)])
+            turned[4] += ANGLE_TOLERANCE * rng.choice([-1.0, 1.0])
+            states = (start, pusher_back, block_back, shifted, turned, pusher_shifted, goal)
+            images = np.stack([u.render_state(s) for s in states])
             with torch.no_grad():
                 z = encoder.encode(images).float()
-            rows.append(latent_distance(z[:3], z[3:4]).numpy())
+            rows.append(latent_distance(z[:-1], z[-1:]).numpy())
     finally:
         env.close()
-    start_d, pusher_d, block_d = np.median(np.array(rows), axis=0)
+    start_d, pusher_d, block_d, shift_d, turn_d, pusher_shift_d = np.median(np.array(rows), axis=0)
     return {"pusher_weight": pusher_weight(probe["parts"]), "start": float(start_d),
-            "pusher_moved": float(pusher_d), "block_moved": float(block_d)}
+            "pusher_moved": float(pusher_d), "block_moved": float(block_d), "block_20px": float(shift_d),
+            "block_20deg": float(turn_d), "pusher_20px": float(pusher_shift_d)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from encoders import make_encoder
 
-    print("| encoder | pusher weight | start to goal | only the pusher off | only the block off |")
-    print("|---|---|---|---|---|")
+    print("| encoder | pusher weight | start to goal | only the pusher off | only the block off "
+          "| block 20 px off | block 20 degrees off | pusher 20 px off |")
+    print("|---|---|---|---|---|---|---|---|")
     for arg in args.encoders:
         label, path, options = _parse(arg)
         with safe_open(path, framework="pt") as f:
@@ -92,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         enc = make_encoder(backend, checkpoint=path, **options)
         r = measure(enc, enc.image_size, args.goals)
         weight = "n/a" if r["pusher_weight"] is None else f"{r['pusher_weight']:.3f}"
-        print(f"| {label} | {weight} | {r['start']:.4f} | {r['pusher_moved']:.4f} | {r['block_moved']:.4f} |")
+        print(f"| {label} | {weight} | {r['start']:.4f} | {r['pusher_moved']:.4f} | {r['block_moved']:.4f} "
+              f"| {r['block_20px']:.4f} | {r['block_20deg']:.4f} | {r['pusher_20px']:.4f} |")
     return 0
 
 
