@@ -10,8 +10,8 @@ options are those it was trained with, as ``make_encoder`` wants them). For ever
   Push-T probe lines: the pusher's share of latent distance per pixel moved, against the block's), and
 - on ``goals`` start/goal pairs of DINO-WM's Push-T protocol (``start=pushing``, ``goal_steps=5``), the
   median latent distance (the planning objective's MSE) between the goal and (a) the start, (b) the goal
-  with the pusher put back at its start position, (c) the goal with the block put back at its start pose,
-- and how the latent weighs each of the success test's tolerances: the median latent distance between the
+  with the pusher put back at its start position, (c) the goal with the block put back at its start pose;
+- how the latent weighs each of the success test's tolerances: the median latent distance between the
   goal and the goal with the block moved 20 px (a random direction), the block turned 20 degrees (a random
   sign), or the pusher moved 20 px. The success test weighs these three alike; a latent that weighs one
   far below the others lets plans leave it off.

@@ -2,8 +2,11 @@
 
     python -m benchmarks.true_dynamics CHECKPOINT [--cost latent|state|both] [--episodes 10] [--steps 15]
         [--samples 64 --iterations 4 --elites 8 --horizon 5 --init-std 1.0] [--alpha 0.0003
-        --proprio-weights 1,1,0,0] [--distance FILE] [--seed 1000000] [--compare]
+        --proprio-weights 1,1,0,0] [--distance FILE] [--seed 1000000] [--action-bound 1.0] [--compare]
     python -m benchmarks.true_dynamics CHECKPOINT --oracle-rank [--action-bound 1.0] [planner options as above]
+
+``--action-bound F``: every planner the command runs searches the fraction F of the action box about its
+centre, as ``wmpc eval action_bound=F`` does.
 
 For each evaluation episode (the env made with the options of the model's training data, seeds
 ``seed + i`` as in ``wmpc eval``), every replan scores the planner's candidates by running them in a copy
