@@ -125,7 +125,7 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
     from tqdm import tqdm
 
     import envs as envs_pkg
-    from mpc.controller import _shrink
+    from mpc.controller import planning_box
     from mpc.evaluation.evaluate import _env_options
     from mpc.evaluation.metrics import wilson_interval
     from mpc.planners import make_planner
@@ -133,9 +133,8 @@ def run(model, env_name: str | None = None, kind: str = "latent", episodes: int 
     env_name = env_name or model.env
     options = _env_options(env_name, env_options, model)
     env, shadow = envs_pkg.make_env(env_name, **options), envs_pkg.make_env(env_name, **options)
-    box = env.action_space
     fs = int(model.frameskip)
-    space = _shrink(type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32), float(action_bound))
+    space = planning_box(model, env.action_space, action_bound)
     cost = TrueDynamicsCost(env, shadow, model, kind, alpha, proprio_weights, distance)
     reached, final, times = [], [], []
     try:
@@ -189,7 +188,7 @@ def oracle_rank(model, env_name: str | None = None, episodes: int = 20, seed: in
     from tqdm import tqdm
 
     import envs as envs_pkg
-    from mpc.controller import _shrink
+    from mpc.controller import planning_box
     from mpc.evaluation.evaluate import _env_options
     from mpc.objectives import make_objective
     from mpc.planners import make_planner
@@ -197,8 +196,8 @@ def oracle_rank(model, env_name: str | None = None, episodes: int = 20, seed: in
     env_name = env_name or model.env
     options = _env_options(env_name, env_options, model)
     env, shadow = envs_pkg.make_env(env_name, **options), envs_pkg.make_env(env_name, **options)
-    fs, box = int(model.frameskip), env.action_space
-    space = _shrink(type(box)(np.tile(box.low, fs), np.tile(box.high, fs), dtype=np.float32), float(action_bound))
+    fs = int(model.frameskip)
+    space = planning_box(model, env.action_space, action_bound)
     objective = make_objective("last", alpha=alpha, proprio_weights=proprio_weights)
     cost_of = TrueDynamicsCost(env, shadow, model, "state")  # its _run plays a sequence in the copy
     u, sh = env.unwrapped, shadow.unwrapped

@@ -127,6 +127,17 @@ def _shrink(box: spaces.Box, fraction: float) -> spaces.Box:
     return spaces.Box((centre - half).astype(np.float32), (centre + half).astype(np.float32), dtype=np.float32)
 
 
+def planning_box(model, action_space: spaces.Box | None, action_bound: float = 1.0) -> spaces.Box:
+    """The Box a planner searches: the model's action space (``action_space`` tiled over the model's
+    frameskip, see :func:`_model_action_space`) shrunk about its centre to ``action_bound``.
+
+    Raises:
+        ValueError: a bad ``action_bound`` (:func:`check_action_bound`) or an action space that does not
+            match the model.
+    """
+    return _shrink(_model_action_space(model, action_space), check_action_bound(action_bound))
+
+
 def _load_estimator(estimator, model, device):
     """A :class:`mpc.proprio_estimator.ProprioEstimator` (or the path of one) checked against ``model``.
 
@@ -206,7 +217,7 @@ class MPCController:
         self.frameskip = int(model.frameskip)
         self.env_action_dim = model.action_dim // self.frameskip
         self.action_bound = bound
-        self.action_space = _shrink(_model_action_space(model, action_space), self.action_bound)
+        self.action_space = planning_box(model, action_space, bound)
         if isinstance(planner, str):
             planner = make_planner(planner, action_space=self.action_space, horizon=self.horizon,
                                    seed=seed, device=self.device, **(planner_options or {}))
