@@ -14,6 +14,12 @@ the encoder from collapsing to a constant (no stop-gradient, no EMA target):
 
 No decoder: JEPA tokens are trained to be predictable, not to rebuild pixels. Train with
 ``mpc.training.train_jepa`` (or ``wmpc train-encoder encoder=jepa``).
+
+``state_weight > 0`` adds a supervised term: a linear head must read the simulator state recorded
+with each training frame (standardised; an object's angle as cos, sin) from the frame's tokens, so
+the latent carries the object's pose wherever the self-supervised terms leave it out. This is
+privileged information, used in training only: planning still reads the goal image alone, but an
+encoder trained this way is no longer trained from pixels and actions alone, and its rows say so.
 """
 from __future__ import annotations
 
@@ -109,12 +115,12 @@ class JEPAEncoder(TrainableEncoder):
 
     backend = "jepa"
     ARCH_KEYS = ("image_size", "dim", "num_tokens", "width", "action_dim", "hidden", "tokens",
-                 "num_keypoints", "idm_weight")
+                 "num_keypoints", "idm_weight", "state_dim")
 
     def __init__(self, image_size: int = 64, dim: int = 32, num_tokens: int = 1, width: int = 32,
                  action_dim: int = 2, hidden: int = 256, reg: str = "sigreg", reg_weight: float = 1.0,
                  num_directions: int = 256, seed: int = 0, tokens: str = "keypoints", num_keypoints: int = 16,
-                 idm_weight: float = 0.0):
+                 idm_weight: float = 0.0, state_weight: float = 0.0, state_dim: int = 0):
         """
         Args:
             image_size: input side S (S / 4 must be a power of two).
@@ -134,6 +140,11 @@ class JEPAEncoder(TrainableEncoder):
                 action from ``(z_t, z_t+1)``, so whatever the action moves must show in the latent.
                 Without it a latent may leave out a small, fully controlled part of the scene (Push-T's
                 pusher) at no cost to prediction. 0 (default): no head.
+            state_weight: weight of the state-supervision loss (see the module docstring): a linear
+                head reads the standardised recorded state from the tokens. Needs ``state_dim``.
+                0 (default): none. A training setting: a trained encoder loads whatever it is.
+            state_dim: size of the state target the head predicts (set from the data by
+                ``train_jepa``); 0 (default): no head.
 
         Raises:
             ValueError: unknown regulariser or sizes that do not fit.
@@ -146,15 +157,21 @@ class JEPAEncoder(TrainableEncoder):
             raise ValueError(f"num_tokens and action_dim must be >= 1, got {num_tokens}, {action_dim}")
         if not float(idm_weight) >= 0.0:
             raise ValueError(f"idm_weight must be >= 0, got {idm_weight}")
+        if not float(state_weight) >= 0.0 or int(state_dim) < 0 or (float(state_weight) > 0 and int(state_dim) < 1):
+            raise ValueError(f"state_weight must be >= 0, and state_dim > 0 when state_weight > 0; got "
+                             f"state_weight={state_weight}, state_dim={state_dim} (train_jepa sets state_dim "
+                             "from the data's recorded states)")
         super().__init__(dict(image_size=int(image_size), dim=int(dim), num_tokens=int(num_tokens),
                               width=int(width), action_dim=int(action_dim), hidden=int(hidden), reg=reg,
                               reg_weight=float(reg_weight), num_directions=int(num_directions), seed=int(seed),
-                              tokens=tokens, num_keypoints=int(num_keypoints), idm_weight=float(idm_weight)))
+                              tokens=tokens, num_keypoints=int(num_keypoints), idm_weight=float(idm_weight),
+                              state_weight=float(state_weight), state_dim=int(state_dim)))
         self.token_mode = tokens if int(num_tokens) == 1 else f"{tokens}-multi"
         self._dim, self._n = int(dim), int(num_tokens)
         self.action_dim = int(action_dim)
         self.reg, self.reg_weight, self.num_directions = reg, float(reg_weight), int(num_directions)
         self.idm_weight = float(idm_weight)
+        self.state_weight, self.state_dim = float(state_weight), int(state_dim)
         channels = stage_channels(int(width), num_stages(self.image_size, VECTOR_GRID))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -171,6 +188,8 @@ class JEPAEncoder(TrainableEncoder):
             # inverse dynamics (training only): (z_t, z_t+1) -> the action taken between them
             self.idm = (nn.Sequential(nn.Linear(2 * nd, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                       nn.Linear(hidden, self.action_dim)) if self.idm_weight > 0 else None)
+            # state supervision (training only): z_t -> the standardised recorded state
+            self.state_head = nn.Linear(nd, self.state_dim) if self.state_dim > 0 else None
 
     @property
     def num_tokens(self) -> int:
@@ -197,14 +216,26 @@ class JEPAEncoder(TrainableEncoder):
         return (zf + self.predictor(torch.cat([zf, actions.to(zf.dtype)], dim=1))).view_as(z)
 
     def training_loss(self, x: torch.Tensor, actions: torch.Tensor, x_next: torch.Tensor,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Next-embedding prediction + regulariser (+ ``idm_weight`` x inverse-dynamics MSE).
+                      states: torch.Tensor | None = None, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-embedding prediction + regulariser (+ ``idm_weight`` x inverse-dynamics MSE)
+        (+ ``state_weight`` x state-head MSE).
 
         Args:
             x, x_next: normalised frames ``(B, 3, S, S)`` at t and t+1.
             actions: ``(B, action_dim)``, normalised, taken between them.
+            states: ``(B, state_dim)`` standardised states recorded with ``x``; required exactly when
+                the encoder has a state head.
             generator: seeds SIGReg's directions.
+
+        Raises:
+            ValueError: ``states`` missing for a state head, given without one, or of the wrong size.
         """
+        if (states is None) != (self.state_head is None) or (
+                states is not None and tuple(states.shape) != (x.shape[0], self.state_dim)):
+            got = None if states is None else tuple(states.shape)
+            raise ValueError(f"this jepa encoder takes states of shape (B, {self.state_dim}) in training "
+                             f"(state_dim={self.state_dim}), got {got}")
         B = x.shape[0]
         z = self.forward_tokens(torch.cat([x, x_next]))  # (2B, N, D)
         z_t, z_next = z[:B], z[B:]
@@ -218,6 +249,10 @@ class JEPAEncoder(TrainableEncoder):
                              actions.to(z.dtype))
             loss = loss + self.idm_weight * idm
             metrics["idm"] = idm.item()
+        if self.state_head is not None:
+            state = F.mse_loss(self.state_head(z_t.reshape(B, -1)), states.to(z.dtype))
+            loss = loss + self.state_weight * state
+            metrics["state"] = state.item()
         return loss, {"loss": loss.item(), **metrics}
 
 

@@ -28,7 +28,8 @@ from mpc._io import atomic_write, folder_lock, remove_temp_files, write_json
 from mpc.training.run_log import plot_loss_curve
 from mpc.training.schedule import warmup_cosine_to_tenth
 
-__all__ = ["load_frames", "load_transitions", "train_encoder", "train_jepa", "CHECKPOINT_NAME", "TRAINABLE"]
+__all__ = ["load_frames", "load_transitions", "load_state_targets", "train_encoder", "train_jepa", "CHECKPOINT_NAME",
+           "TRAINABLE"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,39 @@ def load_transitions(data: str | os.PathLike, frameskip: int = 1
         offset += len(ep["pixels"])
     first_idx = np.concatenate(first)
     return np.concatenate(pixels), first_idx, first_idx + k, np.concatenate(acts).astype(np.float32)
+
+
+def load_state_targets(data: str | os.PathLike) -> np.ndarray:
+    """The state-supervision targets of every frame of a dataset, in :func:`load_frames`' order.
+
+    Each episode's recorded ``states``, with the angle of an :data:`mpc.data.format.OBJECT_POSE`
+    object replaced by its cos and sin (so the target does not jump at the wrap), then standardised
+    per entry over the whole dataset (a constant entry stays 0).
+
+    Returns:
+        float32 ``(F, K)``.
+
+    Raises:
+        mpc.data.DatasetError: unreadable dataset, or one whose episodes record no ``states`` (collect
+            it again with a current ``wmpc collect``; state supervision needs them).
+    """
+    from mpc.data import DatasetError, load_dataset
+    from mpc.data.format import OBJECT_POSE
+
+    ds = load_dataset(data)
+    try:
+        states = np.concatenate([ds.read(i, ("states",))["states"] for i in range(len(ds))]).astype(np.float64)
+    except KeyError as e:
+        raise DatasetError(f"{data} records no states; state supervision (state_weight > 0) needs the "
+                           "simulator states recorded with each frame: collect the data again with "
+                           "`wmpc collect`") from e
+    pose = OBJECT_POSE.get(ds.meta.get("env"))
+    if pose is not None:
+        angle = states[:, pose[2]]
+        states = np.concatenate([np.delete(states, pose[2], axis=1), np.cos(angle)[:, None],
+                                 np.sin(angle)[:, None]], axis=1)
+    std = states.std(0)
+    return ((states - states.mean(0)) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 
 
 # --- preview grid ----------------------------------------------------------------------------------
@@ -205,7 +239,9 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
         out: output folder (created): ``encoder.safetensors``, ``train_log.json``, ``loss.png``.
         steps, batch_size, lr: optimisation (AdamW, warmup then cosine decay to lr/10).
         encoder_options: :class:`encoders.jepa.JEPAEncoder` options (``dim``, ``num_tokens``, ``reg``,
-            ``reg_weight``, ...); ``action_dim`` is set from the data (frameskip * env action dim).
+            ``reg_weight``, ...); ``action_dim`` is set from the data (frameskip * env action dim), and
+            with ``state_weight > 0`` ``state_dim`` from its recorded states
+            (:func:`load_state_targets`: privileged, the rows of such an encoder say so).
         frameskip: env steps between the two frames of a training transition.
         save_every: checkpoint period in steps (the last step always writes one).
         seed: seeds batch sampling and SIGReg directions (weight init: ``encoder_options["seed"]``).
@@ -227,12 +263,20 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
         raise ValueError(f"encoder_options action_dim={opts['action_dim']} but the data gives frameskip "
                          f"{frameskip} x env action dim = {actions.shape[1]}; drop action_dim")
     opts["action_dim"] = int(actions.shape[1])
+    targets = None
+    if float(opts.get("state_weight") or 0.0) > 0:
+        targets = torch.from_numpy(load_state_targets(dataset_dir))  # (F, K), frames in pixels' order
+        if opts.get("state_dim") not in (None, 0, targets.shape[1]):
+            raise ValueError(f"encoder_options state_dim={opts['state_dim']} but the data's state targets have "
+                             f"{targets.shape[1]} entries; drop state_dim")
+        opts["state_dim"] = int(targets.shape[1])
     enc = JEPAEncoder(**opts).to(resolve_device(device))
     acts = torch.from_numpy(actions)
 
     def batch(rng):
         m = rng.integers(0, len(first), size=batch_size)
-        return (enc.preprocess(pixels[first[m]]), acts[m].to(enc.device), enc.preprocess(pixels[second[m]]))
+        out = (enc.preprocess(pixels[first[m]]), acts[m].to(enc.device), enc.preprocess(pixels[second[m]]))
+        return out if targets is None else (*out, targets[first[m]].to(enc.device))
 
     info = {"encoder": "jepa", "data": str(dataset_dir), "steps": steps, "batch_size": batch_size, "lr": lr,
             "frameskip": frameskip, "seed": seed, "config": enc.config, "transitions": int(len(first))}

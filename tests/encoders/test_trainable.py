@@ -28,8 +28,9 @@ def render_dots(pos: np.ndarray, size: int = SIZE) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-def write_dot_dataset(root: Path, episodes: int = 6, steps: int = 20, seed: int = 0) -> Path:
-    """A tiny dataset in the wmpc layout: a dot moved by 2-D actions."""
+def write_dot_dataset(root: Path, episodes: int = 6, steps: int = 20, seed: int = 0, states: bool = False) -> Path:
+    """A tiny dataset in the wmpc layout: a dot moved by 2-D actions (``states``: also record the
+    dot's position as the simulator state)."""
     rng = np.random.default_rng(seed)
     (root / "episodes").mkdir(parents=True)
     for e in range(episodes):
@@ -40,6 +41,8 @@ def write_dot_dataset(root: Path, episodes: int = 6, steps: int = 20, seed: int 
             pos[t + 1] = np.clip(pos[t] + 0.15 * a[t], -0.8, 0.8)
         with h5py.File(root / "episodes" / f"episode_{e:06d}.h5", "w") as f:
             f["pixels"], f["proprio"], f["actions"] = render_dots(pos), pos, a
+            if states:
+                f["states"] = pos.astype(np.float64)
             f.attrs["length"], f.attrs["seed"], f.attrs["complete"] = steps, e, True
     (root / "dataset.json").write_text(json.dumps({"format_version": 1, "episodes": episodes, "env": "dots"}))
     (root / "stats.json").write_text(json.dumps({"action_mean": [0.0, 0.0], "action_std": [0.58, 0.58],
@@ -317,6 +320,66 @@ def test_jepa_inverse_dynamics_head_learns_the_action_and_round_trips(dots, tmp_
     assert encoders.make_encoder("jepa", checkpoint=old, idm_weight=0.0).idm is None
     with pytest.raises(ValueError, match="idm_weight"):
         encoders.make_encoder("jepa", checkpoint=old, idm_weight=1.0)
+
+
+def test_jepa_state_head_learns_the_recorded_state_and_round_trips(dots, tmp_path):
+    """state_weight > 0 adds a linear head that reads the data's recorded state from the token (privileged
+    supervision, training only): after training it reads held-out states far better than their mean,
+    and it travels with the checkpoint. Data without states, or a batch without them, are refused."""
+    from mpc.data import DatasetError
+    from mpc.training import train_jepa
+    from mpc.training.encoder_trainer import load_state_targets
+
+    with pytest.raises(ValueError, match="state_dim"):
+        _make("jepa", state_weight=1.0)  # no state_dim: train_jepa sets it from the data
+    enc = encoders.jepa.JEPAEncoder(**SMALL["jepa"], image_size=SIZE, state_weight=1.0, state_dim=2)
+    x, a = torch.randn(4, 3, SIZE, SIZE), torch.randn(4, 2)
+    loss, metrics = enc.training_loss(x, a, torch.randn(4, 3, SIZE, SIZE), torch.randn(4, 2))
+    assert loss.item() == pytest.approx(metrics["pred"] + enc.reg_weight * metrics["reg"] + metrics["state"], rel=1e-5)
+    with pytest.raises(ValueError, match="states of shape"):
+        enc.training_loss(x, a, x)
+    with pytest.raises(DatasetError, match="records no states"):
+        train_jepa(dots, tmp_path / "none", steps=2, batch_size=8, progress=False,
+                   encoder_options=dict(SMALL["jepa"], image_size=SIZE, state_weight=1.0))
+
+    data = write_dot_dataset(tmp_path / "dots_states", episodes=12, states=True)
+    targets = load_state_targets(data)
+    assert targets.shape == (12 * 21, 2) and np.allclose(targets.mean(0), 0, atol=1e-5)
+    assert np.allclose(targets.std(0), 1, atol=1e-4)
+    ckpt = train_jepa(data, tmp_path / "state", steps=200, batch_size=32, lr=3e-3, progress=False,
+                      encoder_options=dict(SMALL["jepa"], image_size=SIZE, state_weight=1.0))
+    trained = encoders.make_encoder("jepa", checkpoint=ckpt)
+    assert trained.state_head is not None and trained.state_dim == 2 and trained.state_weight == 1.0
+    rng = np.random.default_rng(11)
+    pos = rng.uniform(-0.6, 0.6, (64, 2))  # held-out positions
+    with torch.no_grad():
+        z = trained.forward_tokens(trained.preprocess(render_dots(pos))).reshape(64, -1)
+        pred = trained.state_head(z).numpy()
+    all_pos = np.concatenate([h5py.File(p, "r")["states"][()] for p in sorted((data / "episodes").glob("*.h5"))])
+    target = (pos - all_pos.mean(0)) / all_pos.std(0)
+    assert np.mean((pred - target) ** 2) < 0.3 * np.mean(target ** 2)
+
+
+def test_state_targets_give_an_object_angle_as_cos_and_sin(tmp_path):
+    """Push-T's block angle (mpc.data.format.OBJECT_POSE) becomes cos, sin: two states a hair either
+    side of the wrap get nearly the same targets, where the raw angle would put them far apart."""
+    from mpc.training.encoder_trainer import load_state_targets
+
+    data = write_dot_dataset(tmp_path / "pusht_like", episodes=2, steps=4)
+    rng = np.random.default_rng(0)
+    for i, path in enumerate(sorted((data / "episodes").glob("*.h5"))):
+        st = rng.uniform(50, 450, (5, 5))
+        st[:, 4] = rng.uniform(-np.pi, np.pi, 5)
+        if i == 0:
+            st[0, 4], st[1, 4] = np.pi - 1e-3, -np.pi + 1e-3
+        with h5py.File(path, "a") as f:
+            f["states"] = st
+    meta = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**meta, "env": "pusht"}))
+    targets = load_state_targets(data)
+    assert targets.shape == (10, 6)  # agent x, y, block x, y, cos, sin
+    assert np.abs(targets[0] - targets[1])[:4].max() > 0.01  # the positions differ ...
+    assert np.abs(targets[0, 4:] - targets[1, 4:]).max() < 0.01  # ... the wrapped angles do not
 
 
 def test_train_encoder_command(dots, tmp_path):
