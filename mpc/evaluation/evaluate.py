@@ -111,7 +111,9 @@ def evaluate(env_name: str, policy: str = "planner", *, checkpoint: str | Path |
                        + ([] if planning.risk == 0 else [f"risk={planning.risk:g}" + (
                            "" if planning.risk_mode == "disagreement" else f" {planning.risk_mode}")])
                        + ([] if policy != "planner" or planning.action_bound == 1 else
-                          [f"action-bound={planning.action_bound:g}"]),
+                          [f"action-bound={planning.action_bound:g}"])
+                       + (["state-supervised-encoder"] if model is not None
+                          and getattr(model.encoder, "state_dim", 0) > 0 else []),
                        imagination=gaps if policy == "planner" else None)
     result.env_options = to_plain(env_options)
     if out is not None:

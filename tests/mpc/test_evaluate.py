@@ -111,6 +111,22 @@ def _eval_wall(out, checkpoint, *overrides, episodes: int = 2, steps: int = 3):
     return r.stdout, json.loads((out / "results.json").read_text())
 
 
+def test_eval_labels_rows_of_a_state_supervised_encoder():
+    """A world model whose jepa encoder was trained with state supervision (a state head: privileged
+    in training) plans from the goal image alone, and its rows say how the encoder was trained."""
+    rows = {}
+    for state_dim in (0, 3):
+        opts = {"weights": "random", "image_size": 32, "width": 8, "hidden": 32, "dim": 8,
+                "state_weight": float(state_dim > 0), "state_dim": state_dim}
+        enc = encoders.make_encoder("jepa", **opts)
+        cfg = config_from_preset("tiny_mlp", num_tokens=1, token_dim=enc.dim, env_action_dim=2, proprio_dim=2,
+                                 encoder="jepa", encoder_options=opts)
+        rows[state_dim] = evaluate("wall", model=WorldModel(cfg, encoder=enc), episodes=1, steps=2, batch_envs=1,
+                                   videos=0, planner_options={"samples": 8, "iterations": 1, "elites": 2},
+                                   progress=False).labels
+    assert rows == {0: [], 3: ["state-supervised-encoder"]}
+
+
 def test_eval_command_with_goal_proprio_labels_its_rows(tmp_path, wall_task_model):
     stdout, results = _eval_wall(tmp_path / "gp", wall_task_model, "alpha=1.0")
     assert "[goal-proprio]" in stdout
