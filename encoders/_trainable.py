@@ -197,11 +197,13 @@ class TrainableEncoder(Encoder):
                 the checkpoint's architecture, or weights that do not fit it.
         """
         config, state = cls.read_checkpoint(path)
-        # architecture keys added after a checkpoint was written take their constructor default there
+        # options added after a checkpoint was written (architecture or training) take their
+        # constructor default there, so a config file that names them still loads the older file
         params = inspect.signature(cls.__init__).parameters
-        defaults = {k: params[k].default for k in cls.ARCH_KEYS
-                    if k in params and params[k].default is not inspect.Parameter.empty}
-        config = {**{k: v for k, v in defaults.items() if k not in config}, **config}
+        known = {k: p.default for k, p in params.items()
+                 if k != "self" and p.default is not inspect.Parameter.empty}
+        defaults = {k: known[k] for k in cls.ARCH_KEYS if k in known}
+        config = {**{k: v for k, v in known.items() if k not in config}, **config}
         # an architecture option at its default is a config file's value, not a request: the checkpoint's
         # architecture stands (so `wmpc ... encoder=jepa encoder.checkpoint=...` loads a width-8 file)
         options = {k: v for k, v in options.items() if not (k in defaults and v == defaults[k])}

@@ -313,11 +313,14 @@ def test_jepa_inverse_dynamics_head_learns_the_action_and_round_trips(dots, tmp_
     plain = train_jepa(dots, tmp_path / "plain", steps=2, batch_size=8, progress=False,
                        encoder_options=dict(SMALL["jepa"], image_size=SIZE))
     config, state = encoders.jepa.JEPAEncoder.read_checkpoint(plain)
-    config.pop("idm_weight")
+    for key in ("idm_weight", "state_weight", "state_dim"):  # options added since such files were written
+        config.pop(key)
     old = tmp_path / "old.safetensors"
     meta = {"format_version": str(encoders._trainable.FORMAT_VERSION), "backend": "jepa", "config": json.dumps(config)}
     save_file({k: v.contiguous() for k, v in state.items()}, old, metadata=meta)
     assert encoders.make_encoder("jepa", checkpoint=old, idm_weight=0.0).idm is None
+    # configs/encoder/jepa.yaml names every option, the training-only state_weight too
+    assert encoders.make_encoder("jepa", checkpoint=old, idm_weight=0.0, state_weight=0.0).state_head is None
     with pytest.raises(ValueError, match="idm_weight"):
         encoders.make_encoder("jepa", checkpoint=old, idm_weight=1.0)
 
