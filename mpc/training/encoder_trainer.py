@@ -270,6 +270,8 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
             raise ValueError(f"encoder_options state_dim={opts['state_dim']} but the data's state targets have "
                              f"{targets.shape[1]} entries; drop state_dim")
         opts["state_dim"] = int(targets.shape[1])
+    else:
+        opts["state_dim"] = 0  # no state supervision, no head (a state_dim alone would only ask for states)
     enc = JEPAEncoder(**opts).to(resolve_device(device))
     acts = torch.from_numpy(actions)
 
