@@ -3,7 +3,8 @@
 For every ``(env, encoder)`` of the run: the best planner cell's success, the world model's
 open-loop ratio (token MSE / copy-last-frame MSE on validation windows at 1 and at the last
 evaluated step: below 1 the model beats copying the last frame; ``eval_metrics.json`` of its
-training run; for Push-T also on the windows where the block moves), the latent probe's Spearman
+training run; for Push-T also on the windows where the block moves, and the block's pose read from
+the true latent, the model's prediction and the last context frame in px and degrees), the latent probe's Spearman
 correlation (Push-T: block position, block angle and pusher apart); and for every env the coverage
 of its exploration data (``stats.json``: the range the true state spans per dimension, and for
 Push-T the fraction of steps where the block moves and the spread of block poses). All of it is
@@ -26,6 +27,19 @@ def _open_loop(run: Path, row: dict) -> dict | None:
     if not ckpt:
         return None
     return read_json(run / Path(ckpt).parent.parent / "eval_metrics.json")
+
+
+def readout_text(ol: dict) -> str:
+    """The object readout of an ``eval_metrics.json`` at its last step: ``"block at step H read from: the
+    latent X px / Y deg, the model ..., copying ..."`` (empty without one)."""
+    r = ol.get("object_readout")
+    if not r:
+        return ""
+    pos, ang = r["position_error"], r["angle_error_deg"]
+    step = len(pos["model"])
+    parts = [f"{label} {pos[key][-1]:.0f} px / {ang[key][-1]:.0f} deg"
+             for key, label in (("latent", "the latent"), ("model", "the model"), ("copy_last", "copying"))]
+    return f"block pose at step {step} read from " + ", ".join(parts) + f" (median of {r['windows']} windows)"
 
 
 def _coverage_text(env_dir: Path) -> str:
@@ -67,7 +81,12 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
              "to the largest, so a direction the latent underweights shows as a small number). For an env with a "
              "movable object (Push-T's block) the ratio is also given on the validation windows where the "
              "object moves in the predicted steps: goals that move the object need the model's contact "
-             "dynamics, which windows where only the agent moves do not test. A backend "
+             "dynamics, which windows where only the agent moves do not test. There the object's pose is also read "
+             "from the tokens (a linear readout fitted on half of the validation episodes, applied to the other "
+             "half's windows where the object moves): its median error on the true latent says how much of the "
+             "pose the latent carries at all, on the model's prediction how precisely the model moves it, and on "
+             "the last context frame what standing still gives; Push-T's success test allows 20 px and 20 "
+             "degrees. A backend "
              "fails when its probe is low (the latent does not order states by distance to the goal) or its "
              "ratio is near or above 1 (the model predicts no better than standing still). Rows that plan with a "
              "learnt temporal distance add its probe (`learnt distance`: the same pairs ranked by the distance "
@@ -80,6 +99,8 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
         if ol and ol.get("ratio_object_moving"):
             moving = ol["ratio_object_moving"]
             ratio += f"; {moving[0]:.2f} / {moving[-1]:.2f} where the object moves"
+        if ol and ol.get("object_readout"):
+            ratio += "; " + readout_text(ol)
         p = probes.get(f"{env}/{enc}")
         if p is None:
             probe = ""

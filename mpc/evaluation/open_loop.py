@@ -6,6 +6,13 @@ model predicts the future tokens better than assuming nothing moves. For an env 
 ratio is also given apart for the windows where the object moves in the predicted steps: what a
 goal that moves the object needs from the model is contact, and windows where only the agent moves
 can hide a model that never moves the object.
+
+Token errors say how far the model is from the truth in the latent, not whether it is precise at the
+scale a task's success test uses. So for such an env the object's pose is also read from the latent
+(:func:`object_readout`: a ridge regression from tokens to the object's position and angle, fitted on
+half of the validation episodes, applied to the other half): the position and angle error of that
+readout on the true latent (how much of the pose the latent carries), on the model's prediction and on
+the last context frame (copying it), on the windows where the object moves.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-__all__ = ["open_loop_errors"]
+__all__ = ["open_loop_errors", "object_readout"]
 
 
 @torch.no_grad()
@@ -47,6 +54,8 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
     index = np.unique(np.linspace(0, len(windows) - 1, n).round().astype(int)).tolist()
     loader = DataLoader(Subset(windows, index), batch_size=batch_size, shuffle=False)
     errors_model, errors_copy = [], []  # (B, H) per batch
+    tokens_true, tokens_pred = [], []  # (B, L, N*D), (B, H, N*D) per batch, for the object readout
+    pose = _object_pose(windows)
     for batch in loader:
         z = batch["z"].to(device)  # (B, L, N, D)
         proprio = batch["proprio"].to(device)  # (B, L, P)
@@ -56,6 +65,9 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
         target = z[:, T:T + horizon]  # (B, H, N, D)
         errors_model.append((z_pred[:, 0].float() - target).pow(2).mean(dim=(2, 3)).double().cpu())
         errors_copy.append((z[:, T - 1:T] - target).pow(2).mean(dim=(2, 3)).double().cpu())
+        if pose is not None and z.shape[2] * z.shape[3] <= MAX_READOUT_FEATURES:
+            tokens_true.append(z[:, :T + horizon].flatten(2).double().cpu())
+            tokens_pred.append(z_pred[:, 0].flatten(2).double().cpu())
     model.train(was_training)
     err_model, err_copy = torch.cat(errors_model).numpy(), torch.cat(errors_copy).numpy()  # (W, H)
     result = {"windows": len(index), "horizon": horizon, "num_hist": T, **_ratios(err_model, err_copy, "")}
@@ -66,6 +78,11 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
         for name, rows in (("_object_moving", moving), ("_object_still", ~moving)):
             if rows.any():
                 result.update(_ratios(err_model[rows], err_copy[rows], name))
+        if tokens_true:
+            readout = object_readout(windows, index, T, horizon, torch.cat(tokens_true).numpy(),
+                                     torch.cat(tokens_pred).numpy(), moving)
+            if readout is not None:
+                result["object_readout"] = readout
     return result
 
 
@@ -76,14 +93,25 @@ def _ratios(err_model: np.ndarray, err_copy: np.ndarray, suffix: str) -> dict:
     return {f"mse_model{suffix}": mse_model, f"mse_copy_last{suffix}": mse_copy, f"ratio{suffix}": ratio}
 
 
-def _object_moving_windows(windows, index: list[int], T: int, horizon: int) -> np.ndarray | None:
-    """``(W,)`` bool: the env's object moves in a window's predicted env steps (None: no object or no states)."""
-    from mpc.data.format import OBJECT_POSE, object_moving
+def _object_pose(windows) -> tuple[int, int, int] | None:
+    """The state indices of the env's object pose when the windows' episodes record states, else None."""
+    from mpc.data.format import OBJECT_POSE
 
     episodes = getattr(windows, "episodes", None)
     pose = OBJECT_POSE.get((getattr(windows, "meta", None) or {}).get("env"))
     if pose is None or episodes is None or "states" not in episodes.shapes:
         return None
+    return pose
+
+
+def _object_moving_windows(windows, index: list[int], T: int, horizon: int) -> np.ndarray | None:
+    """``(W,)`` bool: the env's object moves in a window's predicted env steps (None: no object or no states)."""
+    from mpc.data.format import object_moving
+
+    pose = _object_pose(windows)
+    if pose is None:
+        return None
+    episodes = windows.episodes
     k = int(windows.frameskip)
     moves: dict[int, np.ndarray] = {}
     flags = []
@@ -94,3 +122,77 @@ def _object_moving_windows(windows, index: list[int], T: int, horizon: int) -> n
         first = s + (T - 1) * k  # env step of the last context frame
         flags.append(bool(moves[e][first:first + horizon * k].any()))
     return np.asarray(flags, dtype=bool)
+
+
+MAX_READOUT_FEATURES = 2048  # latents of more numbers per frame (N x D) get no object readout
+READOUT_RIDGE = 1e-6         # ridge penalty on standardised tokens, per fitted frame (only keeps the solve stable)
+READOUT_WINDOWS = 2048       # windows (of even-numbered episodes) whose frames fit the readout, at most
+
+
+def object_readout(windows, index: list[int], T: int, horizon: int, tokens: np.ndarray, predicted: np.ndarray,
+                   moving: np.ndarray) -> dict | None:
+    """How precisely the object's pose can be read from the true latent, the model's and copying's.
+
+    A ridge regression from a frame's tokens to the object's position and (cos, sin) of its angle is
+    fitted on the frames of the dataset's windows of even-numbered episodes (at most
+    :data:`READOUT_WINDOWS` of them, evenly spaced); on the evaluated windows of odd-numbered episodes
+    where the object moves in the predicted steps it reads step ``h``'s pose from the true tokens (``latent``: what the latent carries at all), from the model's prediction (``model``) and
+    from the last context frame (``copy_last``), against the recorded state.
+
+    Args:
+        windows, index: the windows (each item's ``z`` holds at least ``T + H`` frames) and which of
+            them ``tokens`` / ``predicted`` hold, in order.
+        T, horizon: context frames and predicted steps.
+        tokens: ``(W, T + H, F)`` true tokens of each window (flattened per frame).
+        predicted: ``(W, H, F)`` the model's tokens.
+        moving: ``(W,)`` bool, the object moves in the window's predicted steps.
+
+    Returns:
+        ``{"fit_frames", "windows", "position_error": {"latent", "model", "copy_last"},
+        "angle_error_deg": {...}}``, each a per-step list of medians (position in state units: px on
+        Push-T); None when either half has too few frames or no moving window.
+    """
+    ix, iy, ia = _object_pose(windows)
+    k = int(windows.frameskip)
+    cache: dict[int, np.ndarray] = {}
+
+    def window_poses(j):  # (L, 3) object pose of window j's frames
+        e, s = windows.window_index(j)
+        if e not in cache:
+            cache[e] = np.asarray(windows.episodes.read(e, ("states",))["states"], np.float64)[:, [ix, iy, ia]]
+        return cache[e][s + np.arange(T + horizon) * k]
+
+    def as_targets(poses):  # (..., 3) -> (..., 4): position, cos and sin of the angle
+        return np.concatenate([poses[..., :2], np.cos(poses[..., 2:]), np.sin(poses[..., 2:])], -1)
+
+    even = [j for j in range(len(windows)) if windows.window_index(j)[0] % 2 == 0]
+    spaced = np.unique(np.linspace(0, len(even) - 1, min(len(even), READOUT_WINDOWS)).round().astype(int))
+    fit = [even[i] for i in spaced] if even else []
+    fit_x = np.concatenate([np.asarray(windows[j]["z"][:T + horizon], np.float64).reshape(T + horizon, -1)
+                            for j in fit]) if fit else tokens[:0, 0]
+    fit_y = np.concatenate([as_targets(window_poses(j)) for j in fit]) if fit else np.zeros((0, 4))
+    odd = np.array([windows.window_index(j)[0] % 2 == 1 for j in index])
+    evaluated = odd & moving
+    if len(fit_x) < 4 * (tokens.shape[-1] + 1) or not evaluated.any():
+        return None
+    poses = np.stack([window_poses(j) for j, keep in zip(index, evaluated) if keep])  # (M, T+H, 3)
+    mean, std = fit_x.mean(0), fit_x.std(0) + 1e-8
+    x = np.concatenate([(fit_x - mean) / std, np.ones((len(fit_x), 1))], 1)
+    weights = np.linalg.solve(x.T @ x + READOUT_RIDGE * len(x) * np.eye(x.shape[1]), x.T @ fit_y)
+
+    def read(z):  # (..., F) -> (..., 4)
+        return np.concatenate([(z - mean) / std, np.ones((*z.shape[:-1], 1))], -1) @ weights
+
+    truth = poses[:, T:]  # (M, H, 3)
+
+    def errors(read_pose):  # (M, H, 4) -> per-step medians of position and angle error
+        pos = np.linalg.norm(read_pose[..., :2] - truth[..., :2], axis=-1)
+        ang = np.abs(np.angle(np.exp(1j * (np.arctan2(read_pose[..., 3], read_pose[..., 2]) - truth[..., 2]))))
+        return np.median(pos, 0).tolist(), np.degrees(np.median(ang, 0)).tolist()
+
+    copy = np.repeat(tokens[evaluated][:, T - 1:T], horizon, axis=1)
+    out = {name: errors(read(z)) for name, z in (("latent", tokens[evaluated][:, T:]),
+                                                  ("model", predicted[evaluated]), ("copy_last", copy))}
+    return {"fit_frames": int(len(fit_x)), "windows": int(evaluated.sum()),
+            "position_error": {name: v[0] for name, v in out.items()},
+            "angle_error_deg": {name: v[1] for name, v in out.items()}}

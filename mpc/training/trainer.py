@@ -385,6 +385,14 @@ class Trainer:
                 log.info("on the %d of those windows whose object moves in the predicted steps: 1-step %.4f, "
                          "%d-step %.4f", result["object_moving_windows"], result["ratio_object_moving"][0],
                          horizon, result["ratio_object_moving"][-1])
+            readout = result.get("object_readout")
+            if readout:
+                pos, ang = readout["position_error"], readout["angle_error_deg"]
+                log.info("object pose read from the tokens at step %d (median position error in state units / angle "
+                         "error on %d windows where it moves): true latent %.1f / %.1f deg, model %.1f / %.1f deg, "
+                         "copy-last %.1f / %.1f deg",
+                         horizon, readout["windows"], pos["latent"][-1], ang["latent"][-1], pos["model"][-1],
+                         ang["model"][-1], pos["copy_last"][-1], ang["copy_last"][-1])
         if t.plot:
             self.run_log.plot()
 

@@ -302,6 +302,7 @@ def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     assert f"{ratio[0]:.2f} / {ratio[-1]:.2f}" in vae_row
     assert 0 <= metrics["object_moving_windows"] <= metrics["windows"]  # Push-T: the block-moving split
     assert ("where the object moves" in vae_row) == ("ratio_object_moving" in metrics)
+    assert ("block pose at step" in vae_row) == bool(metrics.get("object_readout"))
     assert "block moves in" in why
 
     import mpc.data

@@ -114,3 +114,61 @@ def test_open_loop_errors_object_split_follows_the_frameskip():
     result = open_loop_errors(_Model(2.0), windows, horizon=H)
     assert result["windows"] == 7 and result["object_moving_windows"] == 2
     assert result["ratio_object_moving"] == pytest.approx([0.0])
+
+
+class _PoseWindows(_Windows):
+    """As _Windows, but each frame's one token is the block's pose (x, y, cos a, sin a) read from the states."""
+
+    def __getitem__(self, j):
+        e, s = self.index[j]
+        pose = self.episodes.states[e][s + np.arange(self.L) * self.frameskip, 2:5]
+        tokens = np.concatenate([pose[:, :2], np.cos(pose[:, 2:]), np.sin(pose[:, 2:])], 1)
+        return {"z": torch.tensor(tokens, dtype=torch.float32).view(self.L, 1, 4),
+                "proprio": torch.zeros(self.L, 1), "actions": torch.zeros(self.L - 1, 2)}
+
+
+class _Shift(_Model):
+    """Predicts the last context frame plus ``offset`` (a token-sized vector) per step."""
+
+    def __init__(self, offset):
+        super().__init__(torch.tensor(offset, dtype=torch.float32).view(1, 1, 1, -1))
+
+
+def _pose_episodes(turn=0.0):
+    """Six episodes of 12 steps: the block slides 3 px per step in x from a start that differs per episode;
+    in the even ones (the readout's fit) it also turns 0.25 rad per step, in the odd ones ``turn``."""
+    out = []
+    for e in range(6):
+        s = _still_states(12, block=(100.0 + 40 * e, 150.0 - 30 * e, 0.7 * e - 2.0))
+        s[:, 2] += 3.0 * np.arange(13)
+        s[:, 4] += (turn if e % 2 else 0.25) * np.arange(13)
+        out.append(s)
+    return out
+
+
+def test_object_readout_gives_pose_errors_in_state_units():
+    T, H = 3, 2
+    windows = _PoseWindows(_pose_episodes(), T, H)
+    exact = open_loop_errors(_Shift([3.0, 0.0, 0.0, 0.0]), windows, horizon=H)["object_readout"]
+    n_odd = sum(1 for e, _ in windows.index if e % 2)
+    assert exact["windows"] == n_odd and exact["fit_frames"] == (len(windows) - n_odd) * (T + H)
+    # tokens are linear in the targets: the readout is exact on the true latent and on an exact model
+    for part in ("position_error", "angle_error_deg"):
+        assert exact[part]["latent"] == pytest.approx([0.0, 0.0], abs=0.05)
+        assert exact[part]["model"] == pytest.approx([0.0, 0.0], abs=0.05)
+    # copying the last frame misses the slide: 3 px per predicted step
+    assert exact["position_error"]["copy_last"] == pytest.approx([3.0, 6.0], abs=0.05)
+    still = open_loop_errors(_Shift([0.0, 0.0, 0.0, 0.0]), windows, horizon=H)["object_readout"]
+    assert still["position_error"]["model"] == pytest.approx([3.0, 6.0], abs=0.05)
+
+
+def test_object_readout_measures_the_angle_and_needs_an_object():
+    T, H = 3, 2
+    turning = _PoseWindows(_pose_episodes(turn=0.1), T, H)
+    r = open_loop_errors(_Shift([3.0, 0.0, 0.0, 0.0]), turning, horizon=H)["object_readout"]
+    # the odd episodes turn 0.1 rad per step, which neither copying nor this model predicts
+    assert r["angle_error_deg"]["copy_last"] == pytest.approx(np.degrees([0.1, 0.2]), abs=0.5)
+    assert r["angle_error_deg"]["model"] == pytest.approx(np.degrees([0.1, 0.2]), abs=0.5)
+    assert r["angle_error_deg"]["latent"] == pytest.approx([0.0, 0.0], abs=0.5)
+    plain = _PoseWindows(_pose_episodes(), T, H, env="pointmass")
+    assert "object_readout" not in open_loop_errors(_Shift([3.0, 0.0, 0.0, 0.0]), plain, horizon=H)
