@@ -4,11 +4,11 @@ For every ``(env, encoder)`` of the run: the best planner cell's success, the wo
 open-loop ratio (token MSE / copy-last-frame MSE on validation windows at 1 and at the last
 evaluated step: below 1 the model beats copying the last frame; ``eval_metrics.json`` of its
 training run; for Push-T also on the windows where the block moves, and the block's pose read from
-the true latent, the model's prediction and the last context frame in px and degrees), the latent probe's Spearman
-correlation (Push-T: block position, block angle and pusher apart); and for every env the coverage
-of its exploration data (``stats.json``: the range the true state spans per dimension, and for
-Push-T the fraction of steps where the block moves and the spread of block poses). All of it is
-read from the run folder, so old runs get the section too.
+the true latent, the model's prediction and the last context frame, in px and degrees), the latent
+probe's Spearman correlation (Push-T: block position, block angle and pusher apart); and for every
+env the coverage of its exploration data (``stats.json``: the range the true state spans per
+dimension, and for Push-T the fraction of steps where the block moves and the spread of block
+poses). All of it is read from the run folder, so old runs get the section too.
 """
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def _object_moving_windows(windows, index: list[int], T: int, horizon: int) -> n
 
 
 MAX_READOUT_FEATURES = 2048  # latents of more numbers per frame (N x D) get no object readout
-READOUT_RIDGE = 1e-6         # ridge penalty on standardised tokens, per fitted frame (only keeps the solve stable)
+READOUT_RIDGE = 1e-6         # ridge penalty on standardised tokens per fitted frame: only keeps the solve stable
 READOUT_WINDOWS = 2048       # windows (of even-numbered episodes) whose frames fit the readout, at most
 
 
@@ -136,8 +136,9 @@ def object_readout(windows, index: list[int], T: int, horizon: int, tokens: np.n
     A ridge regression from a frame's tokens to the object's position and (cos, sin) of its angle is
     fitted on the frames of the dataset's windows of even-numbered episodes (at most
     :data:`READOUT_WINDOWS` of them, evenly spaced); on the evaluated windows of odd-numbered episodes
-    where the object moves in the predicted steps it reads step ``h``'s pose from the true tokens (``latent``: what the latent carries at all), from the model's prediction (``model``) and
-    from the last context frame (``copy_last``), against the recorded state.
+    where the object moves in the predicted steps it reads step ``h``'s pose from the true tokens
+    (``latent``: what the latent carries at all), from the model's prediction (``model``) and from the
+    last context frame (``copy_last``), against the recorded state.
 
     Args:
         windows, index: the windows (each item's ``z`` holds at least ``T + H`` frames) and which of

@@ -172,3 +172,16 @@ def test_object_readout_measures_the_angle_and_needs_an_object():
     assert r["angle_error_deg"]["latent"] == pytest.approx([0.0, 0.0], abs=0.5)
     plain = _PoseWindows(_pose_episodes(), T, H, env="pointmass")
     assert "object_readout" not in open_loop_errors(_Shift([3.0, 0.0, 0.0, 0.0]), plain, horizon=H)
+
+
+def test_suite_report_shows_the_object_readout_at_the_last_step():
+    from benchmarks.suite.explain import readout_text
+
+    T, H = 3, 2
+    metrics = open_loop_errors(_Shift([0.0, 0.0, 0.0, 0.0]), _PoseWindows(_pose_episodes(), T, H), horizon=H)
+    text = readout_text(metrics)
+    n = metrics["object_readout"]["windows"]
+    # standing still misses 6 px at step 2; the latent and copying read as in the readout's lists
+    assert text == (f"block pose at step 2 read from the latent 0 px / 0 deg, the model 6 px / 0 deg, "
+                    f"copying 6 px / 0 deg (median of {n} windows)")
+    assert readout_text({"ratio": [0.5]}) == ""
