@@ -16,6 +16,8 @@ from pathlib import Path
 
 from mpc._io import read_json
 
+from mpc.evaluation.open_loop import format_object_readout
+
 from .probe import pusher_weight
 
 __all__ = ["explain_tables"]
@@ -27,19 +29,6 @@ def _open_loop(run: Path, row: dict) -> dict | None:
     if not ckpt:
         return None
     return read_json(run / Path(ckpt).parent.parent / "eval_metrics.json")
-
-
-def readout_text(ol: dict) -> str:
-    """The object readout of an ``eval_metrics.json`` at its last step: ``"block at step H read from: the
-    latent X px / Y deg, the model ..., copying ..."`` (empty without one)."""
-    r = ol.get("object_readout")
-    if not r:
-        return ""
-    pos, ang = r["position_error"], r["angle_error_deg"]
-    step = len(pos["model"])
-    parts = [f"{label} {pos[key][-1]:.0f} px / {ang[key][-1]:.0f} deg"
-             for key, label in (("latent", "the latent"), ("model", "the model"), ("copy_last", "copying"))]
-    return f"block pose at step {step} read from " + ", ".join(parts) + f" (median of {r['windows']} windows)"
 
 
 def _coverage_text(env_dir: Path) -> str:
@@ -100,7 +89,7 @@ def explain_tables(run: Path, rows: list[dict], probes: dict[str, dict]) -> list
             moving = ol["ratio_object_moving"]
             ratio += f"; {moving[0]:.2f} / {moving[-1]:.2f} where the object moves"
         if ol and ol.get("object_readout"):
-            ratio += "; " + readout_text(ol)
+            ratio += "; " + format_object_readout(ol["object_readout"])
         p = probes.get(f"{env}/{enc}")
         if p is None:
             probe = ""

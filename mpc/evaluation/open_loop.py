@@ -16,11 +16,13 @@ the last context frame (copying it), on the windows where the object moves.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-__all__ = ["open_loop_errors", "object_readout"]
+__all__ = ["open_loop_errors", "object_readout", "format_object_readout"]
 
 
 @torch.no_grad()
@@ -55,7 +57,7 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
     loader = DataLoader(Subset(windows, index), batch_size=batch_size, shuffle=False)
     errors_model, errors_copy = [], []  # (B, H) per batch
     tokens_true, tokens_pred = [], []  # (B, L, N*D), (B, H, N*D) per batch, for the object readout
-    pose = _object_pose(windows)
+    poses = _pose_reader(windows)
     for batch in loader:
         z = batch["z"].to(device)  # (B, L, N, D)
         proprio = batch["proprio"].to(device)  # (B, L, P)
@@ -65,14 +67,14 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
         target = z[:, T:T + horizon]  # (B, H, N, D)
         errors_model.append((z_pred[:, 0].float() - target).pow(2).mean(dim=(2, 3)).double().cpu())
         errors_copy.append((z[:, T - 1:T] - target).pow(2).mean(dim=(2, 3)).double().cpu())
-        if pose is not None and z.shape[2] * z.shape[3] <= MAX_READOUT_FEATURES:
+        if poses is not None and z.shape[2] * z.shape[3] <= MAX_READOUT_FEATURES:
             tokens_true.append(z[:, :T + horizon].flatten(2).double().cpu())
             tokens_pred.append(z_pred[:, 0].flatten(2).double().cpu())
     model.train(was_training)
     err_model, err_copy = torch.cat(errors_model).numpy(), torch.cat(errors_copy).numpy()  # (W, H)
     result = {"windows": len(index), "horizon": horizon, "num_hist": T, **_ratios(err_model, err_copy, "")}
     result["ratio_1step"], result[f"ratio_{horizon}step"] = result["ratio"][0], result["ratio"][-1]
-    moving = _object_moving_windows(windows, index, T, horizon)
+    moving = _object_moving_windows(windows, index, T, horizon, poses)
     if moving is not None:
         result["object_moving_windows"] = int(moving.sum())
         for name, rows in (("_object_moving", moving), ("_object_still", ~moving)):
@@ -80,7 +82,7 @@ def open_loop_errors(model, windows, horizon: int, max_windows: int = 512, batch
                 result.update(_ratios(err_model[rows], err_copy[rows], name))
         if tokens_true:
             readout = object_readout(windows, index, T, horizon, torch.cat(tokens_true).numpy(),
-                                     torch.cat(tokens_pred).numpy(), moving)
+                                     torch.cat(tokens_pred).numpy(), moving, poses)
             if readout is not None:
                 result["object_readout"] = readout
     return result
@@ -93,32 +95,36 @@ def _ratios(err_model: np.ndarray, err_copy: np.ndarray, suffix: str) -> dict:
     return {f"mse_model{suffix}": mse_model, f"mse_copy_last{suffix}": mse_copy, f"ratio{suffix}": ratio}
 
 
-def _object_pose(windows) -> tuple[int, int, int] | None:
-    """The state indices of the env's object pose when the windows' episodes record states, else None."""
+def _pose_reader(windows):
+    """``episode -> (frames, 3)``: the object's recorded x, y and angle, each episode read once; None when the
+    windows' env has no object (:data:`mpc.data.format.OBJECT_POSE`) or their episodes record no states."""
     from mpc.data.format import OBJECT_POSE
 
     episodes = getattr(windows, "episodes", None)
     pose = OBJECT_POSE.get((getattr(windows, "meta", None) or {}).get("env"))
     if pose is None or episodes is None or "states" not in episodes.shapes:
         return None
-    return pose
+
+    @functools.lru_cache(maxsize=None)
+    def read(e: int) -> np.ndarray:
+        return np.asarray(episodes.read(e, ("states",))["states"], np.float64)[:, list(pose)]
+
+    return read
 
 
-def _object_moving_windows(windows, index: list[int], T: int, horizon: int) -> np.ndarray | None:
-    """``(W,)`` bool: the env's object moves in a window's predicted env steps (None: no object or no states)."""
+def _object_moving_windows(windows, index: list[int], T: int, horizon: int, poses) -> np.ndarray | None:
+    """``(W,)`` bool: the env's object moves in a window's predicted env steps (None: no pose reader)."""
     from mpc.data.format import object_moving
 
-    pose = _object_pose(windows)
-    if pose is None:
+    if poses is None:
         return None
-    episodes = windows.episodes
     k = int(windows.frameskip)
     moves: dict[int, np.ndarray] = {}
     flags = []
     for j in index:
         e, s = windows.window_index(j)
         if e not in moves:
-            moves[e] = object_moving(episodes.read(e, ("states",))["states"], pose)
+            moves[e] = object_moving(poses(e), (0, 1, 2))
         first = s + (T - 1) * k  # env step of the last context frame
         flags.append(bool(moves[e][first:first + horizon * k].any()))
     return np.asarray(flags, dtype=bool)
@@ -130,7 +136,7 @@ READOUT_WINDOWS = 2048       # windows (of even-numbered episodes) whose frames 
 
 
 def object_readout(windows, index: list[int], T: int, horizon: int, tokens: np.ndarray, predicted: np.ndarray,
-                   moving: np.ndarray) -> dict | None:
+                   moving: np.ndarray, poses=None) -> dict | None:
     """How precisely the object's pose can be read from the true latent, the model's and copying's.
 
     A ridge regression from a frame's tokens to the object's position and (cos, sin) of its angle is
@@ -147,21 +153,19 @@ def object_readout(windows, index: list[int], T: int, horizon: int, tokens: np.n
         tokens: ``(W, T + H, F)`` true tokens of each window (flattened per frame).
         predicted: ``(W, H, F)`` the model's tokens.
         moving: ``(W,)`` bool, the object moves in the window's predicted steps.
+        poses: the episodes' object poses (default: read from ``windows``' episodes).
 
     Returns:
         ``{"fit_frames", "windows", "position_error": {"latent", "model", "copy_last"},
         "angle_error_deg": {...}}``, each a per-step list of medians (position in state units: px on
         Push-T); None when either half has too few frames or no moving window.
     """
-    ix, iy, ia = _object_pose(windows)
+    poses = _pose_reader(windows) if poses is None else poses
     k = int(windows.frameskip)
-    cache: dict[int, np.ndarray] = {}
 
     def window_poses(j):  # (L, 3) object pose of window j's frames
         e, s = windows.window_index(j)
-        if e not in cache:
-            cache[e] = np.asarray(windows.episodes.read(e, ("states",))["states"], np.float64)[:, [ix, iy, ia]]
-        return cache[e][s + np.arange(T + horizon) * k]
+        return poses(e)[s + np.arange(T + horizon) * k]
 
     def as_targets(poses):  # (..., 3) -> (..., 4): position, cos and sin of the angle
         return np.concatenate([poses[..., :2], np.cos(poses[..., 2:]), np.sin(poses[..., 2:])], -1)
@@ -197,3 +201,15 @@ def object_readout(windows, index: list[int], T: int, horizon: int, tokens: np.n
     return {"fit_frames": int(len(fit_x)), "windows": int(evaluated.sum()),
             "position_error": {name: v[0] for name, v in out.items()},
             "angle_error_deg": {name: v[1] for name, v in out.items()}}
+
+
+def format_object_readout(readout: dict | None) -> str:
+    """One line of an :func:`object_readout` at its last step: ``"block pose at step H read from the latent
+    X px / Y deg, the model ..., copying ... (median of M windows)"``; empty without one."""
+    if not readout:
+        return ""
+    pos, ang = readout["position_error"], readout["angle_error_deg"]
+    parts = [f"{label} {pos[key][-1]:.0f} px / {ang[key][-1]:.0f} deg"
+             for key, label in (("latent", "the latent"), ("model", "the model"), ("copy_last", "copying"))]
+    return (f"block pose at step {len(pos['model'])} read from " + ", ".join(parts)
+            + f" (median of {readout['windows']} windows)")

@@ -360,7 +360,7 @@ class Trainer:
 
     def _finish(self) -> None:
         """Open-loop evaluation on the validation episodes and the loss plot (rank 0)."""
-        from mpc.evaluation.open_loop import open_loop_errors
+        from mpc.evaluation.open_loop import format_object_readout, open_loop_errors
 
         t = self.cfg.train
         horizon = int(t.eval_horizon)
@@ -385,14 +385,8 @@ class Trainer:
                 log.info("on the %d of those windows whose object moves in the predicted steps: 1-step %.4f, "
                          "%d-step %.4f", result["object_moving_windows"], result["ratio_object_moving"][0],
                          horizon, result["ratio_object_moving"][-1])
-            readout = result.get("object_readout")
-            if readout:
-                pos, ang = readout["position_error"], readout["angle_error_deg"]
-                log.info("object pose read from the tokens at step %d (median position error in state units / angle "
-                         "error on %d windows where it moves): true latent %.1f / %.1f deg, model %.1f / %.1f deg, "
-                         "copy-last %.1f / %.1f deg",
-                         horizon, readout["windows"], pos["latent"][-1], ang["latent"][-1], pos["model"][-1],
-                         ang["model"][-1], pos["copy_last"][-1], ang["copy_last"][-1])
+            if result.get("object_readout"):
+                log.info("%s", format_object_readout(result["object_readout"]))
         if t.plot:
             self.run_log.plot()
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mpc.data.format import object_moving
-from mpc.evaluation.open_loop import open_loop_errors
+from mpc.evaluation.open_loop import format_object_readout, open_loop_errors
 
 
 class _Episodes:
@@ -175,13 +175,11 @@ def test_object_readout_measures_the_angle_and_needs_an_object():
 
 
 def test_suite_report_shows_the_object_readout_at_the_last_step():
-    from benchmarks.suite.explain import readout_text
-
     T, H = 3, 2
     metrics = open_loop_errors(_Shift([0.0, 0.0, 0.0, 0.0]), _PoseWindows(_pose_episodes(), T, H), horizon=H)
-    text = readout_text(metrics)
+    text = format_object_readout(metrics["object_readout"])
     n = metrics["object_readout"]["windows"]
     # standing still misses 6 px at step 2; the latent and copying read as in the readout's lists
     assert text == (f"block pose at step 2 read from the latent 0 px / 0 deg, the model 6 px / 0 deg, "
                     f"copying 6 px / 0 deg (median of {n} windows)")
-    assert readout_text({"ratio": [0.5]}) == ""
+    assert format_object_readout(None) == ""
