@@ -34,6 +34,8 @@ class WorldModelConfig:
     encoder_fingerprint: str | None = None  # fingerprint of the encoder the latents came from
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     proprio_loss_weight: float = 1.0  # weight of the proprio MSE in the loss
+    rollout_loss_weight: float = 0.0  # weight of the multi-step loss: the window's num_pred frames rolled
+    # out from its first num_hist on the model's own predictions (0: teacher forcing only, DINO-WM)
     ensemble: int = 1  # K predictors trained as one batched module (mpc.ensemble); 1: a single one
     ensemble_kind: str = "full"  # full: K whole predictors; heads: one shared trunk, K output heads
 
@@ -52,6 +54,15 @@ class WorldModelConfig:
                              f"trunk), got {self.predictor.kind!r}; use ensemble_kind='full'")
         if int(self.proprio_dim) < 0:
             raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
+        if float(self.rollout_loss_weight) < 0:
+            raise ValueError(f"rollout_loss_weight must be >= 0, got {self.rollout_loss_weight}")
+        if self.rollout_loss_weight > 0 and self.predictor.num_pred < 2:
+            raise ValueError("rollout_loss_weight > 0 rolls the window's num_pred frames out on the model's "
+                             f"own predictions and needs predictor.num_pred >= 2, got {self.predictor.num_pred}"
+                             "; set model.predictor.num_pred (e.g. 5)")
+        if self.rollout_loss_weight > 0 and self.ensemble > 1:
+            raise ValueError("rollout_loss_weight > 0 is for a single model (ensemble=1), got "
+                             f"ensemble={self.ensemble}")
 
     @property
     def action_dim(self) -> int:

@@ -221,7 +221,9 @@ class WorldModel(ModelInputs, nn.Module):
         return zp.float(), pp.float()
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """MSE on next-frame tokens plus ``proprio_loss_weight`` x MSE on normalised proprio.
+        """MSE on next-frame tokens plus ``proprio_loss_weight`` x MSE on normalised proprio; with
+        ``rollout_loss_weight`` > 0 plus that weight x the same on the window's last ``num_pred``
+        frames rolled out on the model's own predictions (multi-step loss).
 
         Args:
             batch: dict from ``mpc.data.WindowDataset`` (collated): ``z (B, L, N, D)``,
@@ -259,12 +261,40 @@ class WorldModel(ModelInputs, nn.Module):
         zp, pp = self._teacher(z[..., :-1, :, :], proprio[..., :-1, :], actions)
         z_loss = F.mse_loss(zp, z[..., 1:, :, :])  # the mean over members of each one's MSE
         p_loss = F.mse_loss(pp, proprio[..., 1:, :]) if self.proprio_dim else zp.new_zeros(())
+        if self.config.rollout_loss_weight > 0:
+            return self._loss_out(z_loss, p_loss, self._rollout_loss(z, proprio, actions))
         return self._loss_out(z_loss, p_loss)
 
-    def _loss_out(self, z_loss, p_loss):
-        loss = z_loss + self.config.proprio_loss_weight * p_loss
+    def _rollout_loss(self, z, proprio, actions):
+        """Token and proprio MSE of the window's last ``L - num_hist`` frames rolled out from its
+        first ``num_hist`` on the model's own predictions, with gradients through every fed-back
+        step (normalised inputs; a single model)."""
+        T = self.num_hist
+        if z.shape[1] - T < 2:
+            raise ValueError(f"rollout_loss_weight > 0 needs windows of num_hist + num_pred >= {T + 2} "
+                             f"frames, got {z.shape[1]}")
+        pcfg = self.config.predictor
+        args = (z[:, :T], proprio[:, :T], actions[:, :T - 1], actions[:, T - 1:].unsqueeze(1))
+        with self._autocast():  # what rollout() computes, differentiably
+            if pcfg.kind != "transformer" or pcfg.time_encoding == "rope":  # KV cache / MLP window / GRU state
+                zr, pr = self._rollout_cached(*args)
+            else:  # DINO-WM's absolute positions: the last num_hist frames, recomputed
+                zr, pr = self._rollout_recompute(*args, window=T)
+        zr, pr = zr[:, 0].float(), pr[:, 0].float()  # (B, H, N, D), (B, H, P)
+        rz = F.mse_loss(zr, z[:, T:])
+        rp = F.mse_loss(pr, proprio[:, T:]) if self.proprio_dim else zr.new_zeros(())
+        return rz, rp
+
+    def _loss_out(self, z_loss, p_loss, rollout=None):
+        w = self.config.proprio_loss_weight
+        loss = z_loss + w * p_loss
+        if rollout is not None:
+            loss = loss + self.config.rollout_loss_weight * (rollout[0] + w * rollout[1])
         metrics = {"loss": float(loss.detach()), "z_loss": float(z_loss.detach()),
                    "proprio_loss": float(p_loss.detach())}
+        if rollout is not None:
+            metrics.update(rollout_z_loss=float(rollout[0].detach()),
+                           rollout_proprio_loss=float(rollout[1].detach()))
         return loss, metrics
 
     # --- rollout ---

@@ -100,6 +100,63 @@ def test_tiny_model_overfits_tiny_dataset(kind):
     assert metrics["loss"] < first / 10
 
 
+@pytest.mark.parametrize("kind,time_encoding", [("transformer", "rope"), ("transformer", "absolute"),
+                                                ("mlp", "rope")])
+def test_rollout_loss_is_the_error_of_the_planning_rollout(kind, time_encoding):
+    """The multi-step term is the MSE of what rollout() predicts for the window's last num_pred
+    frames from its first num_hist, and is added with its weight to the teacher-forced loss."""
+    n = N if kind == "transformer" else 1
+    m = make_model(kind, N=n, num_pred=3, time_encoding=time_encoding)
+    m.config.rollout_loss_weight = 0.5
+    g = torch.Generator().manual_seed(1)
+    batch = {"z": torch.randn(4, 6, n, D, generator=g), "proprio": torch.randn(4, 6, P, generator=g),
+             "actions": torch.randn(4, 5, A, generator=g)}
+    loss, metrics = m.loss(batch)
+    with torch.no_grad():
+        zr, pr = m.rollout(batch["z"][:, :3], batch["proprio"][:, :3], batch["actions"][:, None, 2:],
+                           past_actions=batch["actions"][:, :2])  # (B, 1, 3, ...)
+    rz = torch.mean((zr[:, 0] - batch["z"][:, 3:]) ** 2)
+    rp = torch.mean((m._norm_proprio(pr[:, 0]) - m._norm_proprio(batch["proprio"][:, 3:])) ** 2)
+    assert metrics["rollout_z_loss"] == pytest.approx(float(rz), rel=1e-4)
+    assert metrics["rollout_proprio_loss"] == pytest.approx(float(rp), rel=1e-4)
+    teacher = metrics["z_loss"] + metrics["proprio_loss"]
+    assert loss.item() == pytest.approx(teacher + 0.5 * float(rz + rp), rel=1e-4)
+    m.config.rollout_loss_weight = 0.0
+    assert float(m.loss(batch)[0]) == pytest.approx(teacher, rel=1e-5)
+
+
+def test_rollout_loss_trains_the_model_on_its_own_predictions():
+    """Gradients flow through the fed-back steps: fitting with the multi-step term drives the
+    rolled-out error of a tiny dataset down."""
+    torch.manual_seed(0)
+    m = make_model(num_pred=3).train()
+    m.config.rollout_loss_weight = 1.0
+    batch = {"z": torch.randn(8, 6, N, D), "proprio": torch.randn(8, 6, P), "actions": torch.randn(8, 5, A)}
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss, metrics = m.loss(batch)
+        first = first if first is not None else metrics["rollout_z_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert metrics["rollout_z_loss"] < first / 5
+
+
+def test_rollout_loss_options_are_checked():
+    pred = PredictorConfig(kind="transformer", depth=1, heads=2, dim=16, mlp_dim=16, num_hist=3)
+    with pytest.raises(ValueError, match="num_pred >= 2"):
+        WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P, predictor=pred,
+                         rollout_loss_weight=1.0)
+    pred.num_pred = 2
+    with pytest.raises(ValueError, match="ensemble=1"):
+        WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P, predictor=pred,
+                         rollout_loss_weight=1.0, ensemble=2)
+    with pytest.raises(ValueError, match=">= 0"):
+        WorldModelConfig(num_tokens=N, token_dim=D, env_action_dim=A, proprio_dim=P, predictor=pred,
+                         rollout_loss_weight=-1.0)
+
+
 # --- rollout ----------------------------------------------------------------------------------------
 def test_rollout_feeds_predictions_back_like_teacher_forcing():
     """Step h of a rollout equals forward() on the sequence made of the earlier predictions."""
