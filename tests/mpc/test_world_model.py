@@ -143,6 +143,26 @@ def test_rollout_loss_trains_the_model_on_its_own_predictions():
     assert metrics["rollout_z_loss"] < first / 5
 
 
+@pytest.mark.parametrize("kind", ["transformer", "mlp", "gru"])
+def test_gradients_through_the_cached_rollout_equal_the_recomputed_ones(kind):
+    """The multi-step loss backpropagates through the planning rollout's KV cache (written in place
+    into a ring) and the vector predictors' state: the same gradients as the full recompute."""
+    n = N if kind == "transformer" else 1
+    m = make_model(kind, N=n, num_pred=3)
+    g = torch.Generator().manual_seed(1)
+    z, p, a = torch.randn(4, 6, n, D, generator=g), torch.randn(4, 6, P, generator=g), torch.randn(4, 5, A, generator=g)
+    pn, an = m._norm_proprio(p), m._norm_actions(a)
+    args = (z[:, :3], pn[:, :3], an[:, :2], an[:, 2:].unsqueeze(1))
+    grads = []
+    for run in (m._rollout_cached, m._rollout_recompute):
+        m.zero_grad()
+        zr, pr = run(*args)
+        (((zr[:, 0] - z[:, 3:]) ** 2).mean() + ((pr[:, 0] - pn[:, 3:]) ** 2).mean()).backward()
+        grads.append(torch.cat([q.grad.flatten() for q in m.parameters() if q.grad is not None]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
 def test_rollout_loss_options_are_checked():
     pred = PredictorConfig(kind="transformer", depth=1, heads=2, dim=16, mlp_dim=16, num_hist=3)
     with pytest.raises(ValueError, match="num_pred >= 2"):
