@@ -7,7 +7,7 @@ against the DINO-WM reference, memory bound, planner overhead, switches), then w
 ``DIR/figures.json`` (every number, the machine, torch version and every flag) and
 ``DIR/figures.md`` (the same as markdown tables, headed by the command that made them). The README's
 performance section is pasted from ``figures.md``. ``--quick`` is a smoke run at small sizes; any
-other option is passed to ``hot_path`` (e.g. ``--device cuda``, ``--only plans``).
+other option is passed to ``hot_path`` (e.g. ``--device cuda``, ``--only plans``, ``--dino-tokens 16``).
 """
 from __future__ import annotations
 
@@ -54,32 +54,33 @@ def markdown(results: dict, command: str) -> str:
     if roof and roof.get("flops_per_s"):
         lines += [f"Roofline: {roof['kind']}: {roof['flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
     plan_rows = [k[:-5] for k in results if k.endswith("_plan")]
+    shown = {size: hot_path.size_label(size, cfg) for size in plan_rows + ["dino_wm"]}  # dino_wm says its N
     if plan_rows:
         lines += ["| size | B | S x I | wmpc plan | reference plan | speed-up | wmpc peak | reference peak |",
                   "|---|---|---|---|---|---|---|---|"]
         for size in plan_rows:
             r = results[f"{size}_plan"]
             ex = " (extrapolated)" if "extrapolated_from_iterations" in r["ref"] else ""
-            lines.append(f"| {size} | {r['B']} | {r['S']} x {r['I']} | {_s(r['wmpc'])} | {_s(r['ref'])}{ex} | "
+            lines.append(f"| {shown[size]} | {r['B']} | {r['S']} x {r['I']} | {_s(r['wmpc'])} | {_s(r['ref'])}{ex} | "
                          f"{_x(r['ref'], r['wmpc'])} | {_mb(r['wmpc'])} | {_mb(r['ref'])} |")
             if "wmpc_compiled" in r:  # the same plan with model.predictor.compile=true (CUDA)
                 c = r["wmpc_compiled"]
-                lines.append(f"| {size}, `predictor.compile=true` | {r['B']} | {r['S']} x {r['I']} | {_s(c)} | "
+                lines.append(f"| {shown[size]}, `predictor.compile=true` | {r['B']} | {r['S']} x {r['I']} | {_s(c)} | "
                              f"{_s(r['ref'])}{ex} | {_x(r['ref'], c)} | {_mb(c)} | {_mb(r['ref'])} |")
         lines += ["", "| size | B | S | wmpc rollout | reference rollout | speed-up | wmpc rate (of roofline) |",
                   "|---|---|---|---|---|---|---|"]
         for size in plan_rows:
             r = results[f"{size}_rollout"]
-            lines.append(f"| {size} | {r['B']} | {r['S']} | {_s(r['wmpc'])} | {_s(r['ref'])} | "
+            lines.append(f"| {shown[size]} | {r['B']} | {r['S']} | {_s(r['wmpc'])} | {_s(r['ref'])} | "
                          f"{_x(r['ref'], r['wmpc'])} | {_rate(r['wmpc'])} |")
             if "wmpc_compiled" in r:  # the same rollout with model.predictor.compile=true
                 c = r["wmpc_compiled"]
-                lines.append(f"| {size}, `predictor.compile=true` | {r['B']} | {r['S']} | {_s(c)} | {_s(r['ref'])} | "
-                             f"{_x(r['ref'], c)} | {_rate(c)} |")
+                lines.append(f"| {shown[size]}, `predictor.compile=true` | {r['B']} | {r['S']} | {_s(c)} | "
+                             f"{_s(r['ref'])} | {_x(r['ref'], c)} | {_rate(c)} |")
         lines.append("")
     if "memory" in results:
         m = results["memory"]
-        lines += [f"Memory bound (dino_wm rollout, S = {m['S']}, budget {m['budget_mb']} MiB):", "",
+        lines += [f"Memory bound ({shown['dino_wm']} rollout, S = {m['S']}, budget {m['budget_mb']} MiB):", "",
                   "| | time | peak | candidates per chunk |", "|---|---|---|---|",
                   f"| unchunked | {_s(m['unchunked'])} | {_mb(m['unchunked'])} | {m['S']} |",
                   f"| chunked | {_s(m['chunked'])} | {_mb(m['chunked'])} | {m['chunked'].get('chunk')} |", ""]
@@ -92,7 +93,7 @@ def markdown(results: dict, command: str) -> str:
                          f"{r['rollouts_to_target']:.0f} ({r['reached']}) |")
         lines.append("")
     if "switches" in results:
-        lines += ["| switch (dino_wm rollout) | time | peak |", "|---|---|---|"]
+        lines += [f"| switch ({shown['dino_wm']} rollout) | time | peak |", "|---|---|---|"]
         lines += [f"| {label.strip()} | {_s(r)} | {_mb(r)} |" for label, r in results["switches"].items()]
         lines.append("")
     lines.append(hot_path.summary(results))

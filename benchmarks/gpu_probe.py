@@ -1,6 +1,6 @@
 """Where the GPU rollout's time goes: matmul ceilings at its shapes, attention kernels, batch size.
 
-Run: ``python -m benchmarks.gpu_probe [--device cuda] [--quick] [--json OUT.json]``.
+Run: ``python -m benchmarks.gpu_probe [--device cuda] [--quick] [--tokens N] [--json OUT.json]``.
 
 Beside :mod:`benchmarks.hot_path` (which times wmpc against the reference), this measures the
 ceilings a ``dino_wm`` rollout (196 x 384 tokens, bf16 autocast on CUDA, one context frame, horizon 5)
@@ -8,7 +8,9 @@ runs against: the rate of a large bf16 matmul and of the rollout's own matmul sh
 (S x N rows by 384 into 384 and into the MLP width), the rollout's time and rate with each attention
 kernel (``model.predictor.attn_backend``), at two batch sizes, and with the compiled step. Rates are
 analytic FLOPs (:func:`benchmarks.hot_path.rollout_flops`) over the best of a few timed calls after
-warm-up, as fractions of the spec bf16 peak on CUDA. ``--quick`` is a small smoke run (any device).
+warm-up, as fractions of the spec bf16 peak on CUDA. ``--quick`` is a small smoke run (any device);
+``--tokens`` sets the tokens per frame of the rollouts and their matmul shapes (default 196: fewer make
+a quicker smoke run that is no longer DINO-WM's size).
 """
 from __future__ import annotations
 
@@ -31,16 +33,29 @@ def _best(fn, device, warmup: int = 2, repeat: int = 5) -> float:
     return min(timed(fn, device)[0] for _ in range(repeat))
 
 
-def probe(device: str = "cuda", quick: bool = False) -> dict:
-    """Every figure of the probe as a dict (seconds, TFLOP/s and fractions of the peak)."""
+def probe(device: str = "cuda", quick: bool = False, tokens: int | None = None) -> dict:
+    """Every figure of the probe as a dict (seconds, TFLOP/s and fractions of the peak).
+
+    Args:
+        device: where to measure ("cuda", "cpu", ...).
+        quick: small batch sizes and matmul, fewer timed calls: a smoke run.
+        tokens: tokens per frame N of the rollouts and of the matmul shapes (default dino_wm's 196).
+
+    Returns:
+        ``matmul_*`` and ``rollout_<kernel>_S<S>`` entries (a kernel the device lacks has ``error``),
+        with ``tokens`` and the machine.
+    """
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
     peak = next((v for k, v in hp.PEAK_BF16_TFLOPS.items() if k in name), None) if cuda else None
     S_small, S_large, n = (4, 8, 256) if quick else (300, 1200, 8192)
-    N, D = hp.SIZES["dino_wm"]["N"], hp.SIZES["dino_wm"]["D"]
-    out: dict = {"machine": name, "torch": torch.__version__, "quick": quick, "peak_tflops": peak}
+    N = hp.SIZES["dino_wm"]["N"] if tokens is None else int(tokens)
+    D = hp.SIZES["dino_wm"]["D"]
+    if N < 1:
+        raise ValueError(f"tokens must be >= 1, got {N}")
+    out: dict = {"machine": name, "torch": torch.__version__, "quick": quick, "tokens": N, "peak_tflops": peak}
 
     def frac(tflops):
         return tflops / peak if peak else None
@@ -63,7 +78,7 @@ def probe(device: str = "cuda", quick: bool = False) -> dict:
 
     def rollout(label, S, **predictor):
         try:
-            m = hp.build_model("dino_wm", dev, autocast_bf16=cuda, **predictor)
+            m = hp.build_model("dino_wm", dev, tokens=N, autocast_bf16=cuda, **predictor)
             inp = hp.make_inputs(m, 1, S, context=1)
             call = lambda: m.rollout(inp["zc"], inp["pc"], inp["actions"], inp["pa"])  # noqa: E731
             with torch.inference_mode():
@@ -87,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--tokens", type=int, default=None,
+                    help="tokens per frame N of the rollouts (default 196, dino_wm's; fewer: a quicker run)")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = ap.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch sees no GPU (use --device cpu --quick for a smoke run)")
-    res = probe(args.device, args.quick)
+    res = probe(args.device, args.quick, args.tokens)
     if args.json:
         from mpc._io import write_json
         write_json(args.json, res, indent=1)

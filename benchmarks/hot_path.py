@@ -5,15 +5,16 @@ Run: ``python -m benchmarks.hot_path [--quick] [--device cuda] [--json OUT.json]
 In one run on one machine this prints, section after section (never overlapping: on CPU each
 measurement is a subprocess of its own, started after the previous one ended):
 
-1. the roofline: the machine's fp32 rate on a large ``torch.matmul`` (CPU, best of a few; measured
-   again in each rollout's process right after it, and the fraction taken against that rate, since
-   a shared CPU's rate drifts) or the spec bf16 peak (CUDA);
+1. the roofline: the machine's fp32 rate on a large ``torch.matmul`` (CPU: 2048^3, or
+   ``--roofline-size``, best of a few; measured again in each rollout's process right after it, and
+   the fraction taken against that rate, since a shared CPU's rate drifts) or the spec bf16 peak (CUDA);
 2. plans and rollouts, wmpc against :mod:`benchmarks.reference` (DINO-WM's work: one env at a time,
    a ``num_hist`` window recomputed every step, the observation encoded once per candidate when an
    encoder is attached, explicit masked softmax attention, float32), at three sizes:
    ``dino_wm16`` (wmpc's public ``mpc.plan`` with a random-weight DINOv2 at 56 px: 16 x 384 tokens,
-   CEM 300 x 2, horizon 5, one env), ``dino_wm`` (196 x 384 tokens) and ``tiny`` (2 envs on CPU, 4 on CUDA); each
-   rollout's achieved FLOP/s (analytic FLOPs, :func:`rollout_flops`) as a fraction of the roofline;
+   CEM 300 x 2, horizon 5, one env), ``dino_wm`` (196 x 384 tokens; ``--dino-tokens`` sets fewer for a
+   quicker run, whose rows then say so and are not DINO-WM's size) and ``tiny`` (2 envs on CPU, 4 on
+   CUDA); each rollout's achieved FLOP/s (analytic FLOPs, :func:`rollout_flops`) as a fraction of the roofline;
 3. the memory bound: a dino_wm rollout of many candidates under a memory budget (chunks of S);
 4. planner overhead (planner-only time against rollout time per iteration) and the rollouts each
    planner needs to reach a given cost on the tiny model's latent cost;
@@ -146,7 +147,7 @@ def _callable(spec: dict, device):
         g = torch.Generator().manual_seed(0)
         a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
         return (lambda: torch.matmul(a, b)), {"flops": 2.0 * n ** 3}
-    model = build_model(spec["size"], device, **spec.get("predictor", {}))
+    model = build_model(spec["size"], device, tokens=spec.get("tokens"), **spec.get("predictor", {}))
     B, S, ctx = spec["batch"], spec["samples"], spec.get("context", T)
     I = spec.get("iterations", 1)
     x = make_inputs(model, B, S, context=ctx)
@@ -205,10 +206,11 @@ def _callable(spec: dict, device):
 def measure(spec: dict) -> dict:
     """Run one measurement described by ``spec`` and time it.
 
-    Spec keys: ``kind``, ``size``, ``batch``, ``samples``, ``context``, ``iterations``, ``topk``,
-    ``predictor``, ``options``, ``encoder``, ``device``, ``threads``; ``warmup`` (untimed calls
-    before the timed ones; a plan's warm-up call runs ``warmup_iterations``, default 1) and
-    ``repeat`` (timed calls).
+    Spec keys: ``kind``, ``size``, ``tokens`` (N of the model, default the size's), ``batch``,
+    ``samples``, ``context``, ``iterations``, ``topk``, ``predictor``, ``options``, ``encoder``,
+    ``device``, ``threads``; ``warmup`` (untimed calls before the timed ones; a plan's warm-up call
+    runs ``warmup_iterations``, default 1) and ``repeat`` (timed calls); ``matmul_check`` (CPU: time
+    an fp32 ``roofline_size``-cubed matmul after, default 2048).
 
     Returns:
         dict with ``seconds`` (best timed call), ``first_s`` (first timed call), ``cpu_s`` (process
@@ -243,14 +245,14 @@ def measure(spec: dict) -> dict:
     out = {"seconds": min(times), "first_s": times[0], "cpu_s": cpu_s, "peak_mb": peak_mb,
            "base_mb": base_mb, **info}
     if spec.get("matmul_check") and device.type == "cpu":  # the roofline under this process's conditions
-        mm, _ = _callable({"kind": "matmul"}, device)
+        mm, mm_info = _callable({"kind": "matmul", "n": spec.get("roofline_size", 2048)}, device)
         mm()
         best = float("inf")
         for _ in range(3):
             t0 = time.perf_counter()
             mm()
             best = min(best, time.perf_counter() - t0)
-        out["matmul_flops_per_s"] = 2.0 * 2048 ** 3 / best
+        out["matmul_flops_per_s"] = mm_info["flops"] / best
     return out
 
 
@@ -286,6 +288,12 @@ def run_isolated(spec: dict, isolate: bool, timeout: float | None = None) -> dic
 
 
 # --- report ------------------------------------------------------------------------------------
+def size_label(size: str, cfg: dict) -> str:
+    """``size`` as rows name it: ``dino_wm`` run at other than its 196 tokens says how many (``cfg``: settings)."""
+    n = cfg.get("dino_tokens", SIZES["dino_wm"]["N"])
+    return f"{size} ({n} tokens)" if size == "dino_wm" and n != SIZES["dino_wm"]["N"] else size
+
+
 def _fmt_s(r: dict) -> str:
     return r["error"] if "error" in r else f"{r['seconds']:9.3f} s"
 
@@ -332,6 +340,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dino16-plan", default=None, help="SxI of the dino_wm16 plan (default 300x2; quick 16x1)")
     ap.add_argument("--dino-plan", default=None, help="SxI of the dino_wm plan (CPU 10x2, quick 2x1, CUDA 300x30)")
     ap.add_argument("--tiny-plan", default=None, help="SxI of the tiny plan (CPU 300x3, quick 16x2, CUDA 300x30)")
+    ap.add_argument("--dino-tokens", type=int, default=None,
+                    help="tokens per frame N of the dino_wm size, in its plans, rollouts, memory bound and switches "
+                         "(default 196, DINO-WM's 14 x 14 patch grid; fewer: a quicker run, labelled so, whose "
+                         "dino_wm figures are not DINO-WM's)")
+    ap.add_argument("--roofline-size", type=int, default=2048,
+                    help="side n of the CPU roofline's fp32 n x n x n matmul (default 2048; smaller: quicker, and "
+                         "a lower rate than the machine's)")
     ap.add_argument("--ref-dino-iters", type=int, default=None,
                     help="iterations the reference's dino_wm plan runs (>= 2; its time is then extrapolated "
                          "to the plan's iterations and labelled so)")
@@ -364,6 +379,11 @@ def settings(args: argparse.Namespace) -> dict:
         "dino_wm": (1, *parse(args.dino_plan or ("300x30" if cuda else ("2x1" if q else "10x2")))),
         "tiny": (envs, *parse(args.tiny_plan or ("300x30" if cuda else ("16x2" if q else "300x3")))),
     }
+    dino_tokens = SIZES["dino_wm"]["N"] if args.dino_tokens is None else args.dino_tokens
+    if dino_tokens < 1:
+        raise SystemExit(f"--dino-tokens must be >= 1, got {dino_tokens}")
+    if args.roofline_size < 1:
+        raise SystemExit(f"--roofline-size must be >= 1, got {args.roofline_size}")
     ref_iters = {"dino_wm": args.ref_dino_iters, "tiny": args.ref_tiny_iters}
     for size, it in ref_iters.items():
         if it is not None and it < 2:
@@ -377,6 +397,7 @@ def settings(args: argparse.Namespace) -> dict:
         "threads": None if cuda else (args.threads or torch.get_num_threads()),
         "isolate": not cuda and not args.in_process, "timeout": args.timeout,
         "plans": plans, "ref_iters": {k: min(v, plans[k][2]) for k, v in ref_iters.items() if v},
+        "dino_tokens": dino_tokens, "roofline_size": args.roofline_size,
         "memory_samples": args.memory_samples or (300 if cuda else (4 if q else 32)),
         "memory_budget_mb": 2048 if cuda else 512,
         "switch_samples": args.switch_samples or (300 if cuda else (2 if q else 10)),
@@ -407,6 +428,8 @@ def collect(cfg: dict) -> dict:
           f"torch {torch.__version__}")
     for name, spec in SIZES.items():
         print(f"#   {name}: {spec['what']}")
+    if size_label("dino_wm", cfg) != "dino_wm":
+        print(f"#   dino_wm run at {cfg['dino_tokens']} x 384 tokens (--dino-tokens): not DINO-WM's size")
     sizes = ", ".join(f"{k} B={b} S x I={s}x{i}" for k, (b, s, i) in cfg["plans"].items())
     print(f"# sizes: plans {sizes}; horizon {H}; memory S={cfg['memory_samples']}; "
           f"switches S={cfg['switch_samples']}{'' if cfg['compile'] else ' (no compile)'}")
@@ -420,10 +443,11 @@ def collect(cfg: dict) -> dict:
             results["roofline"] = {"kind": "spec bf16 peak", "flops_per_s": peak}
             print(f"\n## Roofline: spec bf16 peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
         else:
-            mm = run({"kind": "matmul", "n": 2048, "warmup": 1, "repeat": 5})
+            n = cfg["roofline_size"]
+            mm = run({"kind": "matmul", "n": n, "warmup": 1, "repeat": 5})
             peak = mm["flops"] / mm["seconds"] if "error" not in mm else None
-            results["roofline"] = {"kind": "fp32 torch.matmul 2048^3, best of 5", "flops_per_s": peak, **mm}
-            print(f"\n## Roofline: fp32 torch.matmul 2048 x 2048 x 2048, best of 5: "
+            results["roofline"] = {"kind": f"fp32 torch.matmul {n}^3, best of 5", "flops_per_s": peak, **mm}
+            print(f"\n## Roofline: fp32 torch.matmul {n} x {n} x {n}, best of 5: "
                   f"{(peak or float('nan')) / 1e9:.1f} GFLOP/s")
 
     # 2. plans and rollouts, wmpc against the reference
@@ -438,12 +462,15 @@ def collect(cfg: dict) -> dict:
             enc = size == "dino_wm16"
             base = {"size": size, "batch": b, "samples": S, "context": PLAN_CONTEXT, "topk": topk,
                     "warmup": 1, "repeat": 1, "encoder": enc}
+            if size == "dino_wm":
+                base["tokens"] = cfg["dino_tokens"]
             w_plan = run({**base, "kind": "mpc_plan" if enc else "plan", "iterations": I, "predictor": wm_opts})
             r_plan = run({**base, "kind": "ref_plan", "iterations": rI})
             if "error" not in r_plan and rI != I:
                 r_plan = {**r_plan, "seconds": r_plan["seconds"] * I / rI, "cpu_s": r_plan["cpu_s"] * I / rI,
                           "extrapolated_from_iterations": rI}
-            roll = {**base, "encoder": False, "warmup": 1, "repeat": 3 if cuda else 1, "matmul_check": True}
+            roll = {**base, "encoder": False, "warmup": 1, "repeat": 3 if cuda else 1, "matmul_check": True,
+                    "roofline_size": cfg["roofline_size"]}
             w_roll = run({**roll, "kind": "rollout", "predictor": wm_opts})
             r_roll = run({**roll, "kind": "ref_rollout"})
             results[f"{size}_plan"] = {"B": b, "S": S, "I": I, "wmpc": w_plan, "ref": r_plan}
@@ -463,7 +490,7 @@ def collect(cfg: dict) -> dict:
                     r["roofline_fraction"] = r["flops"] / r["seconds"] / local
             extra = (f"; reference ran {rI} iterations, its time EXTRAPOLATED x{I / rI:g}" if rI != I else "")
             what = "mpc.plan (encodes obs and goal once)" if enc else "CEM planner on tokens"
-            print(f"{size}: {b} env(s), S x I = {S} x {I}, wmpc {what}, {prec}; reference float32"
+            print(f"{size_label(size, cfg)}: {b} env(s), S x I = {S} x {I}, wmpc {what}, {prec}; reference float32"
                   f"{', obs encoded per candidate' if enc else ''}{extra}")
             print(f"  plan     wmpc {_fmt_s(w_plan)} {_fmt_mb(w_plan)}")
             print(f"           ref  {_fmt_s(r_plan)} {_fmt_mb(r_plan)}")
@@ -485,8 +512,10 @@ def collect(cfg: dict) -> dict:
     # 3. memory bound: many candidates under a budget
     if "memory" in cfg["sections"]:
         S, budget = cfg["memory_samples"], cfg["memory_budget_mb"]
-        print(f"\n## Memory bound: dino_wm rollout, 1 env, S = {S}, H = {H}, memory_budget_mb = {budget}")
-        base = {"size": "dino_wm", "batch": 1, "samples": S, "kind": "rollout", "warmup": 1}
+        print(f"\n## Memory bound: {size_label('dino_wm', cfg)} rollout, 1 env, S = {S}, H = {H}, "
+              f"memory_budget_mb = {budget}")
+        base = {"size": "dino_wm", "tokens": cfg["dino_tokens"], "batch": 1, "samples": S, "kind": "rollout",
+                "warmup": 1}
         un = run(base)
         ch = run({**base, "kind": "rollout_budget", "budget_mb": budget})
         results["memory"] = {"S": S, "budget_mb": budget, "unchunked": un, "chunked": ch}
@@ -503,8 +532,10 @@ def collect(cfg: dict) -> dict:
     # 5. switches, each on its own (dino_wm rollout)
     if "switches" in cfg["sections"]:
         S = cfg["switch_samples"]
-        print(f"\n## Switches on their own: dino_wm rollout, 1 env, S = {S}, H = {H}, {T} context frames")
-        base = {"size": "dino_wm", "batch": 1, "samples": S, "context": T, "warmup": 1, "repeat": 3 if cuda else 1}
+        print(f"\n## Switches on their own: {size_label('dino_wm', cfg)} rollout, 1 env, S = {S}, H = {H}, "
+              f"{T} context frames")
+        base = {"size": "dino_wm", "tokens": cfg["dino_tokens"], "batch": 1, "samples": S, "context": T,
+                "warmup": 1, "repeat": 3 if cuda else 1}
         cases = [("uncached (full history, context per candidate)", {"kind": "rollout", "options": {"use_cache": False}}),
                  ("KV cache, context per candidate", {"kind": "rollout_no_sharing"}),
                  ("KV cache + prefix sharing (default)", {"kind": "rollout"})]
@@ -529,23 +560,24 @@ def collect(cfg: dict) -> dict:
 
 def summary(results: dict) -> str:
     """The closing line: the dino_wm plan speed-ups and the dino_wm rollout's roofline fraction."""
-    parts = []
+    parts, cfg = [], results.get("settings", {})
     for size in ("dino_wm16", "dino_wm"):
         r = results.get(f"{size}_plan")
         if r and ratio(r["ref"], r["wmpc"]) is not None:
             ex = " extrapolated" if "extrapolated_from_iterations" in r["ref"] else ""
-            parts.append(f"{size} plan speed-up {ratio(r['ref'], r['wmpc']):.1f}x{ex} "
+            parts.append(f"{size_label(size, cfg)} plan speed-up {ratio(r['ref'], r['wmpc']):.1f}x{ex} "
                          f"(S x I = {r['S']} x {r['I']}, peak {r['wmpc']['peak_mb']:.0f} vs {r['ref']['peak_mb']:.0f} MiB)")
             c = r.get("wmpc_compiled", {})
             if "seconds" in c:  # CUDA: the plan with the compiled step
-                parts.append(f"{size} plan {r['wmpc']['seconds']:.2f} s ({c['seconds']:.2f} s with "
+                parts.append(f"{size_label(size, cfg)} plan {r['wmpc']['seconds']:.2f} s ({c['seconds']:.2f} s with "
                              "model.predictor.compile=true)")
     roll = results.get("dino_wm_rollout", {}).get("wmpc", {})
     if "roofline_fraction" in roll:
         comp = results["dino_wm_rollout"].get("wmpc_compiled", {})
         with_compile = (f" ({100 * comp['roofline_fraction']:.0f}% with model.predictor.compile=true)"
                         if "roofline_fraction" in comp else "")
-        parts.append(f"dino_wm rollout at {100 * roll['roofline_fraction']:.0f}% of the roofline{with_compile}")
+        parts.append(f"{size_label('dino_wm', cfg)} rollout at {100 * roll['roofline_fraction']:.0f}% of the "
+                     f"roofline{with_compile}")
     return "RESULT: " + ("; ".join(parts) if parts else "no dino_wm figures measured")
 
 
