@@ -85,6 +85,9 @@ class WorldModel(ModelInputs, nn.Module):
     _heads = property(lambda self: self.config.ensemble > 1 and self.config.ensemble_kind == "heads",
                       doc="one shared trunk with K heads (mpc.ensemble.HeadsEnsemble)")
     encoder_fingerprint = property(lambda self: self.config.encoder_fingerprint)
+    _cacheable = property(lambda self: self.config.predictor.kind != "transformer"
+                          or self.config.predictor.time_encoding == "rope",
+                          doc="the rollout can reuse per-frame state (rope KV cache, MLP window, GRU state)")
 
     @property
     def device(self) -> torch.device:
@@ -273,10 +276,9 @@ class WorldModel(ModelInputs, nn.Module):
         if z.shape[1] - T < 2:
             raise ValueError(f"rollout_loss_weight > 0 needs windows of num_hist + num_pred >= {T + 2} "
                              f"frames, got {z.shape[1]}")
-        pcfg = self.config.predictor
         args = (z[:, :T], proprio[:, :T], actions[:, :T - 1], actions[:, T - 1:].unsqueeze(1))
         with self._autocast():  # what rollout() computes, differentiably
-            if pcfg.kind != "transformer" or pcfg.time_encoding == "rope":  # KV cache / MLP window / GRU state
+            if self._cacheable:  # KV cache / MLP window / GRU state
                 zr, pr = self._rollout_cached(*args)
             else:  # DINO-WM's absolute positions: the last num_hist frames, recomputed
                 zr, pr = self._rollout_recompute(*args, window=T)
@@ -348,7 +350,7 @@ class WorldModel(ModelInputs, nn.Module):
         pa = self._norm_actions(pa)  # (B, T-1, Am)
         a = self._norm_actions(a)  # (B, S, H, Am)
         pcfg = self.config.predictor
-        cached = use_cache and (pcfg.kind != "transformer" or pcfg.time_encoding == "rope")
+        cached = use_cache and self._cacheable
         if cached:
             run = functools.partial(self._rollout_cached, share_prefix=share_prefix)
         else:  # absolute positions (DINO-WM) see the last num_hist frames; the rest the whole history
