@@ -128,7 +128,7 @@ def test_rollout_loss_is_the_error_of_the_planning_rollout(kind, time_encoding):
     teacher = metrics["z_loss"] + metrics["proprio_loss"]
     assert loss.item() == pytest.approx(teacher + 0.5 * float(rz + rp), rel=1e-4)
     m.config.rollout_loss_weight = 0.0
-    assert float(m.loss(batch)[0]) == pytest.approx(teacher, rel=1e-5)
+    assert m.loss(batch)[0].item() == pytest.approx(teacher, rel=1e-5)
 
 
 def test_rollout_loss_trains_the_model_on_its_own_predictions():
