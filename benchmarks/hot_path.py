@@ -51,6 +51,7 @@ from mpc.objectives import make_objective
 from mpc.world_model import WorldModel, config_from_preset, load_preset
 
 A, P, H, T = 2, 4, 5, 3  # env action dim, proprio dim, horizon, context frames of the switch table
+ROOFLINE_SIZE = 2048  # side n of the CPU roofline's fp32 n x n x n matmul (--roofline-size)
 PLAN_CONTEXT = 1  # context frames of the plans: mpc.plan and DINO-WM's planner start from one frame
 SIZES = {  # name -> preset and latent shape
     "tiny": {"preset": "tiny", "N": 64, "D": 32, "what": "tiny preset, 64 x 32 tokens (VAE 8 x 8 grid)"},
@@ -143,7 +144,7 @@ def _callable(spec: dict, device):
     """The call a spec times, and facts about it; a plan's call takes its CEM iterations (default the spec's)."""
     kind = spec["kind"]
     if kind == "matmul":
-        n = spec.get("n", 2048)
+        n = spec.get("n", ROOFLINE_SIZE)
         g = torch.Generator().manual_seed(0)
         a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
         return (lambda: torch.matmul(a, b)), {"flops": 2.0 * n ** 3}
@@ -210,7 +211,7 @@ def measure(spec: dict) -> dict:
     ``samples``, ``context``, ``iterations``, ``topk``, ``predictor``, ``options``, ``encoder``,
     ``device``, ``threads``; ``warmup`` (untimed calls before the timed ones; a plan's warm-up call
     runs ``warmup_iterations``, default 1) and ``repeat`` (timed calls); ``matmul_check`` (CPU: time
-    an fp32 ``roofline_size``-cubed matmul after, default 2048).
+    an fp32 ``roofline_size``-cubed matmul after, default :data:`ROOFLINE_SIZE`).
 
     Returns:
         dict with ``seconds`` (best timed call), ``first_s`` (first timed call), ``cpu_s`` (process
@@ -245,7 +246,7 @@ def measure(spec: dict) -> dict:
     out = {"seconds": min(times), "first_s": times[0], "cpu_s": cpu_s, "peak_mb": peak_mb,
            "base_mb": base_mb, **info}
     if spec.get("matmul_check") and device.type == "cpu":  # the roofline under this process's conditions
-        mm, mm_info = _callable({"kind": "matmul", "n": spec.get("roofline_size", 2048)}, device)
+        mm, mm_info = _callable({"kind": "matmul", "n": spec.get("roofline_size", ROOFLINE_SIZE)}, device)
         mm()
         best = float("inf")
         for _ in range(3):
@@ -344,8 +345,8 @@ def parser() -> argparse.ArgumentParser:
                     help="tokens per frame N of the dino_wm size, in its plans, rollouts, memory bound and switches "
                          "(default 196, DINO-WM's 14 x 14 patch grid; fewer: a quicker run, labelled so, whose "
                          "dino_wm figures are not DINO-WM's)")
-    ap.add_argument("--roofline-size", type=int, default=2048,
-                    help="side n of the CPU roofline's fp32 n x n x n matmul (default 2048; smaller: quicker, and "
+    ap.add_argument("--roofline-size", type=int, default=ROOFLINE_SIZE,
+                    help="side n of the CPU roofline's fp32 n x n x n matmul (default %(default)s; smaller: quicker, and "
                          "a lower rate than the machine's)")
     ap.add_argument("--ref-dino-iters", type=int, default=None,
                     help="iterations the reference's dino_wm plan runs (>= 2; its time is then extrapolated "
