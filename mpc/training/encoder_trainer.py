@@ -90,12 +90,13 @@ def load_transitions(data: str | os.PathLike, frameskip: int = 1
     return np.concatenate(pixels), first_idx, first_idx + k, np.concatenate(acts).astype(np.float32)
 
 
-def load_state_targets(data: str | os.PathLike) -> np.ndarray:
+def load_state_targets(data: str | os.PathLike, entries=None) -> np.ndarray:
     """The state-supervision targets of every frame of a dataset, in :func:`load_frames`' order.
 
-    Each episode's recorded ``states``, with the angle of an :data:`mpc.data.format.OBJECT_POSE`
-    object replaced by its cos and sin (so the target does not jump at the wrap), then standardised
-    per entry over the whole dataset (a constant entry stays 0).
+    Each episode's recorded ``states`` (only the indices ``entries`` when given, in that order), with
+    the angle of an :data:`mpc.data.format.OBJECT_POSE` object replaced by its cos and sin (so the
+    target does not jump at the wrap), then standardised per entry over the whole dataset (a constant
+    entry stays 0).
 
     Returns:
         float32 ``(F, K)``.
@@ -103,7 +104,9 @@ def load_state_targets(data: str | os.PathLike) -> np.ndarray:
     Raises:
         mpc.data.DatasetError: unreadable dataset, or one whose episodes record no ``states`` (collect
             it again with a current ``wmpc collect``; state supervision needs them).
+        ValueError: ``entries`` not a list of distinct indices of the recorded state.
     """
+    from encoders.jepa import check_state_entries
     from mpc.data import DatasetError, load_dataset
     from mpc.data.format import OBJECT_POSE
 
@@ -115,9 +118,17 @@ def load_state_targets(data: str | os.PathLike) -> np.ndarray:
                            "simulator states recorded with each frame: collect the data again with "
                            "`wmpc collect`") from e
     pose = OBJECT_POSE.get(ds.meta.get("env"))
-    if pose is not None:
-        angle = states[:, pose[2]]
-        states = np.concatenate([np.delete(states, pose[2], axis=1), np.cos(angle)[:, None],
+    angle_at = None if pose is None else pose[2]
+    entries = check_state_entries(entries)
+    if entries is not None:
+        if max(entries) >= states.shape[1]:
+            raise ValueError(f"state_entries {entries} name entries past the {states.shape[1]} of {data}'s recorded "
+                             f"states (indices 0..{states.shape[1] - 1})")
+        states = states[:, entries]
+        angle_at = entries.index(angle_at) if angle_at in entries else None
+    if angle_at is not None:
+        angle = states[:, angle_at]
+        states = np.concatenate([np.delete(states, angle_at, axis=1), np.cos(angle)[:, None],
                                  np.sin(angle)[:, None]], axis=1)
     std = states.std(0)
     return ((states - states.mean(0)) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
@@ -240,8 +251,8 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
         steps, batch_size, lr: optimisation (AdamW, warmup then cosine decay to lr/10).
         encoder_options: :class:`encoders.jepa.JEPAEncoder` options (``dim``, ``num_tokens``, ``reg``,
             ``reg_weight``, ...); ``action_dim`` is set from the data (frameskip * env action dim), and
-            with ``state_weight > 0`` ``state_dim`` from its recorded states
-            (:func:`load_state_targets`: privileged, the rows of such an encoder say so).
+            with ``state_weight > 0`` ``state_dim`` from its recorded states (``state_entries`` of
+            them, :func:`load_state_targets`: privileged, the rows of such an encoder say so).
         frameskip: env steps between the two frames of a training transition.
         save_every: checkpoint period in steps (the last step always writes one).
         seed: seeds batch sampling and SIGReg directions (weight init: ``encoder_options["seed"]``).
@@ -265,7 +276,7 @@ def train_jepa(dataset_dir: str | os.PathLike, out: str | os.PathLike, steps: in
     opts["action_dim"] = int(actions.shape[1])
     targets = None
     if float(opts.get("state_weight") or 0.0) > 0:
-        targets = torch.from_numpy(load_state_targets(dataset_dir))  # (F, K), frames in pixels' order
+        targets = torch.from_numpy(load_state_targets(dataset_dir, opts.get("state_entries")))  # (F, K), frames in pixels' order
         if opts.get("state_dim") not in (None, 0, targets.shape[1]):
             raise ValueError(f"encoder_options state_dim={opts['state_dim']} but the data's state targets have "
                              f"{targets.shape[1]} entries; drop state_dim")

@@ -313,7 +313,7 @@ def test_jepa_inverse_dynamics_head_learns_the_action_and_round_trips(dots, tmp_
     plain = train_jepa(dots, tmp_path / "plain", steps=2, batch_size=8, progress=False,
                        encoder_options=dict(SMALL["jepa"], image_size=SIZE))
     config, state = encoders.jepa.JEPAEncoder.read_checkpoint(plain)
-    for key in ("idm_weight", "state_weight", "state_dim"):  # options added since such files were written
+    for key in ("idm_weight", "state_weight", "state_dim", "state_entries"):  # options added since such files were written
         config.pop(key)
     old = tmp_path / "old.safetensors"
     meta = {"format_version": str(encoders._trainable.FORMAT_VERSION), "backend": "jepa", "config": json.dumps(config)}
@@ -383,6 +383,44 @@ def test_state_targets_give_an_object_angle_as_cos_and_sin(tmp_path):
     assert targets.shape == (10, 6)  # agent x, y, block x, y, cos, sin
     assert np.abs(targets[0] - targets[1])[:4].max() > 0.01  # the positions differ ...
     assert np.abs(targets[0, 4:] - targets[1, 4:]).max() < 0.01  # ... the wrapped angles do not
+
+
+def test_state_entries_pick_what_the_head_reads(tmp_path):
+    """state_entries chooses which recorded state entries are targets (Push-T's poses without the
+    velocities one frame cannot show): the selected columns, the angle still as cos and sin wherever
+    it sits in the list, the same standardised values as the full targets' columns; train_jepa sizes
+    the head from them and records them; bad lists get clear errors."""
+    from mpc.training import train_jepa
+    from mpc.training.encoder_trainer import load_state_targets
+
+    data = write_dot_dataset(tmp_path / "pusht_like", episodes=2, steps=4)
+    rng = np.random.default_rng(1)
+    for path in sorted((data / "episodes").glob("*.h5")):
+        st = rng.uniform(-100, 450, (5, 7))  # agent x, y, block x, y, angle, agent vx, vy
+        st[:, 4] = rng.uniform(-np.pi, np.pi, 5)
+        with h5py.File(path, "a") as f:
+            f["states"] = st
+    meta = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**meta, "env": "pusht"}))
+    full = load_state_targets(data)  # agent x, y, block x, y, vx, vy, cos, sin
+    assert full.shape == (10, 8)
+    pose = load_state_targets(data, [0, 1, 2, 3, 4])
+    assert pose.shape == (10, 6) and np.allclose(pose, full[:, [0, 1, 2, 3, 6, 7]], atol=1e-6)
+    picked = load_state_targets(data, [4, 5])  # the angle first: still cos, sin, after the rest
+    assert picked.shape == (10, 3) and np.allclose(picked, full[:, [4, 6, 7]], atol=1e-6)
+    assert load_state_targets(data, [5, 0]).shape == (10, 2)  # no angle: the entries as they are
+    with pytest.raises(ValueError, match="past the 7"):
+        load_state_targets(data, [0, 7])
+    for bad in ([], [0, 0], [-1], "xy"):
+        with pytest.raises(ValueError, match="state_entries"):
+            load_state_targets(data, bad)
+    with pytest.raises(ValueError, match="state_entries"):
+        encoders.jepa.JEPAEncoder(**SMALL["jepa"], image_size=SIZE, state_entries=[1, 1])
+    ckpt = train_jepa(data, tmp_path / "pose", steps=2, batch_size=4, progress=False,
+                      encoder_options=dict(SMALL["jepa"], image_size=SIZE, state_weight=1.0,
+                                           state_entries=[0, 1, 2, 3, 4]))
+    config, _ = encoders.jepa.JEPAEncoder.read_checkpoint(ckpt)
+    assert config["state_dim"] == 6 and config["state_entries"] == [0, 1, 2, 3, 4]
 
 
 def test_train_encoder_command(dots, tmp_path):
