@@ -1,6 +1,7 @@
 """The suite's training-budget axis: env entries of one task that differ in data or training steps."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -110,3 +111,25 @@ def test_entries_of_different_tasks_form_no_budget_study(tmp_path):
     assert budget_studies(s, rows) == {}  # U-maze and medium differ in their env options
     assert training_budget_tables(budget_studies(s, rows), 0.6) == []
 
+
+
+def test_pusht_pose_config_is_the_measured_setting_on_the_standard_entrys_goals(tmp_path):
+    """suite=pusht_pose: the standard suite's pusht_dino_wm goals and planning box / horizon, from the goal
+    image alone (alpha 0), with the pose-supervised jepa, 4,800 episodes and the 512 x 3 MLP model."""
+    s = suite.SuiteSettings.from_config(_compose_bench("pusht_pose", tmp_path))
+    std = suite.SuiteSettings.from_config(_compose_bench("standard", tmp_path))
+    assert set(s.envs) == {"pusht_dino_wm"} and set(s.encoders) == {"jepa_pose"} and set(s.planners) == {"cem"}
+    assert s.budget_target == 0.6
+    mine, theirs = s.envs["pusht_dino_wm"], std.envs["pusht_dino_wm"]
+    assert mine.options == theirs.options  # the same goals: start and goal on one push, 25 control steps apart
+    assert mine.data.episodes == 4800 and dataclasses.replace(mine.data, episodes=0) == dataclasses.replace(theirs.data, episodes=0)
+    cell = s.cell_settings("pusht_dino_wm", "jepa_pose", "cem")
+    std_cell = std.cell_settings("pusht_dino_wm", "jepa", "cem")
+    assert cell["eval"]["alpha"] == 0.0  # no goal proprio: the latent carries the pusher
+    for key in ("action_bound", "horizon", "episodes", "steps", "seed"):
+        assert cell["eval"][key] == std_cell["eval"][key], key
+    enc = cell["encoder"]
+    assert enc["name"] == "jepa" and enc["options"]["state_weight"] == 1.0
+    assert enc["options"]["state_entries"] == [0, 1, 2, 3, 4] and enc["train"]["steps"] == 12000
+    assert cell["model"]["predictor"]["kind"] == "mlp" and cell["model"]["predictor"]["mlp_dim"] == 512
+    assert cell["model"]["predictor"]["depth"] == 3 and cell["train"]["steps"] == 24000
