@@ -112,7 +112,6 @@ def test_entries_of_different_tasks_form_no_budget_study(tmp_path):
     assert training_budget_tables(budget_studies(s, rows), 0.6) == []
 
 
-
 def test_pusht_pose_config_is_the_measured_setting_on_the_standard_entrys_goals(tmp_path):
     """suite=pusht_pose: the standard suite's pusht_dino_wm goals and planning box / horizon, from the goal
     image alone (alpha 0), with the pose-supervised jepa, 4,800 episodes and the 512 x 3 MLP model."""
