@@ -128,6 +128,28 @@ def test_a_cell_left_unfinished_is_run_again(finished_run, monkeypatch, caplog):
         f"wall / vae / cem: success {cell['success_rate']:.2f} over 2 goals ({cell['eval_time_s']:.0f} s)"]
 
 
+def test_other_goal_seeds_reevaluate_the_trained_models_without_training_again(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    import mpc.data
+    import mpc.training
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    for name in ("collect", "train_encoder", "train"):
+        module = mpc.data if name == "collect" else mpc.training
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called for new goals"))
+    cfg = _tiny_config(out, encoders=("vae",))
+    cfg.bench.eval.seed = 2_000_000  # the README's `bench.eval.seed=...` override
+    suite.run_suite(cfg)
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if r["status"] == "ok"]
+    assert sorted(r["policy"] for r in rows) == ["oracle", "planner", "random"]  # (the copied dinov2 row: skipped)
+    assert all(r["settings"]["eval"]["seed"] == 2_000_000 for r in rows)
+    for name in ("wall__vae__cem", "wall__random__none", "wall__oracle__none"):
+        cell = json.loads((out / "cells" / f"{name}.json").read_text())
+        assert cell["settings"]["eval"]["seed"] == 2_000_000 and cell["status"] == "ok"
+
+
 def test_command_line_shorthands():
     assert suite.translate_argv(["suite=quick", "encoder=vae,jepa", "planner=cem", "env=wall", "out=x",
                                  "bench.eval.episodes=3"]) == [
