@@ -136,8 +136,7 @@ def test_other_goal_seeds_reevaluate_the_trained_models_without_training_again(f
 
     out = tmp_path / "run"
     shutil.copytree(finished_run[0], out)
-    for name in ("collect", "train_encoder", "train"):
-        module = mpc.data if name == "collect" else mpc.training
+    for module, name in ((mpc.data, "collect"), (mpc.training, "train_encoder"), (mpc.training, "train")):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called for new goals"))
     cfg = _tiny_config(out, encoders=("vae",))
     cfg.bench.eval.seed = 2_000_000  # the README's `bench.eval.seed=...` override
