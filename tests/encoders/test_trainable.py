@@ -63,7 +63,7 @@ def _make(name, **kw):
 
 # --- shapes and errors ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name,tokens,n", [("vae", "vector", 1), ("vae", "grid", 16), ("vae", "keypoints", 1),
-                                           ("vae", "sprites", 1), ("diffusion", "vector", 1), ("diffusion", "grid", 16),
+                                           ("diffusion", "vector", 1), ("diffusion", "grid", 16),
                                            ("diffusion", "keypoints", 1)])
 def test_encode_decode_shapes_and_range(name, tokens, n):
     enc = _make(name, tokens=tokens, grid_size=4)
@@ -133,8 +133,7 @@ def test_untrained_requires_weights_random(name):
     assert _make(name, seed=1).fingerprint != enc.fingerprint  # the weights hash is in it
 
 
-@pytest.mark.parametrize("name,tokens", [("vae", "vector"), ("vae", "keypoints"), ("vae", "sprites"),
-                                         ("diffusion", "grid"),
+@pytest.mark.parametrize("name,tokens", [("vae", "vector"), ("vae", "keypoints"), ("diffusion", "grid"),
                                          ("jepa", "vector"), ("jepa", "keypoints")])
 def test_checkpoint_roundtrip_and_frozen(name, tokens, tmp_path):
     enc = _make(name, seed=3, tokens=tokens)
