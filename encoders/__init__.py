@@ -1,7 +1,7 @@
 """Image encoders behind one interface: ``make_encoder(name, **options) -> Encoder``.
 
 Backends register a builder with :func:`register_encoder`; names encode the variant
-(``dinov2-vits14``, ``dinov2-vitb14-reg``, ``vae``, ``diffusion``, ``jepa``).
+(``dinov2-vits14``, ``dinov2-vitb14-reg``, ``vae``, ``diffusion``, ``jepa``, ``transporter``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["Encoder", "make_encoder", "list_encoders", "register_encoder", "to_f
            "encoder_status"]
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
-_BACKEND_MODULES = ("dinov2", "vae", "diffusion", "jepa")  # imported lazily, in this order
+_BACKEND_MODULES = ("dinov2", "vae", "diffusion", "jepa", "transporter")  # imported lazily, in this order
 _loaded = False
 
 

@@ -25,7 +25,7 @@ def _task(cfg) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    """``wmpc train-encoder encoder=<vae|diffusion|jepa> data=<dir> out=<dir> steps=N batch_size=B lr=LR``."""
+    """``wmpc train-encoder encoder=<vae|diffusion|jepa|transporter> data=<dir> out=<dir> steps=N batch_size=B lr=LR``."""
     return hydra_command("train_encoder", _task, argv, "wmpc train-encoder")
 
 

@@ -1,7 +1,8 @@
-"""Encoder training: fit a trainable encoder (``vae``, ``diffusion`` or ``jepa``) on a dataset's frames.
+"""Encoder training: fit a trainable encoder (``vae``, ``diffusion``, ``jepa``, ``transporter``) on a dataset's frames.
 
 All frames of the dataset are read into memory once (64 px frames are small). ``vae`` and
-``diffusion`` train on single frames; ``jepa`` trains on transitions (frame t, action, frame t+k).
+``diffusion`` train on single frames; ``jepa`` trains on transitions (frame t, action, frame t+k);
+``transporter`` on pairs of frames of one episode.
 The output folder receives ``encoder.safetensors`` (written atomically every ``save_every`` steps
 and at the end; load it with ``make_encoder(name, checkpoint=...)``), ``train_log.json`` (loss
 history), ``loss.png`` and, for backends with a decoder, ``samples.png`` (the preview grid; top
@@ -28,13 +29,13 @@ from mpc._io import atomic_write, folder_lock, remove_temp_files, write_json
 from mpc.training.run_log import plot_loss_curve
 from mpc.training.schedule import warmup_cosine_to_tenth
 
-__all__ = ["load_frames", "load_transitions", "load_state_targets", "train_encoder", "train_jepa", "CHECKPOINT_NAME",
+__all__ = ["load_frames", "load_episode_frames", "episode_pairs", "load_transitions", "load_state_targets", "train_encoder", "train_jepa", "CHECKPOINT_NAME",
            "TRAINABLE"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "encoder.safetensors"
-TRAINABLE = ("vae", "diffusion", "jepa")
+TRAINABLE = ("vae", "diffusion", "jepa", "transporter")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -48,6 +49,25 @@ def load_frames(data: str | os.PathLike) -> np.ndarray:
 
     ds = load_dataset(data)
     return np.concatenate([ds.read(i, ("pixels",))["pixels"] for i in range(len(ds))])
+
+
+def load_episode_frames(data: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of a dataset and where each episode starts: ``(pixels (F, H, W, 3) uint8, starts (E + 1,))``.
+
+    Episode ``i``'s frames are ``pixels[starts[i]:starts[i + 1]]``.
+    """
+    from mpc.data import load_dataset
+
+    ds = load_dataset(data)
+    pixels = [ds.read(i, ("pixels",))["pixels"] for i in range(len(ds))]
+    return np.concatenate(pixels), np.cumsum([0] + [len(p) for p in pixels])
+
+
+def episode_pairs(starts: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs of frames of one episode, any two times (episodes drawn by frame count): flat indices."""
+    lengths = np.diff(starts)
+    ep = rng.choice(len(lengths), size=n, p=lengths / lengths.sum())
+    return starts[ep] + rng.integers(0, lengths[ep]), starts[ep] + rng.integers(0, lengths[ep])
 
 
 def load_transitions(data: str | os.PathLike, frameskip: int = 1
@@ -300,10 +320,11 @@ def train_encoder(encoder: str, data: str | os.PathLike, out: str | os.PathLike,
                   batch_size: int = 64, lr: float = 1e-3, encoder_options: dict | None = None,
                   save_every: int = 500, seed: int = 0, device: str | None = None, progress: bool = True,
                   frameskip: int = 1) -> Path:
-    """Train a ``vae``, ``diffusion`` or ``jepa`` encoder on the frames of a dataset.
+    """Train a ``vae``, ``diffusion``, ``jepa`` or ``transporter`` encoder on the frames of a dataset.
 
     Args:
-        encoder: ``"vae"``, ``"diffusion"`` or ``"jepa"`` (jepa goes to :func:`train_jepa`).
+        encoder: ``"vae"``, ``"diffusion"``, ``"jepa"`` (jepa goes to :func:`train_jepa`) or
+            ``"transporter"`` (trains on pairs of frames of one episode).
         data: dataset directory written by ``wmpc collect``.
         out: output folder (created): ``encoder.safetensors``, ``train_log.json``, ``loss.png``,
             ``samples.png`` (vae, diffusion).
@@ -334,10 +355,17 @@ def train_encoder(encoder: str, data: str | os.PathLike, out: str | os.PathLike,
 
     enc = encoders.make_encoder(encoder, weights="random", **dict(encoder_options or {}))
     enc = enc.to(resolve_device(device))
-    pixels = load_frames(data)
+    if encoder == "transporter":  # pairs of frames of one episode (the masks cover what moved between them)
+        pixels, starts = load_episode_frames(data)
 
-    def batch(rng):
-        return (enc.preprocess(pixels[rng.integers(0, len(pixels), size=batch_size)]),)
+        def batch(rng):
+            src, tgt = episode_pairs(starts, batch_size, rng)
+            return enc.preprocess(pixels[src]), enc.preprocess(pixels[tgt])
+    else:
+        pixels = load_frames(data)
+
+        def batch(rng):
+            return (enc.preprocess(pixels[rng.integers(0, len(pixels), size=batch_size)]),)
 
     info = {"encoder": encoder, "data": str(data), "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "config": enc.config, "frames": int(len(pixels))}

@@ -1,4 +1,4 @@
-"""Trainable encoders (vae, diffusion, jepa): shapes, errors, losses, checkpoints and train-encoder."""
+"""Trainable encoders (vae, diffusion, jepa, transporter): shapes, errors, losses, checkpoints and train-encoder."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,9 @@ from encoders.diffusion import flow_matching_loss
 from encoders.jepa import jepa_regularizer
 
 SIZE = 32
-BACKENDS = ("vae", "diffusion", "jepa")
-SMALL = {"vae": dict(dim=8, width=8), "diffusion": dict(dim=8, width=8), "jepa": dict(dim=8, width=8, hidden=32)}
+BACKENDS = ("vae", "diffusion", "jepa", "transporter")
+SMALL = {"vae": dict(dim=8, width=8), "diffusion": dict(dim=8, width=8), "jepa": dict(dim=8, width=8, hidden=32),
+         "transporter": dict(num_keypoints=4, width=8, refine_width=8)}
 
 
 def render_dots(pos: np.ndarray, size: int = SIZE) -> np.ndarray:
@@ -244,7 +245,8 @@ def test_jepa_regularizer_rises_on_collapse(kind):
 
 
 # --- training ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,steps,factor", [("vae", 40, 0.8), ("diffusion", 40, 0.9), ("jepa", 80, 0.8)])
+@pytest.mark.parametrize("name,steps,factor", [("vae", 40, 0.8), ("diffusion", 40, 0.9), ("jepa", 80, 0.8),
+                                               ("transporter", 40, 0.8)])
 def test_training_loss_falls_and_checkpoint_loads(name, steps, factor, dots, tmp_path):
     """Loss over the last 10 steps below ``factor`` x the first 5 (flow matching has a high floor)."""
     from mpc.training import train_encoder
@@ -257,7 +259,7 @@ def test_training_loss_falls_and_checkpoint_loads(name, steps, factor, dots, tmp
     assert len(losses) == steps and log["step"] == steps
     assert losses[-10:].mean() < factor * losses[:5].mean(), (losses[:5], losses[-10:])
     assert (out / "loss.png").stat().st_size > 0
-    assert (out / "samples.png").exists() == (name != "jepa")
+    assert (out / "samples.png").exists() == (name in ("vae", "diffusion"))
     enc = encoders.make_encoder(name, checkpoint=ckpt)
     assert enc.pretrained and not enc.trainable and enc.image_size == SIZE
 
@@ -436,7 +438,7 @@ def test_train_encoder_command(dots, tmp_path):
         train_encoder("dinov2", dots, tmp_path / "x", steps=1)
 
 
-@pytest.mark.parametrize("name", ["vae", "jepa"])
+@pytest.mark.parametrize("name", ["vae", "jepa", "transporter"])
 def test_trained_tokens_are_standardised(name, dots, tmp_path):
     from mpc.training import load_frames, train_encoder
 
