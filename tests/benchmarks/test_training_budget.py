@@ -132,3 +132,39 @@ def test_pusht_pose_config_is_the_measured_setting_on_the_standard_entrys_goals(
     assert enc["options"]["state_entries"] == [0, 1, 2, 3, 4] and enc["train"]["steps"] == 12000
     assert cell["model"]["predictor"]["kind"] == "mlp" and cell["model"]["predictor"]["mlp_dim"] == 512
     assert cell["model"]["predictor"]["depth"] == 3 and cell["train"]["steps"] == 24000
+
+
+def test_pusht_keypoints_config_is_pusht_pose_from_pixels_alone(tmp_path):
+    """suite=pusht_keypoints: pusht_pose's goals, data, world model and planning, with the transporter
+    encoder (frame pairs only: no state supervision) in place of the pose-supervised jepa."""
+    s = suite.SuiteSettings.from_config(_compose_bench("pusht_keypoints", tmp_path))
+    pose = suite.SuiteSettings.from_config(_compose_bench("pusht_pose", tmp_path))
+    assert set(s.envs) == {"pusht_dino_wm"} and set(s.encoders) == {"transporter"} and set(s.planners) == {"cem"}
+    assert s.envs["pusht_dino_wm"] == pose.envs["pusht_dino_wm"] and s.budget_target == 0.6
+    cell = s.cell_settings("pusht_dino_wm", "transporter", "cem")
+    pose_cell = pose.cell_settings("pusht_dino_wm", "jepa_pose", "cem")
+    for key in ("eval", "model", "train", "planner"):
+        assert cell[key] == pose_cell[key], key
+    enc = cell["encoder"]
+    assert enc["name"] == "transporter" and "state_weight" not in enc["options"]
+
+
+def test_a_tiny_pusht_keypoints_suite_runs(tmp_path):
+    """The transporter backend through the whole suite (data, encoder, world model, probe, cells, report)."""
+    tiny = ["bench.envs.pusht_dino_wm.options.image_size=32", "bench.envs.pusht_dino_wm.data.episodes=3",
+            "bench.envs.pusht_dino_wm.data.steps=8", "bench.envs.pusht_dino_wm.probe.points=5",
+            "+bench.encoders.transporter.options.width=4", "bench.encoders.transporter.train.steps=2",
+            "bench.encoders.transporter.train.batch_size=8", "bench.model_options.predictor.mlp_dim=16",
+            "bench.train.steps=2", "bench.train.batch_size=8", "bench.train.val_every=2", "bench.train.ckpt_every=2",
+            "bench.train.warmup_steps=1", "bench.train.eval_windows=4",
+            "bench.planners.cem.samples=4", "bench.planners.cem.iterations=1", "bench.planners.cem.elites=2",
+            "bench.eval.episodes=1", "bench.eval.steps=2", "bench.eval.batch_envs=1", "bench.eval.videos=0",
+            "jobs=1", "workers=1", "device=cpu"]
+    suite.run_suite(_compose_bench("pusht_keypoints", tmp_path, tiny))
+    cells = sorted(p.name for p in (tmp_path / "cells").glob("*.json"))
+    assert cells == ["pusht_dino_wm__oracle__none.json", "pusht_dino_wm__random__none.json",
+                     "pusht_dino_wm__transporter__cem.json"]
+    cell = json.loads((tmp_path / "cells" / "pusht_dino_wm__transporter__cem.json").read_text())
+    assert cell["status"] == "ok"
+    assert "state-supervised-encoder" not in json.dumps(cell)  # pixels alone: no such label
+    assert "| pusht_dino_wm | transporter |" in (tmp_path / "report.md").read_text()
