@@ -29,14 +29,10 @@ import torch
 import torch.nn as nn
 
 from . import register_encoder
-from ._conv import SpatialSoftmax, coord_channels
+from ._conv import SpatialSoftmax, _norm, coord_channels
 from ._trainable import TrainableEncoder, build_trainable, trainable_status
 
 __all__ = ["TransporterEncoder", "keypoint_masks", "weights_status"]
-
-
-def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, c), c)
 
 
 def keypoint_masks(kp: torch.Tensor, size: int, std: float) -> torch.Tensor:

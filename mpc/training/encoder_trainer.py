@@ -45,10 +45,7 @@ def load_frames(data: str | os.PathLike) -> np.ndarray:
     Raises:
         mpc.data.DatasetError: not a dataset, incomplete or damaged (the message says how to fix it).
     """
-    from mpc.data import load_dataset
-
-    ds = load_dataset(data)
-    return np.concatenate([ds.read(i, ("pixels",))["pixels"] for i in range(len(ds))])
+    return load_episode_frames(data)[0]
 
 
 def load_episode_frames(data: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
