@@ -136,15 +136,18 @@ def test_pusht_pose_config_is_the_measured_setting_on_the_standard_entrys_goals(
 
 def test_pusht_keypoints_config_is_pusht_pose_from_pixels_alone(tmp_path):
     """suite=pusht_keypoints: pusht_pose's goals, data, world model and planning, with the transporter
-    encoder (frame pairs only: no state supervision) in place of the pose-supervised jepa."""
+    encoder (frame pairs only: no state supervision) in place of the pose-supervised jepa and batches
+    of 256 windows in place of 64."""
     s = suite.SuiteSettings.from_config(_compose_bench("pusht_keypoints", tmp_path))
     pose = suite.SuiteSettings.from_config(_compose_bench("pusht_pose", tmp_path))
     assert set(s.envs) == {"pusht_dino_wm"} and set(s.encoders) == {"transporter"} and set(s.planners) == {"cem"}
     assert s.envs["pusht_dino_wm"] == pose.envs["pusht_dino_wm"] and s.budget_target == 0.6
     cell = s.cell_settings("pusht_dino_wm", "transporter", "cem")
     pose_cell = pose.cell_settings("pusht_dino_wm", "jepa_pose", "cem")
-    for key in ("eval", "model", "train", "planner"):
+    for key in ("eval", "model", "planner"):
         assert cell[key] == pose_cell[key], key
+    assert cell["train"]["batch_size"] == 256 and pose_cell["train"]["batch_size"] == 64
+    assert {**cell["train"], "batch_size": 64} == pose_cell["train"]
     enc = cell["encoder"]
     assert enc["name"] == "transporter" and "state_weight" not in enc["options"]
 
