@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from mpc._io import load_module, save_module, write_json
 
-__all__ = ["TemporalDistance", "fit_temporal_distance", "train_temporal_distance", "expectile_loss", "DISTANCE_FILE"]
+__all__ = ["TemporalDistance", "fit_temporal_distance", "train_temporal_distance", "expectile_loss", "DISTANCE_FILE", "frame_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,10 @@ def _fingerprint_of(encoder) -> str:
                      f"{type(encoder).__name__}")
 
 
-def _pairs(offsets: np.ndarray, lengths: np.ndarray, eps: np.ndarray, n: int, rng: np.random.Generator):
+def frame_pairs(offsets: np.ndarray, lengths: np.ndarray, eps: np.ndarray, n: int, rng: np.random.Generator):
     """``n`` random frame pairs of the same episode (episodes drawn by frame count): flat indices
-    ``a, b`` into the concatenated frames and their gap in steps."""
+    ``a, b`` into the concatenated frames and their gap in steps. ``offsets``: each episode's first
+    frame; ``lengths``: its steps (frames - 1); ``eps``: the episodes to draw from."""
     w = (lengths[eps] + 1).astype(np.float64)
     e = eps[rng.choice(len(eps), size=n, p=w / w.sum())]
     i = rng.integers(0, lengths[e] + 1)
@@ -218,7 +219,7 @@ def fit_temporal_distance(tokens, lengths, train_episodes, val_episodes=(), fing
     t0, losses = time.perf_counter(), []
     net.train()
     for _ in tqdm(range(int(steps)), desc="temporal distance", disable=not progress):
-        a, b, gap = _pairs(offsets, lengths, train_ep, int(batch_size), rng)
+        a, b, gap = frame_pairs(offsets, lengths, train_ep, int(batch_size), rng)
         pred = net(z[torch.from_numpy(a).to(dev)], z[torch.from_numpy(b).to(dev)])
         loss = expectile_loss(pred, torch.from_numpy(gap).to(dev), float(tau))
         opt.zero_grad(set_to_none=True)
@@ -280,8 +281,8 @@ def train_temporal_distance(data: str | os.PathLike, encoder, out: str | os.Path
 def _validate(net, z, offsets, lengths, train_ep, val_ep, tau: float, seed: int, n: int = 20000) -> dict:
     """Validation figures on ``n`` pairs of held-out episodes (see :func:`train_temporal_distance`)."""
     rng = np.random.default_rng([seed, 12])
-    _, _, gap_tr = _pairs(offsets, lengths, train_ep, n, rng)
-    a, b, gap = _pairs(offsets, lengths, val_ep, n, rng)
+    _, _, gap_tr = frame_pairs(offsets, lengths, train_ep, n, rng)
+    a, b, gap = frame_pairs(offsets, lengths, val_ep, n, rng)
     with torch.no_grad():
         pred = torch.cat([net(z[torch.from_numpy(a[s:s + 4096]).to(z.device)],
                               z[torch.from_numpy(b[s:s + 4096]).to(z.device)]).cpu()

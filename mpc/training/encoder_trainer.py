@@ -61,10 +61,13 @@ def load_episode_frames(data: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
 
 
 def episode_pairs(starts: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs of frames of one episode, any two times (episodes drawn by frame count): flat indices."""
-    lengths = np.diff(starts)
-    ep = rng.choice(len(lengths), size=n, p=lengths / lengths.sum())
-    return starts[ep] + rng.integers(0, lengths[ep]), starts[ep] + rng.integers(0, lengths[ep])
+    """``n`` pairs of frames of one episode, any two times (episodes drawn by frame count): flat indices.
+    :func:`mpc.temporal_distance.frame_pairs` over every episode, without the gaps."""
+    from mpc.temporal_distance import frame_pairs
+
+    frames = np.diff(starts)
+    a, b, _ = frame_pairs(starts[:-1], frames - 1, np.arange(len(frames)), n, rng)
+    return a, b
 
 
 def load_transitions(data: str | os.PathLike, frameskip: int = 1
