@@ -36,7 +36,9 @@ lock around each stage, so two jobs never train the same model twice.
 Extra axes a suite config may set: ``shifts: held_out`` / ``custom_shifts`` (evaluate every cell again
 under distribution shifts of the env's factors of variation: ``suite=generalization``), a planner
 entry's ``risk:`` / ``risk_mode:`` (risk-aware objectives for ensemble models: ``suite=risk``) and
-``reference_planner:`` (the planning-budget comparison: ``suite=budget``).
+``reference_planner:`` (the planning-budget comparison: ``suite=budget``), and an encoder entry's
+``envs:`` (the env entries it runs on; default every one), ``model:`` and ``model_train:`` (its world
+models' preset and schedule changes, over the suite's and the env entry's).
 
 ``env=``, ``encoder=`` and ``planner=`` on the command line restrict the suite to those cells
 (comma lists sweep with ``-m``); ``suite=<name>`` picks ``configs/bench/<name>.yaml``.

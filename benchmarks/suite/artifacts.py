@@ -256,7 +256,7 @@ def ensure_model(suite: SuiteSettings, env: str, encoder: str, enc_settings: dic
     """Train (or reuse) the world model of ``(env, encoder)``. Returns ``(checkpoint path, seconds)``."""
     from mpc.training import train as train_world_model
 
-    model, train = suite.model_config(env, encoder), suite.train_for(env)
+    model, train = suite.model_config(env, encoder), suite.train_for(env, encoder)
     settings = {"model": _without_later_defaults(model), "train": train, "seed": suite.seed}
     portable = {**enc_settings, **({"checkpoint": _in_run(suite, enc_settings["checkpoint"])}
                                    if "checkpoint" in enc_settings else {})}

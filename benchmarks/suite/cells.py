@@ -178,7 +178,7 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
                "eval_time_s": time.perf_counter() - t0,
                "encoder_train_time_s": enc_seconds, "predictor_train_time_s": model_seconds,
                "train_time_s": enc_seconds + model_seconds, "data": es.data_name,
-               "data_episodes": es.data.episodes, "train_steps": int(suite.train_for(env)["steps"]),
+               "data_episodes": es.data.episodes, "train_steps": int(suite.train_for(env, encoder)["steps"]),
                "encoder_params": _count_params(enc), "predictor_params": _count_params(model),
                "num_tokens": int(model.num_tokens), "token_dim": int(model.token_dim),
                "model_checkpoint": str(ckpt.relative_to(run)), "gifs": _gifs(folder, run),

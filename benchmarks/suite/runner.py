@@ -107,6 +107,12 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def _training_windows(suite: SuiteSettings, unit: Unit) -> int:
+    """A unit's world-model training windows (steps x batch): its cost, for ordering the units."""
+    train = suite.train_for(unit.env, unit.encoder)
+    return int(train["steps"]) * int(train["batch_size"])
+
+
 def _run_units(suite: SuiteSettings, units: list[Unit]) -> None:
     """Each unit in this process (``jobs: 1``) or ``jobs`` at a time in fresh processes."""
     if suite.jobs <= 1:
@@ -128,9 +134,10 @@ def run_suite(cfg) -> Path:
     """Run (or resume) the suite described by ``cfg`` (the composed ``configs/bench.yaml``).
 
     Datasets are collected first (``workers`` processes each); then the baselines of each env and
-    every ``(env, encoder)`` unit (train encoder, train world model, probe, evaluate each planner) run
-    ``jobs`` at a time in separate processes (``jobs: 1``: in this process), each with ``threads``
-    torch threads.
+    every ``(env, encoder)`` unit (train encoder, train world model, probe, evaluate each planner; an
+    encoder entry's ``envs:`` limits its units to those env entries) run ``jobs`` at a time in separate
+    processes (``jobs: 1``: in this process), each with ``threads`` torch threads, the units with the
+    most world-model training windows first.
 
     Args:
         cfg: the composed config (node or dict), or a :class:`SuiteSettings` built from it.
@@ -154,6 +161,7 @@ def run_suite(cfg) -> Path:
     for env in suite.envs:
         ensure_dataset(suite, env)
     units = [Unit(env) for env in suite.envs]
-    units += [Unit(env, enc, tuple(suite.planners)) for enc in suite.encoders for env in suite.envs]
+    units += sorted((Unit(env, enc, tuple(suite.planners)) for env, enc in suite.units()),
+                    key=lambda u: -_training_windows(suite, u))  # the longest first: no long unit left to the end
     _run_units(suite, units)
     return write_suite_report(suite, time.perf_counter() - t_start)

@@ -165,16 +165,38 @@ class EncoderSettings:
     options: dict            # ``make_encoder`` options (configs/encoder/<name>.yaml with the entry's on top)
     train: dict              # ``train_encoder`` settings (trainable backends)
     model: dict              # changes to the world-model preset for this encoder
+    model_train: dict = field(default_factory=dict)  # changes to the world-model schedule for this encoder
+    envs: tuple[str, ...] | None = None  # the env entries it runs on (None: every one)
+
+    KEYS = ("name", "options", "train", "model", "model_train", "envs")  # the keys an entry may hold
 
     @classmethod
     def from_entry(cls, entry_name: str, entry: dict | None) -> "EncoderSettings":
+        """An entry's ``model:`` and ``model_train:`` change the world-model preset and schedule of its
+        units (over the suite's and the env entry's); ``envs:`` lists the env entries it runs on.
+
+        Raises:
+            ValueError: a key no encoder entry has.
+        """
         entry = dict(entry or {})
+        unknown = sorted(set(entry) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"encoders.{entry_name}: unknown key(s) {', '.join(unknown)}; known keys: "
+                             f"{', '.join(cls.KEYS)}")
         name = str(entry.get("name", entry_name))
         base = _group_or("encoder", name, {"name": name})
         _, base = split_encoder_config(base, drop_load_keys=True)
         options = {k: v for k, v in merge(base, entry.get("options")).items() if v is not None}
         train = {"steps": 1000, "batch_size": 64, "lr": 1e-3, "frameskip": 1, **(entry.get("train") or {})}
-        return cls(entry_name, name, options, train, dict(entry.get("model") or {}))
+        envs = entry.get("envs")
+        if isinstance(envs, str):
+            envs = [envs]
+        return cls(entry_name, name, options, train, dict(entry.get("model") or {}),
+                   dict(entry.get("model_train") or {}), tuple(str(e) for e in envs) if envs is not None else None)
+
+    def runs_on(self, env: str) -> bool:
+        """Whether this encoder has a unit on env entry ``env``."""
+        return self.envs is None or env in self.envs
 
 
 @dataclass(frozen=True)
@@ -371,6 +393,12 @@ class SuiteSettings:
         select = c.get("select") or {}
         env_names = _selection(select.get("env"), list(bench["envs"]), "env", extra=_outside_env)
         enc_names = _selection(select.get("encoder"), list(bench["encoders"]), "encoder")
+        encoders = {e: EncoderSettings.from_entry(e, bench["encoders"][e]) for e in enc_names}
+        for e, es in encoders.items():
+            unknown = [n for n in es.envs or () if n not in bench["envs"]]
+            if unknown:
+                raise ValueError(f"encoders.{e}.envs names {', '.join(unknown)}, no env entry of this suite; "
+                                 f"it has {', '.join(bench['envs'])}")
         plan_names = _selection(select.get("planner"), list(bench["planners"]), "planner")
         threads = c.get("threads") or bench.get("threads")
         return cls(
@@ -378,7 +406,7 @@ class SuiteSettings:
             env_order=list(bench["envs"]), encoder_order=list(bench["encoders"]),
             planner_order=list(bench["planners"]),
             envs={e: _env_settings(e, _env_entry(bench["envs"], e), bench) for e in env_names},
-            encoders={e: EncoderSettings.from_entry(e, bench["encoders"][e]) for e in enc_names},
+            encoders=encoders,
             planners={p: PlannerSettings.from_entry(p, bench["planners"][p]) for p in plan_names},
             model=merge(group_config("model", bench["model"]), bench.get("model_options")),
             train=merge(group_config("train", bench.get("train_preset", "default")), bench.get("train")),
@@ -390,9 +418,16 @@ class SuiteSettings:
             reference_planner=_reference(bench),
             budget_target=float(bench["budget_target"]) if bench.get("budget_target") is not None else None)
 
-    def train_for(self, env: str) -> dict:
-        """The world-model training schedule of env entry ``env``: the suite's with the entry's ``train``."""
-        return merge(self.train, self.envs[env].train)
+    def train_for(self, env: str, encoder: str | None = None) -> dict:
+        """The world-model training schedule of env entry ``env``: the suite's with the entry's ``train``,
+        then (given ``encoder``) the encoder entry's ``model_train``."""
+        extra = self.encoders[encoder].model_train if encoder is not None else None
+        return merge(self.train, self.envs[env].train, extra)
+
+    def units(self) -> list[tuple[str, str]]:
+        """Every ``(env, encoder)`` pair with a unit, encoders first: an encoder entry's ``envs:``
+        restricts it to those env entries."""
+        return [(env, enc) for enc, es in self.encoders.items() for env in self.envs if es.runs_on(env)]
 
     def cell_settings(self, env: str, encoder: str | None, planner: str | None, shift: str = "") -> dict:
         """Everything that decides a cell's result, as plain JSON: the env entry's options for ``shift``,
@@ -417,7 +452,7 @@ class SuiteSettings:
         if encoder is not None:
             enc = self.encoders[encoder]
             out.update(encoder={"name": enc.name, "options": enc.options, "train": enc.train},
-                       model=self.model_config(env, encoder), train=self.train_for(env))
+                       model=self.model_config(env, encoder), train=self.train_for(env, encoder))
         if planner is not None:
             out["planner"] = asdict(self.planners[planner])
         return to_plain(out)

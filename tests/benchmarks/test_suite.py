@@ -291,6 +291,37 @@ def test_standard_config_composes(tmp_path):
     assert quick.env_order == ["pointmass", "wall", "reacher"] and quick.envs["reacher"].data.policy == "waypoints"
 
 
+def test_an_encoder_entry_runs_on_its_envs_with_its_own_world_model_schedule(tmp_path, monkeypatch):
+    cfg = OmegaConf.to_container(_tiny_config(tmp_path, encoders=("vae",)))
+    bench = cfg["bench"]
+    bench["envs"]["pointmass"] = {"options": {"image_size": 32}, "data": {"episodes": 4, "steps": 8, "policy": "uniform"}}
+    bench["envs"]["wall"]["train"] = {"steps": 5}
+    bench["encoders"]["kp"] = {"name": "vae", "options": bench["encoders"]["vae"]["options"], "envs": ["pointmass"],
+                               "model": {"predictor": {"mlp_dim": 32}}, "model_train": {"steps": 9, "batch_size": 16}}
+    s = suite.SuiteSettings.from_config(cfg)
+    assert s.units() == [("wall", "vae"), ("pointmass", "vae"), ("pointmass", "kp")]
+    # the encoder entry's schedule goes over the suite's and the env entry's, for its own units only
+    assert s.train_for("pointmass", "kp")["steps"] == 9 and s.train_for("pointmass", "kp")["batch_size"] == 16
+    assert s.train_for("pointmass", "vae")["batch_size"] == 8 and s.train_for("wall", "vae")["steps"] == 5
+    assert s.cell_settings("pointmass", "kp", "cem")["train"]["batch_size"] == 16
+    assert s.model_config("pointmass", "kp")["predictor"]["mlp_dim"] == 32
+    assert s.model_config("pointmass", "vae")["predictor"]["mlp_dim"] == 16
+    # the scheduler starts the units that train longest first (baselines stay in front)
+    seen = []
+    monkeypatch.setattr(suite.runner, "ensure_dataset", lambda *a: None)
+    monkeypatch.setattr(suite.runner, "_run_units", lambda st, units: seen.extend(units))
+    monkeypatch.setattr(suite.runner, "write_suite_report", lambda *a: None)
+    suite.run_suite(cfg)
+    assert [(u.env, u.encoder) for u in seen] == [("wall", None), ("pointmass", None), ("pointmass", "kp"),
+                                                 ("wall", "vae"), ("pointmass", "vae")]
+    for key, value, match in (("envs", ["maze"], "encoders.kp.envs names maze"),
+                              ("model_options", {}, "encoders.kp: unknown key.*model_options")):
+        bad = json.loads(json.dumps(cfg))
+        bad["bench"]["encoders"]["kp"][key] = value
+        with pytest.raises(ValueError, match=match):
+            suite.SuiteSettings.from_config(bad)
+
+
 def test_a_tiny_standard_suite_runs_and_resumes(tmp_path, monkeypatch):
     """The standard suite cut down to Push-T (push data, Push-T probe parts), vae, cem and icem, in seconds."""
     tiny = ["select.env=pusht", "select.encoder=vae", "bench.envs.pusht.options.image_size=32",
