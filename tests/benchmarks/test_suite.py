@@ -279,7 +279,17 @@ def test_standard_config_composes(tmp_path):
     assert s.cell_settings("pointmaze", "jepa", "cem")["eval"]["distance"]["steps"] > 0
     assert "distance" not in s.cell_settings("pointmaze", None, None)["eval"]  # baselines plan nothing
     assert "distance" not in s.cell_settings("wall", "jepa", "cem")["eval"]  # rows written before stay valid
-    assert set(s.encoders) == {"vae", "diffusion", "jepa", "dinov2"} and list(s.planners) == ["cem", "icem"]
+    assert set(s.encoders) == {"vae", "diffusion", "jepa", "transporter", "dinov2"} and list(s.planners) == ["cem", "icem"]
+    # the pixel-only transporter keypoints run on DINO-WM's Push-T alone, with an MLP world model on batches of
+    # 256 windows; the other backends run on every entry with the suite's world model and batches of 64
+    units = s.units()
+    assert [env for env, enc in units if enc == "transporter"] == ["pusht_dino_wm"]
+    assert all(sum(enc == e for _, enc in units) == len(s.envs) for e in ("vae", "diffusion", "jepa", "dinov2"))
+    assert s.train_for("pusht_dino_wm", "transporter")["batch_size"] == 256
+    assert s.train_for("pusht_dino_wm", "transporter")["steps"] == s.train_for("pusht_dino_wm", "jepa")["steps"]
+    assert s.train_for("pusht_dino_wm", "jepa")["batch_size"] == s.train["batch_size"] == 64
+    assert s.model_config("pusht_dino_wm", "transporter")["predictor"]["kind"] == "mlp"
+    assert s.model_config("pusht_dino_wm", "jepa")["predictor"]["kind"] == "transformer"
     medium = s.envs["pointmaze_medium"]
     assert medium.env == "pointmaze" and medium.options["maze"] == "medium" and s.envs["pointmaze"].options["maze"] == "umaze"
     assert s.envs["pusht"].data.policy == "push" and s.envs["pusht"].data.policy_options == {"mix": 0.2}
