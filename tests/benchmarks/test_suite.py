@@ -270,6 +270,8 @@ def test_standard_config_composes(tmp_path):
     assert "goal_proprio" not in s.cell_settings("reacher_proprio", None, None)["eval"]
     dwm = s.envs["pusht_dino_wm"]  # DINO-WM's Push-T protocol: start and goal 25 control steps apart on one push
     assert dwm.env == "pusht" and dwm.options["start"] == "pushing" and dwm.options["goal_steps"] == 5
+    # the pusht exploration, 8x as many episodes: on 1,200 the transporter's world model overfits
+    assert dwm.data.policy == s.envs["pusht"].data.policy == "push" and dwm.data.episodes == 2400
     # contact dynamics get their own, longer world-model schedule; the rest of the suite's schedule holds
     assert s.train_for("pusht_dino_wm")["steps"] > s.train_for("pusht")["steps"] == s.train["steps"]
     assert s.train_for("pusht_dino_wm")["batch_size"] == s.train["batch_size"]

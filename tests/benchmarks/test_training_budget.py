@@ -35,7 +35,8 @@ def test_pusht_budget_also_studies_dino_wm_goals_with_the_pusher_read_from_the_g
         assert es.options == std.envs["pusht_dino_wm"].options and es.eval == std.envs["pusht_dino_wm"].eval
         assert es.eval.estimates_goal_proprio and es.eval.proprio_weights == [1, 1, 0, 0]
         assert s.cell_settings(name, "jepa", "cem")["eval"]["estimator"] == {"steps": 3000, "width": 32}
-    assert s.envs["pusht_dino_wm_d1200_s24000"].data == std.envs["pusht_dino_wm"].data
+    std_data = std.envs["pusht_dino_wm"].data  # the standard entry's exploration, at 1,200 episodes
+    assert s.envs["pusht_dino_wm_d1200_s24000"].data == dataclasses.replace(std_data, episodes=1200)
     assert s.train_for("pusht_dino_wm_d1200_s24000")["steps"] == std.train_for("pusht_dino_wm")["steps"]
     assert s.train_for("pusht_dino_wm_d4800_s96000")["steps"] == 96000
     assert s.envs["pusht_dino_wm_d4800_s96000"].data_name == "pusht_dino_wm_d4800_s24000"  # one 4,800 dataset
