@@ -258,6 +258,7 @@ class MPCController:
         self._z_goal: torch.Tensor | None = None
         self._p_goal_est: torch.Tensor | None = None  # the estimator's goal proprio for _goal_key
         self._batch: int | None = None
+        self._active: np.ndarray | None = None  # (B,) envs still under way (act's ``active``)
 
     # --- helpers -------------------------------------------------------------------------
     def _encode(self, pixels) -> torch.Tensor:
@@ -314,6 +315,13 @@ class MPCController:
             goal_proprio = self._p_goal_est
         return z_goal, self._goal_proprio(goal_proprio)
 
+    def _active_rows(self) -> torch.Tensor | None:
+        """Indices of the envs still under way (None: all of them, or no mask given)."""
+        active = self._active
+        if active is None or active.all() or not active.any():
+            return None
+        return torch.as_tensor(np.flatnonzero(active), device=self.device)
+
     def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None) -> None:
         B = self._batch
         z_ctx = torch.stack(list(self._z_hist), dim=1)                       # (B, T, N, D)
@@ -326,11 +334,22 @@ class MPCController:
         est = self.proprio_estimator if p_goal is not None and hasattr(self.proprio_estimator, "align") else None
         goal_b = None if est is None else p_goal[:, None, None]  # (B, 1, 1, P) against (B, S, H, P)
 
-        def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
-            z_pred, p_pred = model.rollout(z_ctx, p_ctx, actions, past_actions=past, **members)
+        def problem_cost(rows, actions: torch.Tensor) -> torch.Tensor:       # (b, S, H, Am) -> (b, S)
+            pick = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
+            z_pred, p_pred = model.rollout(pick(z_ctx), pick(p_ctx), actions, past_actions=pick(past), **members)
             if est is not None:  # periodic values (a free joint) compared the shorter way round
-                p_pred = est.align(p_pred, goal_b if p_pred.ndim == 4 else goal_b.unsqueeze(2))
-            return objective(z_pred, z_goal, p_pred, p_goal)
+                g = pick(goal_b)
+                p_pred = est.align(p_pred, g if p_pred.ndim == 4 else g.unsqueeze(2))
+            return objective(z_pred, pick(z_goal), p_pred, pick(p_goal))
+
+        rows = self._active_rows()
+
+        def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
+            if rows is None:
+                return problem_cost(None, actions)
+            # envs already done are not rolled out: their candidates cost 0 (their plan is not used)
+            sub = problem_cost(rows, actions[rows])                           # (b, S)
+            return sub.new_zeros(actions.shape[:2]).index_put((rows,), sub)
 
         if self.record_gap and self._predicted is not None:  # the frame the last plan led to is in
             predicted, goal = self._predicted
@@ -361,7 +380,7 @@ class MPCController:
         self._queue = [steps[:, i] for i in range(steps.shape[1])]
 
     # --- public --------------------------------------------------------------------------
-    def act(self, obs, goal_image, goal_proprio=None) -> np.ndarray:
+    def act(self, obs, goal_image, goal_proprio=None, active=None) -> np.ndarray:
         """Return the next env action: (A,) for one env or (B, A) for a batch of envs.
 
         Args:
@@ -370,6 +389,10 @@ class MPCController:
             goal_image: uint8 (H, W, 3) (shared by all envs) or (B, H, W, 3).
             goal_proprio: the goal state's proprio, float (P,) (shared) or (B, P), passed to the
                 objective; one with ``alpha > 0`` needs it. Ignored by a model with P = 0.
+            active: optional bool (B,): the envs still under way. A replan rolls out the candidates
+                of these alone (the same plans for them, less work); the others get actions too,
+                from candidates that were not rolled out, for the caller to drop (an env that has
+                reached its goal and holds still). None: every env.
 
         Raises:
             ValueError: bad images (dtype, shape, or another size than the model's ``image_size``),
@@ -382,6 +405,12 @@ class MPCController:
             self._batch = pixels.shape[0]
         elif pixels.shape[0] != self._batch:
             raise ValueError(f"this controller runs {self._batch} env(s); got {pixels.shape[0]} observations. Call reset() first")
+        if active is not None:
+            active = np.asarray(active)
+            if active.dtype != bool or active.shape != (self._batch,):
+                raise ValueError(f"active must be a bool array of shape ({self._batch},), one flag per env; "
+                                 f"got {active.dtype} {active.shape}")
+        self._active = active
         P = int(self.model.proprio_dim)
         if P and proprio is None:
             raise ValueError("this world model conditions on proprioception: pass the env's observation dict "

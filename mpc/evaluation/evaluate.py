@@ -192,6 +192,7 @@ def _run_episodes(envs: list, ids: list[int], policy: Policy, settings: EvalSett
         for j in filmed:
             extra = (predicted[j],) if decodes else ()
             frames.setdefault(ids[j], []).append(_side_by_side(obs[j]["pixels"], *extra, goals[j]))
+        episode_info["active"] = ~done  # envs still under way: a planner rolls out these alone
         actions = policy.act(batch_obs, episode_info)  # (B, A)
         for rec in getattr(policy, "imagination", [])[seen:]:  # plans whose steps just went through
             if gaps is not None:

@@ -117,19 +117,21 @@ class PlannerPolicy:
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         """Actions ``(B, A)``; ``info["goal_proprio"]`` is passed on when present, unless a proprio
-        estimator reads the goal's proprio from the goal image.
+        estimator reads the goal's proprio from the goal image; ``info["active"]`` (bool ``(B,)``, the
+        envs still under way) limits the planner's rollouts to those envs.
 
         Raises:
             ValueError: ``alpha > 0`` but the envs give no ``info["goal_proprio"]`` (and no estimator).
         """
+        active = info.get("active")  # (B,) envs still under way, when the caller says
         if self.controller.proprio_estimator is not None:  # the goal image alone
-            return self.controller.act(obs, info["goal_image"])
+            return self.controller.act(obs, info["goal_image"], active=active)
         goal_proprio = info.get("goal_proprio")
         if goal_proprio is None and self.controller.uses_goal_proprio:
             raise ValueError("alpha > 0 plans toward the goal's proprio, but the env gives no "
                              "info['goal_proprio'] (the goal state's proprio, float32 (P,), on reset and "
                              "each step; see envs/base.py); add it to the env or set alpha=0")
-        return self.controller.act(obs, info["goal_image"], goal_proprio=goal_proprio)
+        return self.controller.act(obs, info["goal_image"], goal_proprio=goal_proprio, active=active)
 
 
 class RandomPolicy:

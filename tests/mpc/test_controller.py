@@ -103,3 +103,33 @@ def test_action_bound_shrinks_about_the_box_centre_in_closed_loop(linear_model):
 def test_action_bound_must_be_a_fraction(linear_model, bound):
     with pytest.raises(ValueError, match="action_bound"):
         MPCController(linear_model, "cem", action_space=BOX, action_bound=bound)
+
+
+def test_active_mask_rolls_out_only_the_envs_under_way_and_keeps_their_plans(linear_model):
+    starts = np.array([[-0.6, -0.5], [0.5, 0.6], [0.0, 0.7]])
+    goals = np.array([[0.5, 0.4], [-0.6, -0.3], [0.1, -0.6]])
+    goal_imgs = np.stack([render_point(g) for g in goals])
+    opts = {"samples": 32, "iterations": 3, "elites": 4}
+    masked, plain = (MPCController(linear_model, "cem", horizon=3, action_space=BOX, planner_options=opts, seed=5)
+                     for _ in range(2))
+    rows = []
+    rollout = linear_model.rollout
+    linear_model.rollout = lambda z, *a, **k: rows.append(z.shape[0]) or rollout(z, *a, **k)
+    envs_m, envs_p = ([PointEnv(s, g) for s, g in zip(starts, goals)] for _ in range(2))
+    active = np.array([True, False, True])
+    for step in range(4):
+        batch = [{"pixels": np.stack([e.obs()["pixels"] for e in envs]),
+                  "proprio": np.stack([e.obs()["proprio"] for e in envs])} for envs in (envs_m, envs_p)]
+        rows.clear()
+        a_m = masked.act(batch[0], goal_imgs, active=active if step else None)
+        assert set(rows) == ({2} if step else {3})  # env 1 is not rolled out once it is done
+        a_p = plain.act(batch[1], goal_imgs)
+        np.testing.assert_allclose(a_m[active], a_p[active], atol=1e-5)  # the same plans for the others
+        for envs, acts in ((envs_m, a_m), (envs_p, a_p)):
+            for e, a, on in zip(envs, acts, active):
+                if on:
+                    e.step(a)
+    with pytest.raises(ValueError, match="one flag per env"):
+        masked.act(batch[0], goal_imgs, active=np.array([True, False]))
+    with pytest.raises(ValueError, match="one flag per env"):
+        masked.act(batch[0], goal_imgs, active=np.array([1, 0, 1]))

@@ -287,3 +287,23 @@ def test_train_distance_and_eval_with_it_from_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="another encoder"):
         evaluate("wall", model=WorldModel.load(ckpt), distance=str(other), episodes=1, steps=1, videos=0,
                  progress=False)
+
+
+def test_the_policy_is_told_which_envs_are_still_under_way(monkeypatch):
+    from mpc.evaluation import policies
+
+    masks, reached_at = [], {}
+    act = policies.OraclePolicy.act
+
+    def spy(self, obs, info):
+        masks.append(info["active"].copy())
+        return act(self, obs, info)
+
+    monkeypatch.setattr(policies.OraclePolicy, "act", spy)
+    result = evaluate("wall", policy="oracle", episodes=4, steps=50, batch_envs=4, progress=False)
+    assert result.success_rate == 1.0 and masks[0].all()
+    for t, m in enumerate(masks):
+        for j in np.flatnonzero(~m):
+            reached_at.setdefault(j, t)
+        assert all(not m[j] for j, t0 in reached_at.items() if t >= t0)  # done envs stay done
+    assert reached_at and not masks[-1].all()  # some env reached its goal before the last one
