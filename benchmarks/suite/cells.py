@@ -160,7 +160,8 @@ def run_cell(suite: SuiteSettings, env: str, encoder: str, planners: list[str]) 
         ps = suite.planners[planner]
         folder = path.with_suffix("")
         t0 = time.perf_counter()
-        res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name, planner_options=ps.options,
+        res = _evaluate(es.env, ev, policy="planner", model=model, planner=ps.name,
+                        planner_options=suite.planner_options(env, planner),
                         objective=ev.objective, alpha=ev.alpha, proprio_estimator=estimator,
                         proprio_weights=ev.proprio_weights, distance=distance,
                         risk=ps.risk, risk_mode=ps.risk_mode,

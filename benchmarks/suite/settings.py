@@ -85,6 +85,8 @@ class EvalSettings:
     replan_every: int = 1    # model steps executed per plan
     action_bound: float = 1.0  # fraction of the env's action box the planner searches, about its centre
     horizon: int | None = None  # planned model steps for every planner of this entry (None: each planner entry's)
+    planner_options: dict | None = None  # changes to every planner entry's options in this entry's cells
+                             # (e.g. {samples: 128, iterations: 8, elites: 16}: a larger search budget); None: none
     objective: str = "last"  # planning objective
     alpha: float = 0.0       # goal-proprio weight
     goal_proprio: str = "env"  # with alpha > 0, where the goal's proprio comes from: "env" (the env's
@@ -105,6 +107,9 @@ class EvalSettings:
                                          or self.horizon < 1):
             raise ValueError(f"eval.horizon must be a whole number of model steps >= 1 (or null: each planner "
                              f"entry's), got {self.horizon!r}")
+        if self.planner_options is not None and not isinstance(self.planner_options, dict):
+            raise ValueError(f"eval.planner_options must be a mapping of planner options (e.g. {{samples: 128, "
+                             f"iterations: 8}}) or null, got {self.planner_options!r}")
         from mpc.controller import check_action_bound
 
         check_action_bound(self.action_bound, "eval.action_bound")
@@ -448,6 +453,8 @@ class SuiteSettings:
             ev.pop("action_bound", None)
         if ev.get("horizon") is None or planner is None:  # the planner entry's horizon, or a baseline
             ev.pop("horizon", None)
+        if not ev.get("planner_options") or planner is None:  # the planner entries' options, or a baseline
+            ev.pop("planner_options", None)
         out = {"env": es.env, "options": es.options_for(shift), "data": asdict(es.data), "eval": ev}
         if encoder is not None:
             enc = self.encoders[encoder]
@@ -456,6 +463,11 @@ class SuiteSettings:
         if planner is not None:
             out["planner"] = asdict(self.planners[planner])
         return to_plain(out)
+
+    def planner_options(self, env: str, planner: str) -> dict:
+        """The options of planner entry ``planner`` in env entry ``env``'s cells: the entry's options with
+        the env entry's ``eval.planner_options`` merged over them."""
+        return merge(self.planners[planner].options, self.envs[env].eval.planner_options)
 
     def model_config(self, env: str, encoder: str) -> dict:
         """The world-model preset of ``(env, encoder)``: suite, then env, then encoder changes."""

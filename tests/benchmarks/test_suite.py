@@ -149,6 +149,34 @@ def test_other_goal_seeds_reevaluate_the_trained_models_without_training_again(f
         assert cell["settings"]["eval"]["seed"] == 2_000_000 and cell["status"] == "ok"
 
 
+def test_an_entrys_planner_options_change_its_cells_search_and_nothing_else(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    import mpc.training
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    first = json.loads((out / "cells" / "wall__vae__cem.json").read_text())
+    baselines = {n: (out / "cells" / f"wall__{n}__none.json").stat().st_mtime_ns for n in ("random", "oracle")}
+    for name in ("train_encoder", "train"):
+        monkeypatch.setattr(mpc.training, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called for a new search"))
+    cfg = _tiny_config(out, encoders=("vae",))
+    cfg.bench.envs.wall.eval = {"planner_options": {"samples": 4, "iterations": 2, "topk": 2}}
+    s = suite.SuiteSettings.from_config(cfg)
+    merged = s.planner_options("wall", "cem")
+    assert merged == {**s.planners["cem"].options, "samples": 4, "iterations": 2, "topk": 2}
+    assert s.planners["cem"].options["samples"] == 6  # the planner entry itself is unchanged
+    suite.run_suite(cfg)
+    cell = json.loads((out / "cells" / "wall__vae__cem.json").read_text())
+    assert first["rollouts_per_plan"] == 6 and cell["rollouts_per_plan"] == 8  # 4 samples x 2 iterations
+    assert cell["settings"]["eval"]["planner_options"]["samples"] == 4
+    assert "planner_options" not in first["settings"]["eval"]  # rows of entries without it are reused
+    assert {n: (out / "cells" / f"wall__{n}__none.json").stat().st_mtime_ns for n in baselines} == baselines
+    cfg.bench.envs.wall.eval = {"planner_options": [128]}
+    with pytest.raises(ValueError, match="eval.planner_options must be a mapping"):
+        suite.SuiteSettings.from_config(cfg)
+
+
 def test_command_line_shorthands():
     assert suite.translate_argv(["suite=quick", "encoder=vae,jepa", "planner=cem", "env=wall", "out=x",
                                  "bench.eval.episodes=3"]) == [
@@ -257,6 +285,15 @@ def test_standard_config_composes(tmp_path):
     # them, so rows written before these settings existed are reused
     dwm_eval = s.cell_settings("pusht_dino_wm", "jepa", "cem")["eval"]
     assert dwm_eval["action_bound"] == 0.4 and dwm_eval["horizon"] == 3
+    # ... and searches 4x the suite's budget there (128 x 8 for cem and icem); the planner entries keep 64 x 4
+    for p in ("cem", "icem"):
+        assert s.planner_options("pusht_dino_wm", p)["samples"] == 128 and s.planners[p].options["samples"] == 64
+        assert s.planner_options("pusht_dino_wm", p)["iterations"] == 8 and s.planners[p].options["iterations"] == 4
+        assert all(s.planner_options(e, p) == s.planners[p].options for e in s.env_order if e != "pusht_dino_wm")
+    assert all("planner_options" not in s.cell_settings(e, "jepa", "cem")["eval"]
+               for e in s.env_order if e != "pusht_dino_wm")
+    budget = suite.SuiteSettings.from_config(_compose_bench("budget", tmp_path))  # every budget as its entry says
+    assert all(budget.planner_options("pusht_dino_wm", p) == budget.planners[p].options for p in budget.planners)
     assert not {"action_bound", "horizon"} & set(s.cell_settings("pusht_dino_wm", None, None)["eval"])
     assert all(s.envs[e].eval.action_bound == 1.0 and s.envs[e].eval.horizon is None
                and not {"action_bound", "horizon"} & set(s.cell_settings(e, "jepa", "cem")["eval"])
