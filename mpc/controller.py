@@ -390,7 +390,7 @@ class MPCController:
             goal_proprio: the goal state's proprio, float (P,) (shared) or (B, P), passed to the
                 objective; one with ``alpha > 0`` needs it. Ignored by a model with P = 0.
             active: optional bool (B,): the envs still under way. A replan rolls out the candidates
-                of these alone (the same plans for them, less work); the others get actions too,
+                of these alone (the same plans for them up to float rounding, less work); the others get actions too,
                 from candidates that were not rolled out, for the caller to drop (an env that has
                 reached its goal and holds still). None: every env.
 
