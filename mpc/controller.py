@@ -258,7 +258,6 @@ class MPCController:
         self._z_goal: torch.Tensor | None = None
         self._p_goal_est: torch.Tensor | None = None  # the estimator's goal proprio for _goal_key
         self._batch: int | None = None
-        self._active: np.ndarray | None = None  # (B,) envs still under way (act's ``active``)
 
     # --- helpers -------------------------------------------------------------------------
     def _encode(self, pixels) -> torch.Tensor:
@@ -315,14 +314,7 @@ class MPCController:
             goal_proprio = self._p_goal_est
         return z_goal, self._goal_proprio(goal_proprio)
 
-    def _active_rows(self) -> torch.Tensor | None:
-        """Indices of the envs still under way (None: all of them, or no mask given)."""
-        active = self._active
-        if active is None or active.all() or not active.any():
-            return None
-        return torch.as_tensor(np.flatnonzero(active), device=self.device)
-
-    def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None) -> None:
+    def _replan(self, z_goal: torch.Tensor, p_goal: torch.Tensor | None, active: np.ndarray | None = None) -> None:
         B = self._batch
         z_ctx = torch.stack(list(self._z_hist), dim=1)                       # (B, T, N, D)
         p_ctx = torch.stack(list(self._p_hist), dim=1)                       # (B, T, P)
@@ -334,22 +326,18 @@ class MPCController:
         est = self.proprio_estimator if p_goal is not None and hasattr(self.proprio_estimator, "align") else None
         goal_b = None if est is None else p_goal[:, None, None]  # (B, 1, 1, P) against (B, S, H, P)
 
-        def problem_cost(rows, actions: torch.Tensor) -> torch.Tensor:       # (b, S, H, Am) -> (b, S)
-            pick = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
-            z_pred, p_pred = model.rollout(pick(z_ctx), pick(p_ctx), actions, past_actions=pick(past), **members)
-            if est is not None:  # periodic values (a free joint) compared the shorter way round
-                g = pick(goal_b)
-                p_pred = est.align(p_pred, g if p_pred.ndim == 4 else g.unsqueeze(2))
-            return objective(z_pred, pick(z_goal), p_pred, pick(p_goal))
-
-        rows = self._active_rows()
+        # envs already done are not rolled out: their candidates cost 0 (their plan is not used)
+        rows = (None if active is None or active.all() or not active.any()
+                else torch.as_tensor(np.flatnonzero(active), device=self.device))
+        pick = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
+        zc, pc, pa, zg, pg, gb = (pick(t) for t in (z_ctx, p_ctx, past, z_goal, p_goal, goal_b))  # once per replan
 
         def cost_fn(actions: torch.Tensor) -> torch.Tensor:                 # (B, S, H, Am) -> (B, S)
-            if rows is None:
-                return problem_cost(None, actions)
-            # envs already done are not rolled out: their candidates cost 0 (their plan is not used)
-            sub = problem_cost(rows, actions[rows])                           # (b, S)
-            return sub.new_zeros(actions.shape[:2]).index_put((rows,), sub)
+            z_pred, p_pred = model.rollout(zc, pc, pick(actions), past_actions=pa, **members)
+            if est is not None:  # periodic values (a free joint) compared the shorter way round
+                p_pred = est.align(p_pred, gb if p_pred.ndim == 4 else gb.unsqueeze(2))
+            cost = objective(z_pred, zg, p_pred, pg)                         # (b, S), b envs under way
+            return cost if rows is None else cost.new_zeros(actions.shape[:2]).index_put((rows,), cost)
 
         if self.record_gap and self._predicted is not None:  # the frame the last plan led to is in
             predicted, goal = self._predicted
@@ -410,7 +398,6 @@ class MPCController:
             if active.dtype != bool or active.shape != (self._batch,):
                 raise ValueError(f"active must be a bool array of shape ({self._batch},), one flag per env; "
                                  f"got {active.dtype} {active.shape}")
-        self._active = active
         P = int(self.model.proprio_dim)
         if P and proprio is None:
             raise ValueError("this world model conditions on proprioception: pass the env's observation dict "
@@ -429,7 +416,7 @@ class MPCController:
             self._p_hist.append(torch.as_tensor(proprio, device=self.device) if P  # (B, P); (B, 0) if P = 0
                                 else torch.zeros(pixels.shape[0], 0, device=self.device))
             if not self._queue:
-                self._replan(*goal)
+                self._replan(*goal, active=active)
         action = self._queue.pop(0)
         self._pending.append(action)
         self._steps += 1
