@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from mpc.data.episodes import load_dataset
+from mpc.data.episodes import EpisodeDataset, load_dataset
 from mpc.data.format import open_h5
 from mpc.data.latents import read_tokens
 
@@ -42,7 +42,8 @@ class WindowDataset:
     stays float16; items are converted).
 
     Args:
-        root: dataset directory.
+        root: dataset directory, or its :class:`mpc.data.EpisodeDataset` already opened (its episode
+            files are then not checked again).
         encoder: encoder fingerprint (str), an Encoder, or a cache folder; unused for ``source="pixels"``.
         num_hist, num_pred: context and predicted frames.
         frameskip: env steps between sampled frames (k).
@@ -71,7 +72,7 @@ class WindowDataset:
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         if source not in ("latents", "pixels"):
             raise ValueError(f"source must be 'latents' or 'pixels', got {source!r}")
-        self.episodes = load_dataset(root)
+        self.episodes = root if isinstance(root, EpisodeDataset) else load_dataset(root)
         self.root, self.meta = self.episodes.root, self.episodes.meta
         self.num_hist, self.num_pred, self.frameskip = int(num_hist), int(num_pred), int(frameskip)
         self.window = self.num_hist + self.num_pred
@@ -148,6 +149,29 @@ class WindowDataset:
             with open_h5(path) as f:
                 item["pixels"] = torch.from_numpy(f["pixels"][steps])   # (L, H, W, 3) uint8
         return item
+
+    def get_batch(self, indices) -> dict:
+        """Windows ``indices`` at once: the items of ``__getitem__`` stacked along a new first axis.
+
+        The same values as ``default_collate([self[j] for j in indices])``, gathered with one numpy
+        index per array instead of one Python call per window (the trainer's data path).
+        """
+        import torch
+
+        j = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(j) and not (0 <= j.min() and j.max() < len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        if self._tokens is None:  # raw pixels: one h5 read per window
+            items = [self[int(i)] for i in j]
+            return {k: torch.stack([item[k] for item in items]) for k in ("proprio", "actions", "pixels")}
+        local, s = self._win_local[j], self._win_start[j]
+        k, L = self.frameskip, self.window
+        frames = (self._frame_offset[local] + s)[:, None] + k * np.arange(L)             # (B, L)
+        acts = (self._action_offset[local] + s)[:, None] + np.arange(k * (L - 1))       # (B, k(L-1))
+        return {"proprio": torch.from_numpy(self._proprio[frames].astype(np.float32)),
+                "actions": torch.from_numpy(self._actions[acts].astype(np.float32)
+                                            .reshape(len(j), L - 1, k * self.env_action_dim)),
+                "z": torch.from_numpy(self._tokens[frames].astype(np.float32))}
 
     def __repr__(self) -> str:
         return (f"WindowDataset({str(self.root)!r}, windows={len(self)}, episodes={len(self.episode_ids)}, "

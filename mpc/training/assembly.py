@@ -77,9 +77,10 @@ def build_encoder(cfg, frameskip: int, ctx: DistContext) -> tuple[str, dict, obj
 def ensure_cache(data_dir: Path, encoder, ctx: DistContext, batch_size: int, progress: bool = True) -> None:
     """Build the latent cache of ``encoder`` once (rank 0) if it is missing or incomplete."""
     from mpc import data as wdata
+    from mpc.data.episodes import read_meta
 
     folder = wdata.cache_path(data_dir, encoder.fingerprint)
-    episodes = len(wdata.load_dataset(data_dir))
+    episodes = int(read_meta(data_dir)["episodes"])  # the episode files are checked when they are read
     done = len(list(folder.glob("episode_*.h5"))) if (folder / "cache.json").exists() else 0
     if done < episodes:
         if ctx.is_main:

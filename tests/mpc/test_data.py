@@ -337,6 +337,25 @@ def test_windows_content(dataset):
         WindowDataset(dataset, enc, num_hist=10, num_pred=5, frameskip=2)
 
 
+def test_a_batch_of_windows_equals_its_windows_stacked(dataset):
+    enc = FakeEncoder(image_size=16, seed=0)
+    encode_dataset(dataset, enc, dtype="float16", progress=False)
+    for k, split in ((3, "all"), (1, "train")):
+        w = WindowDataset(dataset, enc.fingerprint, num_hist=3, num_pred=1, frameskip=k, split=split,
+                          val_fraction=0.4)
+        idx = np.random.default_rng(k).permutation(len(w))[:9]
+        batch, expect = w.get_batch(idx), torch.utils.data.default_collate([w[int(j)] for j in idx])
+        assert list(batch) == list(expect)
+        for key in expect:
+            assert batch[key].dtype == expect[key].dtype
+            np.testing.assert_array_equal(batch[key].numpy(), expect[key].numpy())
+    wp = WindowDataset(dataset, None, num_hist=3, num_pred=1, frameskip=3, split="all", source="pixels")
+    np.testing.assert_array_equal(wp.get_batch([5, 0])["pixels"].numpy(),
+                                  torch.stack([wp[5]["pixels"], wp[0]["pixels"]]).numpy())
+    with pytest.raises(IndexError, match="out of range"):
+        w.get_batch([0, len(w)])
+
+
 def test_split_is_disjoint_by_episode(dataset):
     enc = FakeEncoder(image_size=16, seed=0)
     encode_dataset(dataset, enc, progress=False)
