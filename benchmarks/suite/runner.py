@@ -97,10 +97,26 @@ def _preload_compiler() -> None:
     import torch._dynamo  # noqa: F401
 
 
-def _init_worker(threads: int | None) -> None:
-    """Worker process of a parallel suite: torch threads and plain log lines."""
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """End this worker soon after process ``parent`` is gone (killed, e.g. ``kill <pid>``): a pool
+    worker outlives a killed parent and would go on training and writing into the run folder."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    """Worker process of a parallel suite: ends with the suite's process ``parent``, torch threads and
+    plain log lines."""
     import torch
 
+    _exit_with_parent(parent)
     _preload_compiler()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(name)s] %(message)s")
     if threads:
@@ -121,10 +137,11 @@ def _run_units(suite: SuiteSettings, units: list[Unit]) -> None:
         return
     import concurrent.futures as cf
     import multiprocessing
+    import os
 
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked GL or OpenMP state
     with cf.ProcessPoolExecutor(suite.jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(suite.threads,)) as pool:
+                                initargs=(suite.threads, os.getpid())) as pool:
         futures = [pool.submit(_run_unit, suite, unit) for unit in units]
         for f in cf.as_completed(futures):
             f.result()  # re-raise a worker's error (fail_fast) here

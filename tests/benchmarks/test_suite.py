@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -523,3 +524,56 @@ def test_a_tiny_maze_suite_trains_its_temporal_distance_once(tmp_path, monkeypat
     before = (tmp_path / "cells" / "pointmaze__vae__cem.json").stat().st_mtime_ns
     suite.run_suite(cfg)
     assert (tmp_path / "cells" / "pointmaze__vae__cem.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the child's state from /proc")
+def test_a_pool_worker_ends_when_the_suite_process_is_killed(tmp_path):
+    """A killed suite (``kill -9 <pid>``) leaves no worker training on into its run folder."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "watched_child.py").write_text(
+        "import os, sys, time\n"
+        "from benchmarks.suite.runner import _exit_with_parent\n"
+        "def main(parent, ready):\n"
+        "    _exit_with_parent(parent, every=0.1)\n"
+        "    open(ready, 'w').close()\n"
+        "    time.sleep(120)\n")
+    parent_code = (
+        "import multiprocessing, os, sys, time\n"
+        "import watched_child\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=watched_child.main,\n"
+        "                                                     args=(os.getpid(), sys.argv[1]))\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(120)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    ready = tmp_path / "ready"
+
+    def running(pid: int) -> bool:  # a zombie (ended, not yet reaped by init) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, str(ready)], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline:  # the child imported the runner
+            time.sleep(0.1)
+        assert ready.exists() and running(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(child), "the worker outlived its killed parent by 30 s"
+    finally:
+        parent.kill()
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
