@@ -185,6 +185,21 @@ def test_pointmaze_success_radius_and_oracle_path_through_maze():
         env.close()
 
 
+def test_pointmaze_leaves_no_maze_file_in_the_temp_folder():
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).glob("ant_maze*.xml"))
+    env = make_env("pointmaze", maze="medium")
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        assert env.render().shape[-1] == 3  # it still simulates and renders without the file
+    finally:
+        env.close()
+    assert set(Path(tempfile.gettempdir()).glob("ant_maze*.xml")) <= before
+
+
 @pytest.mark.parametrize("name,options", [("pusht", {}), ("pointmaze", {"maze": "medium"})])
 def test_image_size_option(name, options):
     env = make_env(name, image_size=96, **options)
