@@ -180,8 +180,10 @@ class PointMazeEnv(OwnsRenderer, GoalEnv):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._sim = _PointMazeSim(maze_map=built, render_mode=None, continuing_task=True)
-        with contextlib.suppress(OSError, TypeError):  # gymnasium-robotics leaves the maze's MuJoCo xml
-            os.remove(self._sim.tmp_xml_file_path)    # in the temp folder; the model is already loaded
+        xml = getattr(self._sim, "tmp_xml_file_path", None)  # gymnasium-robotics leaves the maze's MuJoCo
+        if xml:                                               # xml in the temp folder; the model is loaded
+            with contextlib.suppress(OSError):
+                os.remove(xml)
         self._grid = self._sim.maze
         self.model = self._sim.point_env.model
         self.data = self._sim.point_env.data

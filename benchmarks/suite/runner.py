@@ -7,6 +7,7 @@ an error becomes rows with a ``skipped: ...`` or ``failed: ...`` status (traceba
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -100,7 +101,6 @@ def _preload_compiler() -> None:
 def _exit_with_parent(parent: int, every: float = 2.0) -> None:
     """End this worker soon after process ``parent`` is gone (killed, e.g. ``kill <pid>``): a pool
     worker outlives a killed parent and would go on training and writing into the run folder."""
-    import os
     import threading
 
     def watch() -> None:
@@ -137,7 +137,6 @@ def _run_units(suite: SuiteSettings, units: list[Unit]) -> None:
         return
     import concurrent.futures as cf
     import multiprocessing
-    import os
 
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked GL or OpenMP state
     with cf.ProcessPoolExecutor(suite.jobs, mp_context=ctx, initializer=_init_worker,

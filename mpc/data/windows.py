@@ -162,8 +162,7 @@ class WindowDataset:
         if len(j) and not (0 <= j.min() and j.max() < len(self)):
             raise IndexError(f"window index out of range for {len(self)} windows")
         if self._tokens is None:  # raw pixels: one h5 read per window
-            items = [self[int(i)] for i in j]
-            return {k: torch.stack([item[k] for item in items]) for k in ("proprio", "actions", "pixels")}
+            return torch.utils.data.default_collate([self[int(i)] for i in j])
         local, s = self._win_local[j], self._win_start[j]
         k, L = self.frameskip, self.window
         frames = (self._frame_offset[local] + s)[:, None] + k * np.arange(L)             # (B, L)

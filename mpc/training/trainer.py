@@ -36,7 +36,7 @@ from typing import Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from mpc._io import folder_lock, remove_temp_files, write_json
@@ -245,9 +245,8 @@ class Trainer:
         self.model.eval()
         sampler = DistributedSampler(self.val_ds, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
                                      shuffle=False, drop_last=False)
-        order = list(sampler)
-        chunks = [order[i:i + self.local_batch] for i in range(0, len(order), self.local_batch)]
-        loader = DataLoader(_Batches(self.val_ds), batch_size=None, sampler=chunks,
+        loader = DataLoader(_Batches(self.val_ds), batch_size=None,
+                            sampler=BatchSampler(sampler, self.local_batch, drop_last=False),
                             num_workers=int(self.cfg.train.workers),
                             generator=torch.Generator().manual_seed(0))
         limit = self.cfg.train.val_batches
