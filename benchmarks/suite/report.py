@@ -240,7 +240,8 @@ def write_report(run_dir: Path, rows: list[dict], meta: dict, monotonicity: dict
     write_json(run_dir / "results.json", {"meta": meta, "rows": rows, "monotonicity": monotonicity or {}})
     lines = [f"# wmpc benchmark: suite `{meta.get('suite')}`", "",
              f"Machine: {meta.get('machine')}; torch {meta.get('torch')}; device {meta.get('device')}; "
-             f"total time {meta.get('total_time_s', 0):.0f} s.",
+             f"wall time of this invocation {meta.get('total_time_s', 0):.0f} s (models and cells already in "
+             "the run folder were reused, not counted).",
              "Evaluation goals come from held-out seeds; training data is goal-free random exploration. "
              "Plans use the goal image only (rows labelled `goal-proprio` also use the goal's proprioception; "
              "rows labelled `proprio-from-goal-image` weigh proprio too, but read the goal's from the goal image "
